@@ -1,0 +1,83 @@
+"""The ``semires`` command line: a thin layer that parses arguments and calls the library.
+
+Each command group lives in its own small module and registers itself on the one typer app:
+
+- ``semires data synth|stats|split|show``        -> :mod:`semires.cli.data`
+- ``semires propose`` / ``semires proposals ...``  -> :mod:`semires.cli.proposals`
+- ``semires train|evaluate|predict``               -> :mod:`semires.cli.train`
+- ``semires score``                                -> :mod:`semires.cli.score`
+- ``semires run``                                  -> :mod:`semires.cli.run`
+
+Errors caused by user input (:class:`semires.errors.SemiresError`) are printed as one line on
+stderr, without a traceback, and the process exits with a non-zero code.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from semires import __version__
+
+app = typer.Typer(
+    name="semires",
+    help="SemiRES: semi-supervised referring expression segmentation with SAM-guided pseudo-labels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"semires {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """SemiRES command line."""
+
+
+def _register() -> None:
+    from semires.cli import data, proposals, run, score, train
+
+    for module in (data, proposals, train, score, run):
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code."""
+    from semires.errors import SemiresError
+
+    try:
+        app(args=argv, prog_name="semires", standalone_mode=False)
+    except SemiresError as err:
+        typer.echo(f"error: {err}", err=True)
+        return err.exit_code
+    except typer.Exit as ex:
+        return ex.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Binary masks as COCO run-length encodings (pycocotools), plus mask file I/O.
+
+Conventions: a decoded mask is a ``numpy.ndarray`` of shape (H, W) and dtype ``uint8`` with
+values in {0, 1}. An RLE is the compressed COCO dict ``{"size": [H, W], "counts": str}``
+(``counts`` stored as ``str`` so that it is JSON-serialisable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from semires.errors import DataError, missing
+
+RLE = dict[str, Any]
+
+
+def encode(mask: np.ndarray) -> RLE:
+    """Encode one (H, W) binary mask as a compressed RLE with ``str`` counts."""
+    if mask.ndim != 2:
+        raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8, copy=False)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def encode_many(masks: np.ndarray) -> list[RLE]:
+    """Encode an (N, H, W) stack of binary masks in one pycocotools call."""
+    if masks.ndim != 3:
+        raise ValueError(f"expected an (N, H, W) stack, got shape {masks.shape}")
+    if len(masks) == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8, copy=False)))
+    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
+
+
+def _to_coco(rle: RLE) -> dict[str, Any]:
+    counts = rle["counts"]
+    if isinstance(counts, list):  # uncompressed RLE (e.g. COCO crowd annotations)
+        h, w = rle["size"]
+        return mask_utils.frPyObjects(rle, h, w)
+    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+
+
+def decode(rle: RLE) -> np.ndarray:
+    """Decode one RLE (compressed or uncompressed counts) to an (H, W) uint8 mask."""
+    return np.ascontiguousarray(mask_utils.decode(_to_coco(rle)))
+
+
+def decode_many(rles: list[RLE]) -> np.ndarray:
+    """Decode RLEs of one common size to an (N, H, W) uint8 stack."""
+    if not rles:
+        raise ValueError("decode_many needs at least one RLE (the size is unknown otherwise)")
+    stacked = mask_utils.decode([_to_coco(r) for r in rles])
+    return np.ascontiguousarray(stacked.transpose(2, 0, 1))
+
+
+def area(rle: RLE) -> int:
+    return int(mask_utils.area(_to_coco(rle)))
+
+
+def bbox(rle: RLE) -> list[float]:
+    """[x, y, w, h] of the mask's extent."""
+    return [float(v) for v in mask_utils.toBbox(_to_coco(rle))]
+
+
+def from_segmentation(segmentation: Any, height: int, width: int) -> RLE:
+    """A COCO ``segmentation`` field (polygon list, uncompressed or compressed RLE) as an RLE."""
+    if isinstance(segmentation, list):
+        if not segmentation:
+            raise ValueError("empty polygon list")
+        rles = mask_utils.frPyObjects([list(map(float, p)) for p in segmentation], height, width)
+        merged = mask_utils.merge(rles)
+        return {"size": [int(merged["size"][0]), int(merged["size"][1])], "counts": merged["counts"].decode("ascii")}
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        coco = _to_coco(segmentation)
+        counts = coco["counts"]
+        return {"size": [int(coco["size"][0]), int(coco["size"][1])],
+                "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    raise ValueError(f"unsupported segmentation of type {type(segmentation).__name__}")
+
+
+def read_mask_file(path: str | Path) -> np.ndarray:
+    """Read a binary mask from ``.npy`` or an image file (PNG ...) as (H, W) uint8 in {0, 1}.
+
+    PNG masks may be stored as 0/1 or 0/255. Anything else (empty, several values, not 2-D) is
+    rejected with an error naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise missing(path, "mask file")
+    try:
+        if path.suffix.lower() == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as im:
+                arr = np.asarray(im)
+    except Exception as exc:  # noqa: BLE001 - any decode failure is a bad file
+        raise DataError(f"cannot read mask file {path}: {exc}") from exc
+    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+        # A colour PNG of a binary mask: every channel identical (alpha ignored).
+        rgb = arr[..., : min(3, arr.shape[2])]
+        if not (rgb == rgb[..., :1]).all():
+            raise DataError(f"mask file {path}: expected a single-channel binary mask, got a colour image")
+        arr = rgb[..., 0]
+    if arr.ndim != 2 or arr.size == 0:
+        raise DataError(f"mask file {path}: expected a non-empty 2-D mask, got shape {tuple(arr.shape)}")
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    values = np.unique(arr)
+    if not set(values.tolist()) <= {0, 1} and not set(values.tolist()) <= {0, 255}:
+        shown = values[:6].tolist()
+        raise DataError(f"mask file {path}: expected binary values (0/1 or 0/255), found {shown}")
+    return (arr > 0).astype(np.uint8)
+
+
+def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
+    """Write a binary mask as an 8-bit PNG with values 0/255 (atomically)."""
+    import io
+
+    from PIL import Image
+
+    from semires.utils.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray((mask > 0).astype(np.uint8) * 255).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_mask_npy(path: str | Path, mask: np.ndarray) -> None:
+    """Write a binary mask as uint8 ``.npy`` (atomically)."""
+    import io
+
+    from semires.utils.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.save(buf, (mask > 0).astype(np.uint8), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
