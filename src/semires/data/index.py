@@ -176,7 +176,7 @@ class RESIndex:
                 raise DataError(f"object {object_id}: polygon mask needs the size of image {ob.image_id}")
             try:
                 rle = mask_ops.from_segmentation(ob.segmentation, h or 0, w or 0)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise DataError(f"object {object_id} in {self.source or self.name}: "
                                 f"cannot decode its segmentation ({exc})") from exc
         else:

@@ -99,7 +99,7 @@ def read_mask_file(path: str | Path) -> np.ndarray:
 
             with Image.open(path) as im:
                 arr = np.asarray(im)
-    except Exception as exc:  # noqa: BLE001 - any decode failure is a bad file
+    except Exception as exc:
         raise DataError(f"cannot read mask file {path}: {exc}") from exc
     if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
         # A colour PNG of a binary mask: every channel identical (alpha ignored).
