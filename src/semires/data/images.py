@@ -47,7 +47,13 @@ def read_image(path: str | Path) -> np.ndarray:
             with Image.open(path) as im:
                 im.load()
                 return to_rgb_array(im, path)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise DataError(f"cannot decode image {path}: {exc}") from exc
 
 

@@ -106,8 +106,10 @@ class RESIndex:
 
     # ------------------------------------------------------------------ queries
     def __repr__(self) -> str:
-        return (f"RESIndex(name={self.name!r}, images={len(self.images)}, objects={len(self.objects)}, "
-                f"refs={len(self.refs)}, splits={self.splits()})")
+        return (
+            f"RESIndex(name={self.name!r}, images={len(self.images)}, objects={len(self.objects)}, "
+            f"refs={len(self.refs)}, splits={self.splits()})"
+        )
 
     def splits(self) -> list[str]:
         order = {"train": 0, "val": 1, "test": 2, "testA": 3, "testB": 4}
@@ -116,8 +118,10 @@ class RESIndex:
     def refs_in(self, split: str | None = None) -> list[Ref]:
         """Refs of one split (all refs when ``split`` is None), sorted by id."""
         if split is not None and split not in set(self.splits()):
-            raise DataError(f"split {split!r} not found in {self.source or self.name}; "
-                            f"available: {', '.join(self.splits())}")
+            raise DataError(
+                f"split {split!r} not found in {self.source or self.name}; "
+                f"available: {', '.join(self.splits())}"
+            )
         return [r for r in self.refs.values() if split is None or r.split == split]
 
     def image_ids(self, split: str | None = None) -> list[int]:
@@ -150,7 +154,9 @@ class RESIndex:
         if im.height is not None and im.width is not None:
             return im.height, im.width
         for ob in self.objects.values():
-            if ob.image_id == image_id and (ob.segmentation is not None or ob.mask_file is not None):
+            if ob.image_id == image_id and (
+                ob.segmentation is not None or ob.mask_file is not None
+            ):
                 h, w = self.rle(ob.id)["size"]
                 return int(h), int(w)
         from semires.data.images import image_size
@@ -173,12 +179,16 @@ class RESIndex:
             h = im.height if im else None
             w = im.width if im else None
             if isinstance(ob.segmentation, list) and (h is None or w is None):
-                raise DataError(f"object {object_id}: polygon mask needs the size of image {ob.image_id}")
+                raise DataError(
+                    f"object {object_id}: polygon mask needs the size of image {ob.image_id}"
+                )
             try:
                 rle = mask_ops.from_segmentation(ob.segmentation, h or 0, w or 0)
             except Exception as exc:
-                raise DataError(f"object {object_id} in {self.source or self.name}: "
-                                f"cannot decode its segmentation ({exc})") from exc
+                raise DataError(
+                    f"object {object_id} in {self.source or self.name}: "
+                    f"cannot decode its segmentation ({exc})"
+                ) from exc
         else:
             raise DataError(f"object {object_id} in {self.source or self.name} has no mask")
         self._rle_cache[object_id] = rle
@@ -189,7 +199,9 @@ class RESIndex:
         return mask_ops.decode(self.rle(object_id))
 
     def has_masks(self) -> bool:
-        return any(ob.segmentation is not None or ob.mask_file is not None for ob in self.objects.values())
+        return any(
+            ob.segmentation is not None or ob.mask_file is not None for ob in self.objects.values()
+        )
 
     # ------------------------------------------------------------------ checks / views
     def validate(self) -> None:
@@ -200,19 +212,25 @@ class RESIndex:
                 raise DataError(f"{where}: object {ob.id} points to missing image {ob.image_id}")
         for ref in self.refs.values():
             if ref.object_id not in self.objects:
-                raise DataError(f"{where}: ref {ref.id} points to missing object (ann_id) {ref.object_id}")
+                raise DataError(
+                    f"{where}: ref {ref.id} points to missing object (ann_id) {ref.object_id}"
+                )
             if ref.image_id not in self.images:
                 raise DataError(f"{where}: ref {ref.id} points to missing image {ref.image_id}")
             if self.objects[ref.object_id].image_id != ref.image_id:
-                raise DataError(f"{where}: ref {ref.id} says image {ref.image_id} but its object "
-                                f"{ref.object_id} is on image {self.objects[ref.object_id].image_id}")
+                raise DataError(
+                    f"{where}: ref {ref.id} says image {ref.image_id} but its object "
+                    f"{ref.object_id} is on image {self.objects[ref.object_id].image_id}"
+                )
 
     def subset(self, ref_ids: Iterable[int]) -> RESIndex:
         """A new index holding only the given refs and the objects / images they use."""
         wanted = set(ref_ids)
         unknown = wanted - set(self.refs)
         if unknown:
-            raise DataError(f"unknown ref ids for {self.source or self.name}: {sorted(unknown)[:10]}")
+            raise DataError(
+                f"unknown ref ids for {self.source or self.name}: {sorted(unknown)[:10]}"
+            )
         refs = [self.refs[i] for i in sorted(wanted)]
         obj_ids = {r.object_id for r in refs}
         img_ids = {r.image_id for r in refs}

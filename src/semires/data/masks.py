@@ -23,7 +23,10 @@ def encode(mask: np.ndarray) -> RLE:
     if mask.ndim != 2:
         raise ValueError(f"expected an (H, W) mask, got shape {mask.shape}")
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8, copy=False)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+    return {
+        "size": [int(rle["size"][0]), int(rle["size"][1])],
+        "counts": rle["counts"].decode("ascii"),
+    }
 
 
 def encode_many(masks: np.ndarray) -> list[RLE]:
@@ -32,8 +35,13 @@ def encode_many(masks: np.ndarray) -> list[RLE]:
         raise ValueError(f"expected an (N, H, W) stack, got shape {masks.shape}")
     if len(masks) == 0:
         return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8, copy=False)))
-    return [{"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")} for r in rles]
+    rles = mask_utils.encode(
+        np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8, copy=False))
+    )
+    return [
+        {"size": [int(r["size"][0]), int(r["size"][1])], "counts": r["counts"].decode("ascii")}
+        for r in rles
+    ]
 
 
 def _to_coco(rle: RLE) -> dict[str, Any]:
@@ -41,7 +49,10 @@ def _to_coco(rle: RLE) -> dict[str, Any]:
     if isinstance(counts, list):  # uncompressed RLE (e.g. COCO crowd annotations)
         h, w = rle["size"]
         return mask_utils.frPyObjects(rle, h, w)
-    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return {
+        "size": list(rle["size"]),
+        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+    }
 
 
 def decode(rle: RLE) -> np.ndarray:
@@ -73,12 +84,17 @@ def from_segmentation(segmentation: Any, height: int, width: int) -> RLE:
             raise ValueError("empty polygon list")
         rles = mask_utils.frPyObjects([list(map(float, p)) for p in segmentation], height, width)
         merged = mask_utils.merge(rles)
-        return {"size": [int(merged["size"][0]), int(merged["size"][1])], "counts": merged["counts"].decode("ascii")}
+        return {
+            "size": [int(merged["size"][0]), int(merged["size"][1])],
+            "counts": merged["counts"].decode("ascii"),
+        }
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         coco = _to_coco(segmentation)
         counts = coco["counts"]
-        return {"size": [int(coco["size"][0]), int(coco["size"][1])],
-                "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+        return {
+            "size": [int(coco["size"][0]), int(coco["size"][1])],
+            "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+        }
     raise ValueError(f"unsupported segmentation of type {type(segmentation).__name__}")
 
 
@@ -105,10 +121,14 @@ def read_mask_file(path: str | Path) -> np.ndarray:
         # A colour PNG of a binary mask: every channel identical (alpha ignored).
         rgb = arr[..., : min(3, arr.shape[2])]
         if not (rgb == rgb[..., :1]).all():
-            raise DataError(f"mask file {path}: expected a single-channel binary mask, got a colour image")
+            raise DataError(
+                f"mask file {path}: expected a single-channel binary mask, got a colour image"
+            )
         arr = rgb[..., 0]
     if arr.ndim != 2 or arr.size == 0:
-        raise DataError(f"mask file {path}: expected a non-empty 2-D mask, got shape {tuple(arr.shape)}")
+        raise DataError(
+            f"mask file {path}: expected a non-empty 2-D mask, got shape {tuple(arr.shape)}"
+        )
     if arr.dtype == bool:
         return arr.astype(np.uint8)
     values = np.unique(arr)
