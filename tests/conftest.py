@@ -1,0 +1,24 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = REPO.parent / "shared" / "realdata"
+
+torch.set_flush_denormal(True)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """The folder of real RefCOCO-family pieces (../shared/realdata); skips when absent."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real-data tests need {REALDATA} (absent in a plain clone of this repository)")
+    return REALDATA
