@@ -1,9 +1,123 @@
-"""CLI commands of this group (see :mod:`semires.cli`)."""
+"""``semires train``, ``semires evaluate`` and ``semires predict``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+_CONFIG_HELP = "YAML config (a file, or the name of a shipped config such as synth_tiny)."
+
+
+def train(
+    config: str = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
+    overrides: list[str] = typer.Argument(
+        None, help="key=value overrides, e.g. train.lr=1e-4 output.dir=runs/x"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a RES model (supervised burn-in, or teacher-student with semi.enabled=true).
+
+    Resumes from <output.dir>/latest.pt when it exists. Works under torchrun (DDP).
+    """
+    from semires.evaluate.report import format_metrics_table
+    from semires.train.config import load_config, resolve_config_path
+    from semires.train.engine import train as run_training
+
+    cfg = load_config(resolve_config_path(config), overrides or [])
+    result = run_training(cfg, progress=not quiet)
+    if result.get("splits"):
+        typer.echo(
+            format_metrics_table(
+                result["splits"], title=f"{cfg.name} (best epoch {result['best']['epoch']})"
+            )
+        )
+
+
+def evaluate(
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="A semires checkpoint (best.pt / latest.pt)."
+    ),
+    split: str = typer.Option("val", "--split", help="The split to evaluate."),
+    protocol: str = typer.Option(
+        "lavt", "--protocol", help="lavt (480x480 resize) or original (original resolution)."
+    ),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Write metrics and per-sample IoUs as json."
+    ),
+    pred_dir: Path | None = typer.Option(
+        None, "--pred-dir", help="Write prediction PNGs (re-score with `semires score`)."
+    ),
+    gt_dir: Path | None = typer.Option(
+        None, "--gt-dir", help="Write the matching ground-truth PNGs."
+    ),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    device: str = typer.Option("auto", "--device"),
+    root: str | None = typer.Option(
+        None, "--root", help="Override the data root stored in the checkpoint."
+    ),
+    ann: str | None = typer.Option(
+        None, "--ann", help="Override the semires json stored in the checkpoint."
+    ),
+    image_root: str | None = typer.Option(None, "--image-root", help="Override the image root."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Evaluate a checkpoint on every sentence of every ref of a split (oIoU, mIoU, Prec@X)."""
+    from semires.evaluate.evaluate import evaluate_checkpoint
+    from semires.evaluate.report import format_metrics_table
+
+    result = evaluate_checkpoint(
+        checkpoint,
+        split,
+        protocol=protocol,
+        batch_size=batch_size,
+        device=device,
+        data_overrides={"root": root, "ann": ann, "image_root": image_root},
+        pred_dir=pred_dir,
+        gt_dir=gt_dir,
+        json_out=json_out,
+        progress=not quiet,
+    )
+    typer.echo(
+        format_metrics_table(
+            {split: result["metrics"]}, title=f"{checkpoint} ({protocol} protocol)"
+        )
+    )
+
+
+def predict(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A semires checkpoint."),
+    image: Path = typer.Option(..., "--image", help="The image file."),
+    text: str = typer.Option(..., "--text", help="The referring expression."),
+    out: Path = typer.Option(
+        Path("mask.png"), "--out", help="Binary mask PNG (0/255) at the image size."
+    ),
+    overlay_out: Path | None = typer.Option(
+        None, "--overlay", help="Also write the image with the mask drawn."
+    ),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    """Segment the object a sentence refers to in one image."""
+    from PIL import Image
+
+    from semires.data.images import read_image
+    from semires.data.masks import write_mask_png
+    from semires.evaluate.predict import load, overlay
+    from semires.utils.io import atomic_open
+
+    seg = load(checkpoint, device=device)
+    rgb = read_image(image)
+    mask = seg.predict(rgb, text)
+    write_mask_png(out, mask)
+    typer.echo(f"mask: {out} ({int(mask.sum())} of {mask.size} pixels)")
+    if overlay_out is not None:
+        with atomic_open(overlay_out, "wb") as fh:
+            Image.fromarray(overlay(rgb, mask)).save(fh, format="PNG")
+        typer.echo(f"overlay: {overlay_out}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    """Add train / evaluate / predict to the main app."""
+    app.command("train")(train)
+    app.command("evaluate")(evaluate)
+    app.command("predict")(predict)

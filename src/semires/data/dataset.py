@@ -1,0 +1,273 @@
+"""Torch datasets for training and evaluation, with stateless, resumable sampling.
+
+Sampling is a pure function of ``(seed, stream, global step, rank)``: the indices of the batch a
+rank sees at a given optimizer step never depend on what happened before. A run resumed at step
+``t`` therefore sees exactly the batches an uninterrupted run sees, and per-sample randomness
+(which sentence of a ref, augmentation parameters) is drawn from a generator seeded by the same
+key. Streams: 0 = labeled, 1 = unlabeled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from semires.data.index import Ref, RESIndex
+from semires.data.transforms import color_jitter, gaussian_blur, resize_image, resize_mask
+
+LABELED, UNLABELED = 0, 1
+
+
+def batch_indices(
+    n: int, batch: int, seed: int, stream: int, step: int, rank: int = 0, world: int = 1
+) -> list[int]:
+    """Indices into a dataset of ``n`` items for one rank's batch at global ``step``.
+
+    Every ``cycle`` of ``n // (batch * world)`` steps is a fresh permutation (an epoch over the
+    data), so each item is seen once per cycle; a dataset smaller than one global batch is
+    repeated within the cycle.
+    """
+    if n <= 0:
+        raise ValueError("cannot sample from an empty dataset")
+    global_batch = batch * world
+    per_cycle = max(1, n // global_batch)
+    cycle, pos = divmod(step, per_cycle)
+    repeats = math.ceil(global_batch / n) if n < global_batch else 1
+    perm = np.concatenate(
+        [np.random.default_rng([seed, stream, cycle, r]).permutation(n) for r in range(repeats)]
+    )
+    start = pos * global_batch + rank * batch
+    return perm[start : start + batch].tolist()
+
+
+@dataclass(frozen=True)
+class SampleKey:
+    """What a dataset needs to produce one sample deterministically."""
+
+    index: int
+    stream: int
+    step: int
+    slot: int  # position of the sample in the global batch
+
+    def rng(self, seed: int) -> np.random.Generator:
+        return np.random.default_rng([seed, self.stream, self.step, self.slot, 7])
+
+
+class StepBatchSampler(Sampler[list[SampleKey]]):
+    """Yields this rank's batch of :class:`SampleKey` for steps ``start .. stop - 1``."""
+
+    def __init__(
+        self,
+        n: int,
+        batch: int,
+        seed: int,
+        stream: int,
+        start: int,
+        stop: int,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        self.n, self.batch, self.seed, self.stream = n, batch, seed, stream
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        for step in range(self.start, self.stop):
+            idx = batch_indices(
+                self.n, self.batch, self.seed, self.stream, step, self.rank, self.world
+            )
+            base = self.rank * self.batch
+            yield [SampleKey(i, self.stream, step, base + j) for j, i in enumerate(idx)]
+
+
+class _ImageCache:
+    """Decoded, resized images of an index (optionally kept in memory)."""
+
+    def __init__(self, index: RESIndex, size: int, keep: bool) -> None:
+        self.index, self.size, self.keep = index, size, keep
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def get(self, image_id: int) -> torch.Tensor:
+        hit = self._cache.get(image_id)
+        if hit is not None:
+            return hit
+        img = resize_image(self.index.load_image(image_id), self.size)
+        if self.keep:
+            self._cache[image_id] = img
+        return img
+
+
+class LabeledDataset(Dataset):
+    """Labeled refs: (image, one random sentence of the ref, GT mask), resized to ``size``.
+
+    ``augment="photometric"`` applies the strong colour jitter to labeled images too (off in the
+    paper).
+    """
+
+    def __init__(
+        self,
+        index: RESIndex,
+        refs: Sequence[Ref],
+        size: int,
+        seed: int,
+        *,
+        cache_images: bool = False,
+        augment: str = "none",
+        jitter: dict[str, float] | None = None,
+    ) -> None:
+        self.index, self.refs, self.size, self.seed = index, list(refs), size, seed
+        self.images = _ImageCache(index, size, cache_images)
+        self.augment = augment
+        self.jitter = jitter or {}
+        self._masks: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def mask(self, ref: Ref) -> torch.Tensor:
+        hit = self._masks.get(ref.object_id)
+        if hit is None:
+            hit = resize_mask(self.index.mask(ref.object_id), self.size)
+            self._masks[ref.object_id] = hit
+        return hit
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        ref = self.refs[key.index]
+        rng = key.rng(self.seed)
+        sentence = ref.sentences[int(rng.integers(len(ref.sentences)))].raw
+        image = self.images.get(ref.image_id)
+        if self.augment == "photometric":
+            image = color_jitter(image, rng, **self.jitter)
+        return {
+            "image": image,
+            "mask": self.mask(ref),
+            "sentence": sentence,
+            "ref_id": ref.id,
+            "image_id": ref.image_id,
+        }
+
+
+class UnlabeledDataset(Dataset):
+    """Unlabeled refs: weak and strong views (pixel-aligned), a sentence, SAM-style candidates.
+
+    The candidates of the image come from a proposal store and go through the same resize as the
+    image, so they align with both views. The GT mask is returned only for logging pseudo-label
+    quality (``gt_mask``; never used for training) when the index has masks.
+    """
+
+    def __init__(
+        self,
+        index: RESIndex,
+        refs: Sequence[Ref],
+        size: int,
+        seed: int,
+        *,
+        proposals: Any = None,
+        max_candidates: int = 256,
+        blur: dict[str, Any] | None = None,
+        jitter: dict[str, float] | None = None,
+        cache_images: bool = False,
+        with_gt: bool = True,
+    ) -> None:
+        self.index, self.refs, self.size, self.seed = index, list(refs), size, seed
+        self.images = _ImageCache(index, size, cache_images)
+        self.proposals = proposals
+        self.max_candidates = max_candidates
+        self.blur = blur or {"p": 0.5, "sigma": (0.1, 2.0)}
+        self.jitter = jitter or {}
+        self.with_gt = with_gt and index.has_masks()
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def candidates(self, image_id: int) -> torch.Tensor:
+        """(K, size, size) bool candidate masks of an image (K may be 0)."""
+        if self.proposals is None:
+            return torch.zeros((0, self.size, self.size), dtype=torch.bool)
+        return self.proposals.masks(image_id, self.size, max_candidates=self.max_candidates)
+
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
+        ref = self.refs[key.index]
+        rng = key.rng(self.seed)
+        sentence = ref.sentences[int(rng.integers(len(ref.sentences)))].raw
+        image = self.images.get(ref.image_id)
+        weak = gaussian_blur(image, rng, self.blur["p"], tuple(self.blur["sigma"]))
+        strong = color_jitter(weak, rng, **self.jitter)
+        item = {
+            "weak": weak,
+            "strong": strong,
+            "sentence": sentence,
+            "candidates": self.candidates(ref.image_id),
+            "ref_id": ref.id,
+            "image_id": ref.image_id,
+        }
+        if self.with_gt:
+            item["gt_mask"] = resize_mask(self.index.mask(ref.object_id), self.size)
+        return item
+
+
+class EvalDataset(Dataset):
+    """Every (ref, sentence) of a split: the unit of the RES metrics (METHOD.md section 1)."""
+
+    def __init__(
+        self,
+        index: RESIndex,
+        split: str,
+        size: int,
+        *,
+        max_sentences: int | None = None,
+        cache_images: bool = False,
+    ) -> None:
+        self.index, self.size = index, size
+        self.items = [(ref, s) for ref, s in index.sentences(split)]
+        if max_sentences is not None and len(self.items) > max_sentences:
+            pick = np.random.default_rng(0).choice(
+                len(self.items), size=max_sentences, replace=False
+            )
+            self.items = [self.items[i] for i in sorted(pick)]
+        self.images = _ImageCache(index, size, cache_images)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        ref, sent = self.items[i]
+        return {
+            "image": self.images.get(ref.image_id),
+            "sentence": sent.raw,
+            "gt": torch.from_numpy(self.index.mask(ref.object_id)),
+            "ref_id": ref.id,
+            "sent_id": sent.id,
+            "image_id": ref.image_id,
+        }
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors of equal shape, pad candidate stacks, keep the rest as lists."""
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if key == "candidates":
+            k = max(v.shape[0] for v in values)
+            h, w = values[0].shape[-2:]
+            padded = torch.zeros((len(values), k, h, w), dtype=torch.bool)
+            valid = torch.zeros((len(values), k), dtype=torch.bool)
+            for i, v in enumerate(values):
+                padded[i, : v.shape[0]] = v
+                valid[i, : v.shape[0]] = True
+            out["candidates"], out["candidates_valid"] = padded, valid
+        elif isinstance(values[0], torch.Tensor) and all(
+            v.shape == values[0].shape for v in values
+        ):
+            out[key] = torch.stack(values)
+        else:
+            out[key] = values
+    return out

@@ -1,0 +1,176 @@
+"""Evaluation of a RES model on a split: every sentence of every ref (METHOD.md section 1).
+
+Predictions are made at the model's input size; the 2-class logits are then resized bilinearly
+to the protocol's resolution and arg-maxed: 480x480 for the ``lavt`` protocol (the ground truth is
+resized there with nearest neighbour), the image's own size for ``original``. Under DDP each
+rank scores a share of the sentences and the sums are reduced, so the figures do not depend on
+the number of processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from semires.data.dataset import EvalDataset, collate
+from semires.data.index import RESIndex
+from semires.data.transforms import normalize, resize_mask
+from semires.evaluate.metrics import LAVT_SIZE, RESMetrics
+from semires.train.distributed import DistInfo, gather_objects
+
+PROTOCOLS = ("lavt", "original")
+
+
+def _protocol_size(protocol: str, gt: torch.Tensor) -> tuple[int, int]:
+    return (LAVT_SIZE, LAVT_SIZE) if protocol == "lavt" else (int(gt.shape[0]), int(gt.shape[1]))
+
+
+def _panel(image: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """One row of a TensorBoard panel: image | GT overlay | prediction overlay (3, S, 3S)."""
+    img = image.float() / 255.0
+    red = torch.tensor([1.0, 0.2, 0.2]).view(3, 1, 1)
+    green = torch.tensor([0.2, 1.0, 0.2]).view(3, 1, 1)
+    g = resize_mask(gt, tuple(img.shape[-2:])).float()
+    p = resize_mask(pred, tuple(img.shape[-2:])).float()
+    return torch.cat(
+        [img, img * (1 - 0.5 * g) + 0.5 * g * green, img * (1 - 0.5 * p) + 0.5 * p * red], dim=2
+    )
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    index: RESIndex,
+    split: str,
+    *,
+    size: int,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    info: DistInfo | None = None,
+    text: Any = None,
+    amp: str = "auto",
+    protocol: str = "lavt",
+    max_sentences: int | None = None,
+    pred_dir: str | Path | None = None,
+    gt_dir: str | Path | None = None,
+    cache_images: bool = False,
+    progress: bool = True,
+    num_panels: int = 0,
+) -> dict[str, Any]:
+    """Score ``model`` on ``split``; returns ``{"metrics", "per_sample", "panels"}``.
+
+    ``per_sample`` maps ``"<ref_id>_<sent_id>"`` to the IoU in [0, 1]; with ``pred_dir`` /
+    ``gt_dir`` the masks are written as PNGs of the same names at the protocol's resolution
+    (predictions) and at the original resolution (ground truth), so that ``semires score PRED GT
+    --protocol <protocol>`` reproduces the figures.
+    """
+    from semires.data.masks import write_mask_png
+    from semires.train.engine import _autocast
+    from semires.train.textcache import TextInputs
+
+    if protocol not in PROTOCOLS:
+        from semires.errors import SemiresError
+
+        raise SemiresError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    info = info or DistInfo()
+    device = torch.device(device)
+    text = text or TextInputs(model, device)
+    ds = EvalDataset(index, split, size, max_sentences=max_sentences, cache_images=cache_images)
+    shard = Subset(ds, list(range(info.rank, len(ds), info.world)))
+    loader = DataLoader(shard, batch_size=batch_size, collate_fn=collate, num_workers=0)
+    was_training = model.training
+    model.eval()
+    metrics = RESMetrics(keep_per_sample=True)
+    panels: list[torch.Tensor] = []
+    bar = None
+    if progress and info.is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(shard), desc=f"evaluate {split}", unit="sent", leave=False)
+    for batch in loader:
+        x = normalize(batch["image"].to(device), model.image_mean, model.image_std)
+        with _autocast(device, amp):
+            logits = model(x, **text(batch["sentence"]))
+        logits = logits.float()
+        for i, gt in enumerate(batch["gt"]):
+            hw = _protocol_size(protocol, gt)
+            pred = (
+                F.interpolate(logits[i : i + 1], size=hw, mode="bilinear", align_corners=False)[0]
+                .argmax(0)
+                .cpu()
+            )
+            gt_p = resize_mask(gt, hw) if protocol == "lavt" else gt.bool()
+            key = f"{batch['ref_id'][i]}_{batch['sent_id'][i]}"
+            metrics.update(pred[None].bool(), gt_p[None], keys=[key])
+            if pred_dir is not None:
+                write_mask_png(Path(pred_dir) / f"{key}.png", pred.numpy().astype(np.uint8))
+            if gt_dir is not None:
+                write_mask_png(Path(gt_dir) / f"{key}.png", gt.numpy().astype(np.uint8))
+            if len(panels) < num_panels and info.is_main:
+                panels.append(_panel(batch["image"][i], gt, pred))
+        if bar is not None:
+            bar.update(len(batch["sentence"]))
+    if bar is not None:
+        bar.close()
+    model.train(was_training)
+    merged = RESMetrics.merge(gather_objects(metrics, info))
+    grid = torch.cat(panels, dim=1).clamp(0, 1) if panels else None
+    return {"metrics": merged.compute(), "per_sample": merged.per_sample(), "panels": grid}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    split: str,
+    *,
+    protocol: str = "lavt",
+    batch_size: int = 16,
+    device: str = "auto",
+    data_overrides: dict[str, Any] | None = None,
+    pred_dir: str | Path | None = None,
+    gt_dir: str | Path | None = None,
+    json_out: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Load a checkpoint and the dataset named in its config, evaluate a split, write json."""
+    from semires.data import load_index
+    from semires.evaluate.predict import load
+    from semires.train.config import config_from_dict
+    from semires.utils.io import atomic_write_json
+
+    seg = load(checkpoint, device=device)
+    cfg = config_from_dict(seg.config)
+    for key, value in (data_overrides or {}).items():
+        if value is not None:
+            setattr(cfg.data, key, value)
+    index = load_index(cfg.data.spec())
+    result = evaluate_model(
+        seg.model,
+        index,
+        split,
+        size=seg.img_size,
+        batch_size=batch_size,
+        device=seg.device,
+        text=seg.text,
+        protocol=protocol,
+        pred_dir=pred_dir,
+        gt_dir=gt_dir,
+        progress=progress,
+    )
+    if json_out is not None:
+        atomic_write_json(
+            json_out,
+            {
+                "checkpoint": str(checkpoint),
+                "split": split,
+                "protocol": protocol,
+                **result["metrics"],
+                "per_sample": result["per_sample"],
+            },
+        )
+    return result

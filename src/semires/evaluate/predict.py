@@ -1,0 +1,107 @@
+"""Segment an image from a sentence with a trained checkpoint.
+
+>>> import semires
+>>> seg = semires.load("runs/demo/semires-cpi/best.pt")
+>>> mask = seg.predict("photo.jpg", "the small red star left of the blue ring")
+>>> mask.shape, mask.dtype          # original image size, bool
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from semires.data.images import read_image, to_rgb_array
+from semires.data.transforms import normalize, resize_image
+
+ImageLike = str | Path | np.ndarray | Image.Image
+
+
+def _as_rgb(image: ImageLike) -> np.ndarray:
+    if isinstance(image, str | Path):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return to_rgb_array(image)
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W, 3) RGB array, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image array, got {arr.dtype}")
+    return np.ascontiguousarray(arr[..., :3])
+
+
+class Segmenter:
+    """A loaded RES model that maps (image, sentence) to a binary mask at the image's size."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        img_size: int,
+        device: torch.device,
+        config: dict | None = None,
+    ) -> None:
+        from semires.train.textcache import TextInputs
+
+        #: the training config stored in the checkpoint (data location, etc.)
+        self.config = config or {}
+        self.model = model.eval().to(device)
+        self.img_size = img_size
+        self.device = device
+        self.text = TextInputs(self.model, device)
+
+    @torch.no_grad()
+    def predict_proba(self, image: ImageLike, text: str | list[str]) -> np.ndarray:
+        """Foreground probability (H, W) float32 for one sentence, or (N, H, W) for a list."""
+        rgb = _as_rgb(image)
+        sentences = [text] if isinstance(text, str) else list(text)
+        x = resize_image(rgb, self.img_size)[None].expand(len(sentences), -1, -1, -1)
+        x = normalize(x.to(self.device), self.model.image_mean, self.model.image_std)
+        logits = self.model(x, **self.text(sentences))
+        logits = F.interpolate(
+            logits.float(), size=rgb.shape[:2], mode="bilinear", align_corners=False
+        )
+        prob = logits.softmax(dim=1)[:, 1].cpu().numpy()
+        return prob[0] if isinstance(text, str) else prob
+
+    def predict(self, image: ImageLike, text: str | list[str]) -> np.ndarray:
+        """Binary mask (H, W) bool (argmax of the two classes), or (N, H, W) for a list."""
+        return self.predict_proba(image, text) > 0.5
+
+
+def load(checkpoint: str | Path, device: str = "auto") -> Segmenter:
+    """Load a semires checkpoint (``best.pt`` / ``latest.pt``) for prediction."""
+    from semires.model import build_model
+    from semires.model.config import ModelConfig
+    from semires.train.checkpoint import load_checkpoint, load_model_state
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        torch.set_flush_denormal(True)
+    ck = load_checkpoint(checkpoint)
+    model = build_model(ModelConfig.from_dict(ck["model_config"]))
+    load_model_state(model, ck["model"], checkpoint, ck.get("text_from_source", False))
+    img_size = int(ck.get("config", {}).get("data", {}).get("img_size", model.config.img_size))
+    return Segmenter(model, img_size, torch.device(device), ck.get("config"))
+
+
+def overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    color: tuple[int, int, int] = (255, 40, 40),
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """The image with the mask tinted and its boundary drawn (uint8 RGB)."""
+    from skimage.segmentation import find_boundaries
+
+    out = image.astype(np.float32).copy()
+    m = mask.astype(bool)
+    out[m] = (1 - alpha) * out[m] + alpha * np.asarray(color, np.float32)
+    out[find_boundaries(m, mode="inner")] = color
+    return out.clip(0, 255).astype(np.uint8)

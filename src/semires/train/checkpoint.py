@@ -1,0 +1,124 @@
+"""Checkpoints: atomic writes, clear errors, model-config checks.
+
+A checkpoint is a dict saved with ``torch.save``:
+
+- ``format`` ("semires-checkpoint"), ``version``;
+- ``model_config`` (the ModelConfig as a dict) and ``config`` (the whole training config);
+- ``model``: the student's state dict. Weights of a FROZEN text encoder that the model config
+  can rebuild from its source (e.g. the packaged MiniLM) are left out (``text_from_source``),
+  which keeps checkpoints of the CPU default small;
+- ``teacher`` (teacher-student stage), ``optimizer``, ``step``, ``epoch``, ``best``, ``history``,
+  ``rng`` (torch CPU / CUDA generator states) in resumable ``latest`` checkpoints.
+
+``latest.pt`` (everything needed to resume) and ``best.pt`` (weights for evaluation) live in the
+run folder and are written to a temporary file and renamed, so a kill never corrupts them.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from semires.errors import CheckpointError
+from semires.utils.io import atomic_write_bytes
+
+FORMAT = "semires-checkpoint"
+VERSION = 1
+
+
+def frozen_text_prefixes(model: nn.Module) -> list[str]:
+    """State-dict prefixes of a frozen text encoder that can be rebuilt from its source."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or not getattr(cfg, "freeze_text", False):
+        return []
+    if str(getattr(cfg, "text_encoder", "")).startswith("random"):
+        return []  # random weights cannot be rebuilt: keep them
+    return [name + "." for name, _ in model.named_children() if name in ("text", "text_encoder")]
+
+
+def model_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
+    """The model's state dict without rebuildable frozen text weights, and whether any were dropped."""
+    state = model.state_dict()
+    prefixes = frozen_text_prefixes(model)
+    if not prefixes:
+        return state, False
+    return {k: v for k, v in state.items() if not k.startswith(tuple(prefixes))}, True
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Serialise to memory, then write atomically (temporary file + rename)."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **payload}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a semires checkpoint; a clear CheckpointError for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a semires checkpoint (no 'format': '{FORMAT}')")
+    return ckpt
+
+
+def load_model_state(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str | Path,
+    text_from_source: bool = False,
+) -> None:
+    """Load ``state`` into ``model`` strictly, naming mismatched parameters in the error.
+
+    When ``text_from_source`` the frozen text-encoder weights are expected to be absent.
+    """
+    own = model.state_dict()
+    skip = tuple(frozen_text_prefixes(model)) if text_from_source else ()
+    expected = {k for k in own if not (skip and k.startswith(skip))}
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = sorted(k for k in set(state) & set(own) if tuple(state[k].shape) != tuple(own[k].shape))
+    if missing or unexpected or shape:
+        parts = []
+        if shape:
+            parts.append(
+                "shape mismatch: "
+                + ", ".join(
+                    f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape[:4]
+                )
+            )
+        if missing:
+            parts.append(
+                f"missing: {', '.join(missing[:4])}"
+                + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else "")
+            )
+        if unexpected:
+            parts.append(
+                f"unexpected: {', '.join(unexpected[:4])}"
+                + (f" (+{len(unexpected) - 4} more)" if len(unexpected) > 4 else "")
+            )
+        raise CheckpointError(
+            f"checkpoint {source} does not match the model config: {'; '.join(parts)}"
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

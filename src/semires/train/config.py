@@ -1,0 +1,274 @@
+"""The training configuration: one YAML file, validated into typed dataclasses.
+
+Sections: ``data`` (where the dataset and the labeled split are), ``model`` (a registry name plus
+overrides), ``train`` (optimisation, schedule, evaluation, checkpoints), ``semi`` (the
+teacher-student stage: EMA, augmentations, proposals and the refinement strategy) and ``output``.
+Unknown keys and wrong types are errors that name the key. See ``configs/*.yaml`` for examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from semires.errors import ConfigError
+from semires.utils.typed_config import apply_overrides, load_dataclass, read_yaml, to_dict
+
+
+@dataclass
+class DataConfig:
+    """Dataset location (see :class:`semires.data.DataSpec`) and how it is used."""
+
+    format: Literal["refer", "semires"] = "refer"
+    root: str | None = None
+    dataset: str | None = None
+    split_by: str | None = None
+    ann: str | None = None
+    image_root: str | None = None
+    mask_root: str | None = None
+    #: folder written by ``semires data split`` (labeled.txt / unlabeled.txt); None = all labeled
+    split_dir: str | None = None
+    train_split: str = "train"
+    #: the split used to select the ``best`` checkpoint (never a test split)
+    val_split: str = "val"
+    #: splits evaluated at the end of training (reported, never used for selection)
+    test_splits: list[str] = field(default_factory=list)
+    img_size: int = 480
+    #: keep decoded, resized training images in memory (small datasets)
+    cache_images: bool = False
+    num_workers: int = 0
+    #: augmentation of labeled images: "none" (the paper) or "photometric"
+    labeled_augment: Literal["none", "photometric"] = "none"
+    #: evaluate on at most this many sentences of the val split during training (None = all)
+    max_val_sentences: int | None = None
+
+    def spec(self) -> Any:
+        from semires.data import DataSpec
+
+        return DataSpec(
+            format=self.format,
+            root=self.root,
+            dataset=self.dataset,
+            split_by=self.split_by,
+            ann=self.ann,
+            image_root=self.image_root,
+            mask_root=self.mask_root,
+        )
+
+    def validate(self) -> None:
+        if self.img_size < 32 or self.img_size % 32:
+            raise ConfigError(
+                f"config key 'data.img_size': expected a multiple of 32 >= 32, got {self.img_size}"
+            )
+        if self.val_split in self.test_splits:
+            raise ConfigError(
+                f"config key 'data.val_split': {self.val_split!r} is also a test split; "
+                "checkpoints must not be selected on a reported test split"
+            )
+
+
+@dataclass
+class ModelSection:
+    """A named model config from :mod:`semires.model` plus field overrides."""
+
+    name: str = "tiny"
+    #: overrides of ModelConfig fields, e.g. {backbone_weights: path, text_encoder: path}
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping (the paper: AdamW 5e-5, wd 1e-2, poly 0.9, 40 epochs)."""
+
+    epochs: int = 40
+    #: per-process batch size of labeled samples
+    batch_size: int = 8
+    lr: float = 5e-5
+    weight_decay: float = 1e-2
+    poly_power: float = 0.9
+    #: linear warm-up steps (0 = none, as the paper)
+    warmup_steps: int = 0
+    #: cross-entropy class weights (background, foreground)
+    class_weights: tuple[float, float] = (0.9, 1.1)
+    grad_clip: float | None = None
+    #: mixed precision: "auto" = bf16 on CUDA, fp32 on CPU
+    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
+    #: steps per epoch (None = one pass over the labeled refs, or the unlabeled refs in the
+    #: teacher-student stage)
+    steps_per_epoch: int | None = None
+    eval_every: int = 1
+    log_every: int = 20
+    #: also write a resumable checkpoint every N optimizer steps (0 = only at epoch ends)
+    checkpoint_every: int = 0
+    #: image panels written to TensorBoard per evaluation
+    num_panels: int = 4
+    #: evaluation batch size
+    eval_batch_size: int = 16
+    device: str = "auto"
+    #: torch CPU threads (None = torch default)
+    threads: int | None = None
+    #: skip evaluation at epoch ends (final evaluation still runs)
+    skip_eval: bool = False
+    #: the metric that selects ``best``
+    select_metric: Literal["oIoU", "mIoU"] = "oIoU"
+    #: file of precomputed features of a FROZEN text encoder, shared by runs on the same data
+    #: (created when missing); None = compute them in memory at start
+    text_cache: str | None = None
+
+    def validate(self) -> None:
+        for key in ("epochs", "batch_size", "eval_every", "log_every", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(
+                    f"config key 'train.{key}': expected >= 1, got {getattr(self, key)}"
+                )
+        if self.lr <= 0:
+            raise ConfigError(f"config key 'train.lr': expected > 0, got {self.lr}")
+
+
+@dataclass
+class AugmentConfig:
+    """Weak (teacher) and strong (student) views of unlabeled images (pixel-aligned)."""
+
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    jitter_p: float = 0.5
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.25
+    hue: float = 0.25
+
+    def validate(self) -> None:
+        for key in ("blur_p", "jitter_p", "brightness", "contrast", "saturation"):
+            v = getattr(self, key)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(
+                    f"config key 'semi.augment.{key}': expected a value in [0, 1], got {v}"
+                )
+        if not 0.0 <= self.hue <= 0.5:
+            raise ConfigError(
+                f"config key 'semi.augment.hue': expected a value in [0, 0.5], got {self.hue}"
+            )
+
+
+@dataclass
+class RefineSection:
+    """Pseudo-label refinement (METHOD.md section 4): strategy and thresholds."""
+
+    strategy: Literal["none", "iom", "cpi", "confidence"] = "cpi"
+    tau: float = 0.5
+    t1: float = 0.7
+    t2: float = 0.7
+    cpi_u: bool = True
+    cpi_o: bool = True
+    pwa: bool = True
+    pwa_sigma2: float = 0.1
+    pwa_offset: float = 1.3
+    confidence: float = 0.9
+
+    def validate(self) -> None:
+        for key in ("tau", "t1", "t2", "confidence"):
+            v = getattr(self, key)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(
+                    f"config key 'semi.refine.{key}': expected a value in [0, 1], got {v}"
+                )
+        if self.pwa_sigma2 <= 0:
+            raise ConfigError(
+                f"config key 'semi.refine.pwa_sigma2': expected > 0, got {self.pwa_sigma2}"
+            )
+
+
+@dataclass
+class SemiConfig:
+    """The teacher-student stage (the paper's mutual-learning training)."""
+
+    enabled: bool = False
+    #: checkpoint of the supervised burn-in that teacher and student start from
+    burn_in: str | None = None
+    #: proposal store (``semires propose``) with the candidates of the unlabeled images
+    proposals: str | None = None
+    #: accept a proposal store made with other generator settings
+    allow_proposal_mismatch: bool = False
+    unlabeled_batch_size: int = 8
+    ema: float = 0.9996
+    sup_weight: float = 1.0
+    unsup_weight: float = 1.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    refine: RefineSection = field(default_factory=RefineSection)
+    #: at most this many candidates per image (the highest-scoring ones)
+    max_candidates: int = 256
+    #: which network is evaluated, selected as ``best`` and exported
+    eval_model: Literal["student", "teacher"] = "student"
+
+    def validate(self) -> None:
+        if not 0.0 <= self.ema <= 1.0:
+            raise ConfigError(f"config key 'semi.ema': expected a value in [0, 1], got {self.ema}")
+        if self.unlabeled_batch_size < 1:
+            raise ConfigError(
+                f"config key 'semi.unlabeled_batch_size': expected >= 1, got {self.unlabeled_batch_size}"
+            )
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/default"
+    #: resume from ``<dir>/latest.pt`` when it exists
+    resume: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    """The whole training configuration."""
+
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    semi: SemiConfig = field(default_factory=SemiConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def validate(self) -> None:
+        if (
+            self.semi.enabled
+            and not self.semi.proposals
+            and self.semi.refine.strategy in ("iom", "cpi")
+        ):
+            raise ConfigError(
+                f"config key 'semi.proposals': strategy {self.semi.refine.strategy!r} needs a proposal store"
+            )
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from the defaults), apply ``key=value`` overrides, validate."""
+    data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides or []))
+    return load_dataclass(Config, data)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    return load_dataclass(Config, data)
+
+
+def shipped_configs_dir() -> Path:
+    """The folder of the configs shipped with the package (``configs/`` in the repository)."""
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config file path, or the name of a shipped config (``synth_tiny`` -> its YAML file)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = shipped_configs_dir() / (path.name if path.suffix else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in shipped_configs_dir().glob("*.yaml"))
+    raise ConfigError(
+        f"config file not found: {name_or_path} (shipped configs: {', '.join(names) or 'none'})"
+    )

@@ -1,0 +1,707 @@
+"""The training engine: supervised burn-in and the teacher-student stage in ONE loop.
+
+``Trainer(cfg).fit()`` trains the RES model on the labeled refs; with ``semi.enabled`` each step
+also draws an unlabeled batch, the EMA teacher labels the weak view, the pseudo-label is refined
+with the image's candidate masks (:mod:`semires.train.refine`) and the student learns from the
+strong view. Everything else - data order, schedule, mixed precision, DDP, evaluation, best /
+latest checkpoints, exact resume, TensorBoard - is shared.
+
+Run folder (``output.dir``): ``config.yaml`` (resolved), ``latest.pt`` (resumable), ``best.pt``
+(selected on ``data.val_split``, never a test split), ``metrics.json`` (final evaluation),
+``history.json`` (per-epoch records), ``train.log``, ``tb/`` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from semires.data.dataset import (
+    LABELED,
+    UNLABELED,
+    LabeledDataset,
+    StepBatchSampler,
+    UnlabeledDataset,
+    collate,
+)
+from semires.data.transforms import normalize
+from semires.errors import CheckpointError, DataError, SemiresError
+from semires.train import checkpoint as ckpt_io
+from semires.train.config import Config
+from semires.train.distributed import (
+    all_reduce_sum,
+    barrier,
+    cleanup,
+    gather_objects,
+    init_distributed,
+)
+from semires.train.ema import EMATeacher
+from semires.train.losses import masked_ce, pixel_weighted_ce, weighted_ce
+from semires.train.optim import build_optimizer, poly_factor, set_lr
+from semires.train.textcache import TextInputs
+from semires.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger("semires.train")
+
+
+class TrainingError(SemiresError):
+    """Training cannot go on (e.g. a non-finite loss)."""
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "none"
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _setup_logging(run_dir: Path, main: bool) -> None:
+    if not main:
+        return
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("semires")
+    root.handlers = [h for h in root.handlers if not isinstance(h, logging.FileHandler)]
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+class Trainer:
+    """One training run described by a :class:`~semires.train.config.Config`."""
+
+    def __init__(self, cfg: Config, *, progress: bool = True) -> None:
+        from semires.data import load_index
+        from semires.model import build_model
+
+        self.cfg = cfg
+        self.progress = progress
+        self.info, self.device = init_distributed(cfg.train.device)
+        if self.device.type == "cpu":
+            torch.set_flush_denormal(True)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.run_dir = Path(cfg.output.dir)
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            atomic_write_text(
+                self.run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            )
+        barrier(self.info)
+        _setup_logging(self.run_dir, self.info.is_main)
+
+        # ---------------------------------------------------------------- data
+        self.index = load_index(cfg.data.spec())
+        self.labeled_refs, self.unlabeled_refs = self._split_refs()
+        if not self.labeled_refs:
+            raise DataError(
+                f"no labeled refs in split {cfg.data.train_split!r} of {cfg.data.spec().describe()}"
+            )
+        size = cfg.data.img_size
+        aug = cfg.semi.augment
+        jitter = {
+            "p": aug.jitter_p,
+            "brightness": aug.brightness,
+            "contrast": aug.contrast,
+            "saturation": aug.saturation,
+            "hue": aug.hue,
+        }
+        self.labeled_ds = LabeledDataset(
+            self.index,
+            self.labeled_refs,
+            size,
+            cfg.seed,
+            cache_images=cfg.data.cache_images,
+            augment=cfg.data.labeled_augment,
+            jitter=jitter,
+        )
+        self.unlabeled_ds: UnlabeledDataset | None = None
+        self.proposals = None
+        if cfg.semi.enabled:
+            if not self.unlabeled_refs:
+                raise DataError(
+                    "the teacher-student stage needs unlabeled refs; data.split_dir gives none"
+                )
+            if cfg.semi.proposals:
+                self.proposals = self._open_proposals()
+            self.unlabeled_ds = UnlabeledDataset(
+                self.index,
+                self.unlabeled_refs,
+                size,
+                cfg.seed,
+                proposals=self.proposals,
+                max_candidates=cfg.semi.max_candidates,
+                blur={"p": aug.blur_p, "sigma": aug.blur_sigma},
+                jitter=jitter,
+                cache_images=cfg.data.cache_images,
+            )
+
+        # ---------------------------------------------------------------- model
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model.name, **cfg.model.overrides).to(self.device)
+        self.teacher: nn.Module | None = None
+        self.ema: EMATeacher | None = None
+        if cfg.semi.enabled:
+            if not cfg.semi.burn_in:
+                raise SemiresError(
+                    "config key 'semi.burn_in': the teacher-student stage needs a burn-in checkpoint"
+                )
+            self._load_weights(self.model, cfg.semi.burn_in)
+            self.teacher = copy.deepcopy(self.model)
+            self.ema = EMATeacher(self.teacher, self.model, cfg.semi.ema)
+        self.ddp_model: nn.Module = self.model
+        if self.info.enabled:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.optimizer = build_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self._amp() == "fp16")
+        self.class_weights = torch.tensor(
+            cfg.train.class_weights, device=self.device, dtype=torch.float32
+        )
+        self.text = TextInputs(self.model, self.device)
+        self.teacher_text = (
+            TextInputs(self.teacher, self.device) if self.teacher is not None else None
+        )
+        if self.teacher_text is not None and self.text.cached:
+            self.teacher_text = (
+                self.text
+            )  # a frozen text encoder is the same in teacher and student
+
+        self._prepare_text()
+
+        n = len(self.unlabeled_refs) if cfg.semi.enabled else len(self.labeled_refs)
+        batch = cfg.semi.unlabeled_batch_size if cfg.semi.enabled else cfg.train.batch_size
+        self.steps_per_epoch = cfg.train.steps_per_epoch or max(1, n // (batch * self.info.world))
+        self.total_steps = self.steps_per_epoch * cfg.train.epochs
+        self.step = 0
+        self.best: dict[str, Any] | None = None
+        self.history: list[dict[str, Any]] = []
+        self._tb = None
+        if self.info.is_main:
+            log.info("model %s\n%s", cfg.model.name, self.model.describe())
+            log.info(
+                "labeled refs %d, unlabeled refs %d, %d steps/epoch x %d epochs",
+                len(self.labeled_refs),
+                len(self.unlabeled_refs),
+                self.steps_per_epoch,
+                cfg.train.epochs,
+            )
+        if cfg.output.resume and (self.run_dir / "latest.pt").is_file():
+            self._resume(self.run_dir / "latest.pt")
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _amp(self) -> str:
+        amp = self.cfg.train.amp
+        if amp == "auto":
+            return "bf16" if self.device.type == "cuda" else "none"
+        return amp
+
+    def _split_refs(self) -> tuple[list, list]:
+        from semires.data.splits import read_split
+
+        train = self.index.refs_in(self.cfg.data.train_split)
+        if not self.cfg.data.split_dir:
+            return train, []
+        split = read_split(self.cfg.data.split_dir, self.index)
+        lab = set(split.labeled_images)
+        unl = set(split.unlabeled_images)
+        return [r for r in train if r.image_id in lab], [r for r in train if r.image_id in unl]
+
+    def _open_proposals(self) -> Any:
+        from semires.proposals.store import ProposalStore
+
+        store = ProposalStore.open(self.cfg.semi.proposals)
+        wanted = {r.image_id for r in self.unlabeled_refs}
+        return store.for_training(
+            self.index, wanted, allow_mismatch=self.cfg.semi.allow_proposal_mismatch
+        )
+
+    def _prepare_text(self) -> None:
+        """Encode every sentence of the run once when the text encoder is frozen."""
+        if not self.text.cached:
+            return
+        splits = {self.cfg.data.val_split, *self.cfg.data.test_splits}
+        sentences = {s.raw for r in [*self.labeled_refs, *self.unlabeled_refs] for s in r.sentences}
+        sentences |= {
+            s.raw
+            for split in splits
+            if split in self.index.splits()
+            for _, s in self.index.sentences(split)
+        }
+        path = self.cfg.train.text_cache
+        if path and self.info.is_main:
+            self.text.load(path)
+            if self.text.precompute(sentences, progress=self.progress):
+                self.text.save(path)
+        barrier(self.info)
+        if path and not self.info.is_main:
+            self.text.load(path)
+        self.text.precompute(sentences, progress=self.progress and self.info.is_main)
+
+    def _load_weights(self, model: nn.Module, path: str) -> None:
+        ck = ckpt_io.load_checkpoint(path)
+        ckpt_io.load_model_state(model, ck["model"], path, ck.get("text_from_source", False))
+
+    @property
+    def tb(self) -> Any:
+        if self._tb is None and self.info.is_main and self.cfg.output.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step or None)
+        return self._tb
+
+    # ------------------------------------------------------------------ checkpoints
+    def _payload(self, full: bool) -> dict[str, Any]:
+        state, dropped = ckpt_io.model_state(self.model if full else self.eval_net)
+        payload: dict[str, Any] = {
+            "model": state,
+            "text_from_source": dropped,
+            "model_config": self.model.config_dict(),
+            "config": self.cfg.to_dict(),
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "best": self.best,
+        }
+        if full:
+            payload["optimizer"] = self.optimizer.state_dict()
+            payload["scaler"] = self.scaler.state_dict()
+            payload["history"] = self.history
+            payload["world"] = self.info.world
+            if self.teacher is not None:
+                payload["teacher"] = ckpt_io.model_state(self.teacher)[0]
+        return payload
+
+    def save_latest(self) -> None:
+        rngs = gather_objects(ckpt_io.rng_state(), self.info)
+        if self.info.is_main:
+            payload = self._payload(full=True)
+            payload["rng"] = rngs
+            ckpt_io.save_checkpoint(self.run_dir / "latest.pt", payload)
+        barrier(self.info)
+
+    def _resume(self, path: Path) -> None:
+        ck = ckpt_io.load_checkpoint(path, map_location=self.device)
+        ckpt_io.load_model_state(self.model, ck["model"], path, ck.get("text_from_source", False))
+        if self.teacher is not None:
+            if "teacher" not in ck:
+                raise CheckpointError(
+                    f"{path} has no teacher state but this run is a teacher-student run"
+                )
+            ckpt_io.load_model_state(
+                self.teacher, ck["teacher"], path, ck.get("text_from_source", False)
+            )
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scaler.load_state_dict(ck["scaler"])
+        self.step = int(ck["step"])
+        self.best = ck.get("best")
+        self.history = list(ck.get("history", []))
+        rngs = ck.get("rng") or []
+        if len(rngs) == self.info.world:
+            ckpt_io.set_rng_state(rngs[self.info.rank])
+        elif self.info.is_main:
+            log.warning(
+                "resuming with %d processes instead of %d: RNG streams differ",
+                self.info.world,
+                len(rngs),
+            )
+        if self.info.is_main:
+            log.info(
+                "resumed from %s at step %d (epoch %d)",
+                path,
+                self.step,
+                self.step // self.steps_per_epoch,
+            )
+
+    # ------------------------------------------------------------------ steps
+    def _loader(self, ds: Any, batch: int, stream: int, start: int, stop: int) -> DataLoader:
+        sampler = StepBatchSampler(
+            len(ds), batch, self.cfg.seed, stream, start, stop, self.info.rank, self.info.world
+        )
+        return DataLoader(
+            ds,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _norm(self, images: torch.Tensor) -> torch.Tensor:
+        return normalize(
+            images.to(self.device, non_blocking=True), self.model.image_mean, self.model.image_std
+        )
+
+    def _text_kwargs(self, text: TextInputs, sentences: list[str]) -> dict[str, Any]:
+        return text(sentences)
+
+    def _unsup_loss(self, logits: torch.Tensor, result: Any) -> torch.Tensor:
+        """L_unsup (METHOD.md section 3): refined samples by CE, unmatched ones by PWA-weighted CE;
+        the two parts are averaged when a batch has both."""
+        strategy = self.cfg.semi.refine.strategy
+        labels = result.labels
+        if strategy == "none":
+            return weighted_ce(logits, labels, self.class_weights)
+        if strategy == "confidence":
+            return masked_ce(logits, labels, result.weights > 0, self.class_weights)
+        parts = []
+        matched = result.matched
+        if matched.any():
+            parts.append(weighted_ce(logits[matched], labels[matched], self.class_weights))
+        if (~matched).any():
+            rest = ~matched
+            if self.cfg.semi.refine.pwa:
+                parts.append(
+                    pixel_weighted_ce(
+                        logits[rest], labels[rest], result.weights[rest], self.class_weights
+                    )
+                )
+            else:
+                parts.append(weighted_ce(logits[rest], labels[rest], self.class_weights))
+        return torch.stack(parts).mean()
+
+    def train_step(
+        self, lab: dict[str, Any], unl: dict[str, Any] | None, stats: dict[str, torch.Tensor]
+    ) -> dict[str, float]:
+        """One optimizer step; returns scalar logs."""
+        cfg = self.cfg
+        lr = set_lr(
+            self.optimizer,
+            cfg.train.lr,
+            poly_factor(self.step, self.total_steps, cfg.train.poly_power, cfg.train.warmup_steps),
+        )
+        self.ddp_model.train()
+        logs: dict[str, float] = {"lr": lr}
+        x_l = self._norm(lab["image"])
+        y_l = lab["mask"].to(self.device)
+        with _autocast(self.device, cfg.train.amp):
+            if unl is None:
+                logits = self.ddp_model(x_l, **self._text_kwargs(self.text, lab["sentence"]))
+                loss_sup = weighted_ce(logits, y_l, self.class_weights)
+                loss = loss_sup
+            else:
+                result = self._pseudo_labels(unl, stats)
+                x_s = self._norm(unl["strong"])
+                sentences = list(lab["sentence"]) + list(unl["sentence"])
+                logits = self.ddp_model(
+                    torch.cat([x_l, x_s]), **self._text_kwargs(self.text, sentences)
+                )
+                b = x_l.shape[0]
+                loss_sup = weighted_ce(logits[:b], y_l, self.class_weights)
+                loss_unsup = self._unsup_loss(logits[b:], result)
+                loss = cfg.semi.sup_weight * loss_sup + cfg.semi.unsup_weight * loss_unsup
+                logs["loss_unsup"] = float(loss_unsup.detach())
+        logs["loss_sup"] = float(loss_sup.detach())
+        logs["loss"] = float(loss.detach())
+        if not math.isfinite(logs["loss"]):
+            raise TrainingError(
+                f"non-finite loss ({logs['loss']}) at step {self.step}; the last good checkpoint "
+                f"{self.run_dir / 'latest.pt'} is intact (try a lower train.lr or train.amp=none)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.train.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            logs["grad_norm"] = float(
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+            )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update()
+        self.step += 1
+        return logs
+
+    @torch.no_grad()
+    def _pseudo_labels(self, unl: dict[str, Any], stats: dict[str, torch.Tensor]) -> Any:
+        from semires.train.refine import correction_stats, refine
+
+        assert self.teacher is not None and self.teacher_text is not None
+        x_w = self._norm(unl["weak"])
+        with _autocast(self.device, self.cfg.train.amp):
+            t_logits = self.teacher(x_w, **self._text_kwargs(self.teacher_text, unl["sentence"]))
+        prob = t_logits.float().softmax(dim=1)[:, 1]
+        pseudo = prob > 0.5
+        cands = unl.get("candidates")
+        if cands is None:
+            cands = torch.zeros((pseudo.shape[0], 0, *pseudo.shape[-2:]), dtype=torch.bool)
+            valid = torch.zeros((pseudo.shape[0], 0), dtype=torch.bool)
+        else:
+            valid = unl["candidates_valid"]
+        result = refine(pseudo, prob, cands.to(self.device), valid.to(self.device), self.refine_cfg)
+        b = float(pseudo.shape[0])
+        stats["samples"] += b
+        stats["matched"] += float(result.matched.sum())
+        stats["no_candidates"] += float((~valid.any(dim=1)).sum())
+        for key, value in result.counts().items():
+            stats.setdefault(f"rule_{key}", torch.zeros((), dtype=torch.float64))
+            stats[f"rule_{key}"] += float(value)
+        if "gt_mask" in unl:
+            cs = correction_stats(pseudo, result.labels, unl["gt_mask"].to(self.device))
+            for key in ("iou_before", "iou_after"):
+                stats[key] += float(cs[key].sum())
+            for key in ("positive", "negative", "no_change"):
+                stats[key] += float(cs[key])
+            stats["with_gt"] += b
+        return result
+
+    @property
+    def refine_cfg(self) -> Any:
+        if not hasattr(self, "_refine_cfg"):
+            from semires.train.refine import RefineConfig
+
+            r = self.cfg.semi.refine
+            self._refine_cfg = RefineConfig(
+                strategy=r.strategy,
+                tau=r.tau,
+                t1=r.t1,
+                t2=r.t2,
+                cpi_u=r.cpi_u,
+                cpi_o=r.cpi_o,
+                pwa=r.pwa,
+                pwa_sigma2=r.pwa_sigma2,
+                pwa_offset=r.pwa_offset,
+                confidence=r.confidence,
+            )
+        return self._refine_cfg
+
+    # ------------------------------------------------------------------ epochs
+    def _new_stats(self) -> dict[str, torch.Tensor]:
+        keys = (
+            "samples",
+            "matched",
+            "no_candidates",
+            "iou_before",
+            "iou_after",
+            "positive",
+            "negative",
+            "no_change",
+            "with_gt",
+        )
+        return {k: torch.zeros((), dtype=torch.float64) for k in keys}
+
+    def train_epoch(self) -> dict[str, Any]:
+        """Train until the end of the current epoch; returns the epoch's training record."""
+        cfg = self.cfg
+        epoch = self.step // self.steps_per_epoch
+        start, stop = self.step, (epoch + 1) * self.steps_per_epoch
+        lab_loader = self._loader(self.labeled_ds, cfg.train.batch_size, LABELED, start, stop)
+        loaders: Any = lab_loader
+        if self.unlabeled_ds is not None:
+            unl_loader = self._loader(
+                self.unlabeled_ds, cfg.semi.unlabeled_batch_size, UNLABELED, start, stop
+            )
+            loaders = zip(lab_loader, unl_loader, strict=True)
+        stats = self._new_stats()
+        sums: dict[str, float] = {}
+        n_steps = 0
+        images = 0
+        t0 = time.perf_counter()
+        bar = None
+        if self.progress and self.info.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=stop - start,
+                desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                unit="step",
+                leave=False,
+            )
+        for batch in loaders:
+            lab, unl = batch if self.unlabeled_ds is not None else (batch, None)
+            logs = self.train_step(lab, unl, stats)
+            n_steps += 1
+            images += len(lab["sentence"]) + (len(unl["sentence"]) if unl is not None else 0)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            speed = images * self.info.world / max(time.perf_counter() - t0, 1e-9)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{speed:.1f}")
+            if self.tb is not None and self.step % cfg.train.log_every == 0:
+                for k, v in logs.items():
+                    self.tb.add_scalar(f"train/{k}", v, self.step)
+                self.tb.add_scalar("train/images_per_s", speed, self.step)
+            if (
+                cfg.train.checkpoint_every
+                and self.step % cfg.train.checkpoint_every == 0
+                and self.step < stop
+            ):
+                self.save_latest()
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - t0
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": self.step, "seconds": elapsed}
+        record.update({k: v / max(n_steps, 1) for k, v in sums.items()})
+        record["images_per_s"] = images * self.info.world / max(elapsed, 1e-9)
+        if self.unlabeled_ds is not None:
+            record.update(self._semi_record(stats))
+        return record
+
+    def _semi_record(self, stats: dict[str, torch.Tensor]) -> dict[str, float]:
+        keys = sorted(stats)
+        vec = torch.stack([stats[k] for k in keys]).to(self.device)
+        vec = all_reduce_sum(vec, self.info).cpu()
+        s = dict(zip(keys, vec.tolist(), strict=True))
+        n = max(s["samples"], 1.0)
+        out = {
+            "miss_rate": 1.0 - s["matched"] / n,
+            "no_candidates_rate": s["no_candidates"] / n,
+        }
+        for k in keys:
+            if k.startswith("rule_"):
+                out[f"share_{k[5:]}"] = s[k] / n
+        if s["with_gt"] > 0:
+            g = s["with_gt"]
+            out["pl_iou_before"] = s["iou_before"] / g
+            out["pl_iou_after"] = s["iou_after"] / g
+            out["corrections_positive"] = s["positive"] / g
+            out["corrections_negative"] = s["negative"] / g
+            out["corrections_no_change"] = s["no_change"] / g
+        return out
+
+    def evaluate(
+        self, split: str, *, max_sentences: int | None = None, pred_dir: str | Path | None = None
+    ) -> dict[str, Any]:
+        """Evaluate the current student (or teacher, see ``semi.eval_model``) on a split."""
+        from semires.evaluate.evaluate import evaluate_model
+
+        model = self.eval_net
+        text = self.teacher_text if model is self.teacher else self.text
+        return evaluate_model(
+            model,
+            self.index,
+            split,
+            size=self.cfg.data.img_size,
+            batch_size=self.cfg.train.eval_batch_size,
+            device=self.device,
+            info=self.info,
+            text=text,
+            amp=self.cfg.train.amp,
+            max_sentences=max_sentences,
+            pred_dir=pred_dir,
+            cache_images=self.cfg.data.cache_images,
+            progress=self.progress,
+            num_panels=self.cfg.train.num_panels,
+        )
+
+    @property
+    def eval_net(self) -> nn.Module:
+        """The network evaluated and saved as ``best``: the student, or the EMA teacher."""
+        if self.teacher is not None and self.cfg.semi.eval_model == "teacher":
+            return self.teacher
+        return self.model
+
+    def _log_eval(self, split: str, result: dict[str, Any]) -> None:
+        if self.tb is None:
+            return
+        m = result["metrics"]
+        self.tb.add_scalar(f"{split}/oIoU", m["oIoU"], self.step)
+        self.tb.add_scalar(f"{split}/mIoU", m["mIoU"], self.step)
+        for t, v in m["precision"].items():
+            self.tb.add_scalar(f"{split}/prec@{t}", v, self.step)
+        if result.get("panels") is not None:
+            self.tb.add_image(f"{split}/panels", result["panels"], self.step)
+
+    def fit(self) -> dict[str, Any]:
+        """Train all epochs (resuming where ``latest.pt`` stopped), then evaluate ``best``."""
+        cfg = self.cfg
+        try:
+            while self.step < self.total_steps:
+                record = self.train_epoch()
+                epoch = record["epoch"]
+                if not cfg.train.skip_eval and (
+                    epoch % cfg.train.eval_every == 0 or self.step >= self.total_steps
+                ):
+                    result = self.evaluate(
+                        cfg.data.val_split, max_sentences=cfg.data.max_val_sentences
+                    )
+                    m = result["metrics"]
+                    record[f"{cfg.data.val_split}_oIoU"] = m["oIoU"]
+                    record[f"{cfg.data.val_split}_mIoU"] = m["mIoU"]
+                    self._log_eval(cfg.data.val_split, result)
+                    score = m[cfg.train.select_metric]
+                    if self.best is None or score > self.best["score"]:
+                        self.best = {
+                            "score": score,
+                            "metric": cfg.train.select_metric,
+                            "epoch": epoch,
+                            "step": self.step,
+                        }
+                        if self.info.is_main:
+                            ckpt_io.save_checkpoint(
+                                self.run_dir / "best.pt", self._payload(full=False)
+                            )
+                self.history.append(record)
+                self._log_record(record)
+                self.save_latest()
+            if (
+                self.best is None and self.info.is_main
+            ):  # evaluation skipped: the last weights are best
+                self.best = {
+                    "score": None,
+                    "metric": None,
+                    "epoch": cfg.train.epochs,
+                    "step": self.step,
+                }
+                ckpt_io.save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
+            barrier(self.info)
+            return self.final_evaluation()
+        finally:
+            if self._tb is not None:
+                self._tb.close()
+            cleanup(self.info)
+
+    def _log_record(self, record: dict[str, Any]) -> None:
+        if not self.info.is_main:
+            return
+        text = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+        )
+        log.info("epoch %s", text)
+        if self.progress:
+            print(f"[{self.cfg.name}] {text}", flush=True)
+        if self.tb is not None:
+            for k, v in record.items():
+                if k not in ("epoch", "step") and isinstance(v, int | float):
+                    self.tb.add_scalar(f"epoch/{k}", v, self.step)
+        atomic_write_json(self.run_dir / "history.json", self.history)
+
+    def final_evaluation(self) -> dict[str, Any]:
+        """Load ``best.pt`` and evaluate the val split and every test split; write metrics.json."""
+        cfg = self.cfg
+        best = ckpt_io.load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
+        ckpt_io.load_model_state(
+            self.eval_net,
+            best["model"],
+            self.run_dir / "best.pt",
+            best.get("text_from_source", False),
+        )
+        out: dict[str, Any] = {"best": self.best, "splits": {}}
+        for split in [cfg.data.val_split, *cfg.data.test_splits]:
+            result = self.evaluate(split)
+            out["splits"][split] = result["metrics"]
+            self._log_eval(f"final_{split}", result)
+            if self.info.is_main:
+                m = result["metrics"]
+                log.info("final %s: oIoU %.2f mIoU %.2f", split, m["oIoU"], m["mIoU"])
+        if self.info.is_main:
+            atomic_write_json(self.run_dir / "metrics.json", out)
+        return out
+
+
+def train(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) the run described by ``cfg``; returns the final metrics."""
+    return Trainer(cfg, progress=progress).fit()
