@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     from semires.errors import SemiresError
 
     try:
-        app(args=argv, prog_name="semires", standalone_mode=False)
+        rv = app(args=argv, prog_name="semires", standalone_mode=False)
+        if isinstance(rv, int):  # e.g. 130 after Ctrl-C, which typer turns into a return value
+            return rv
     except SemiresError as err:
         typer.echo(f"error: {err}", err=True)
         return err.exit_code

@@ -192,7 +192,7 @@ class UnlabeledDataset(Dataset):
         """(K, size, size) bool candidate masks of an image (K may be 0)."""
         if self.proposals is None:
             return torch.zeros((0, self.size, self.size), dtype=torch.bool)
-        return self.proposals.masks(image_id, self.size, max_candidates=self.max_candidates)
+        return self.proposals.masks(image_id, (self.size, self.size), max_candidates=self.max_candidates)
 
     def __getitem__(self, key: SampleKey) -> dict[str, Any]:
         ref = self.refs[key.index]

@@ -12,23 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from semires.data.dataset import EvalDataset, collate
 from semires.data.index import RESIndex
 from semires.data.transforms import normalize, resize_mask
-from semires.evaluate.metrics import LAVT_SIZE, RESMetrics
+from semires.evaluate.metrics import (
+    RESMetrics,
+    check_protocol,
+    logits_to_masks,
+    protocol_size,
+)
+from semires.evaluate.metrics import resize_mask as protocol_resize
 from semires.train.distributed import DistInfo, gather_objects
-
-PROTOCOLS = ("lavt", "original")
-
-
-def _protocol_size(protocol: str, gt: torch.Tensor) -> tuple[int, int]:
-    return (LAVT_SIZE, LAVT_SIZE) if protocol == "lavt" else (int(gt.shape[0]), int(gt.shape[1]))
 
 
 def _panel(image: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
@@ -74,10 +72,7 @@ def evaluate_model(
     from semires.train.engine import _autocast
     from semires.train.textcache import TextInputs
 
-    if protocol not in PROTOCOLS:
-        from semires.errors import SemiresError
-
-        raise SemiresError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    check_protocol(protocol)
     info = info or DistInfo()
     device = torch.device(device)
     text = text or TextInputs(model, device)
@@ -97,21 +92,25 @@ def evaluate_model(
         x = normalize(batch["image"].to(device), model.image_mean, model.image_std)
         with _autocast(device, amp):
             logits = model(x, **text(batch["sentence"]))
-        logits = logits.float()
+        lavt_preds = (
+            logits_to_masks(logits.float(), protocol_size("lavt", (0, 0))).cpu()
+            if protocol == "lavt"
+            else None
+        )
         for i, gt in enumerate(batch["gt"]):
-            hw = _protocol_size(protocol, gt)
-            pred = (
-                F.interpolate(logits[i : i + 1], size=hw, mode="bilinear", align_corners=False)[0]
-                .argmax(0)
-                .cpu()
-            )
-            gt_p = resize_mask(gt, hw) if protocol == "lavt" else gt.bool()
+            if lavt_preds is not None:
+                pred, gt_p = lavt_preds[i], torch.from_numpy(protocol_resize(gt)).bool()
+            else:
+                pred, gt_p = (
+                    logits_to_masks(logits[i : i + 1].float(), tuple(gt.shape))[0].cpu(),
+                    gt.bool(),
+                )
             key = f"{batch['ref_id'][i]}_{batch['sent_id'][i]}"
-            metrics.update(pred[None].bool(), gt_p[None], keys=[key])
+            metrics.update(pred[None], gt_p[None], keys=[key])
             if pred_dir is not None:
-                write_mask_png(Path(pred_dir) / f"{key}.png", pred.numpy().astype(np.uint8))
+                write_mask_png(Path(pred_dir) / f"{key}.png", pred.numpy())
             if gt_dir is not None:
-                write_mask_png(Path(gt_dir) / f"{key}.png", gt.numpy().astype(np.uint8))
+                write_mask_png(Path(gt_dir) / f"{key}.png", gt.numpy())
             if len(panels) < num_panels and info.is_main:
                 panels.append(_panel(batch["image"][i], gt, pred))
         if bar is not None:
@@ -119,9 +118,13 @@ def evaluate_model(
     if bar is not None:
         bar.close()
     model.train(was_training)
-    merged = RESMetrics.merge(gather_objects(metrics, info))
+    merged = RESMetrics(keep_per_sample=True)
+    for part in gather_objects(metrics, info):
+        merged.merge(part)
     grid = torch.cat(panels, dim=1).clamp(0, 1) if panels else None
-    return {"metrics": merged.compute(), "per_sample": merged.per_sample(), "panels": grid}
+    report = merged.report(protocol)  # aggregates in percent
+    per_sample = report.pop("per_sample")
+    return {"metrics": report, "per_sample": per_sample, "panels": grid}
 
 
 def evaluate_checkpoint(

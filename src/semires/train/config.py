@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from semires.errors import ConfigError
+from semires.train.refine import RefineConfig
 from semires.utils.typed_config import apply_overrides, load_dataclass, read_yaml, to_dict
 
 
@@ -152,34 +153,6 @@ class AugmentConfig:
 
 
 @dataclass
-class RefineSection:
-    """Pseudo-label refinement (METHOD.md section 4): strategy and thresholds."""
-
-    strategy: Literal["none", "iom", "cpi", "confidence"] = "cpi"
-    tau: float = 0.5
-    t1: float = 0.7
-    t2: float = 0.7
-    cpi_u: bool = True
-    cpi_o: bool = True
-    pwa: bool = True
-    pwa_sigma2: float = 0.1
-    pwa_offset: float = 1.3
-    confidence: float = 0.9
-
-    def validate(self) -> None:
-        for key in ("tau", "t1", "t2", "confidence"):
-            v = getattr(self, key)
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(
-                    f"config key 'semi.refine.{key}': expected a value in [0, 1], got {v}"
-                )
-        if self.pwa_sigma2 <= 0:
-            raise ConfigError(
-                f"config key 'semi.refine.pwa_sigma2': expected > 0, got {self.pwa_sigma2}"
-            )
-
-
-@dataclass
 class SemiConfig:
     """The teacher-student stage (the paper's mutual-learning training)."""
 
@@ -195,7 +168,8 @@ class SemiConfig:
     sup_weight: float = 1.0
     unsup_weight: float = 1.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    refine: RefineSection = field(default_factory=RefineSection)
+    #: pseudo-label refinement (METHOD.md section 4), see :class:`semires.train.refine.RefineConfig`
+    refine: RefineConfig = field(default_factory=RefineConfig)
     #: at most this many candidates per image (the highest-scoring ones)
     max_candidates: int = 256
     #: which network is evaluated, selected as ``best`` and exported

@@ -221,13 +221,29 @@ class Trainer:
         return [r for r in train if r.image_id in lab], [r for r in train if r.image_id in unl]
 
     def _open_proposals(self) -> Any:
+        """The proposal store, checked against the unlabeled images (ids and sizes)."""
+        from semires.errors import ProposalError
         from semires.proposals.store import ProposalStore
 
-        store = ProposalStore.open(self.cfg.semi.proposals)
-        wanted = {r.image_id for r in self.unlabeled_refs}
-        return store.for_training(
-            self.index, wanted, allow_mismatch=self.cfg.semi.allow_proposal_mismatch
-        )
+        path = self.cfg.semi.proposals
+        store = ProposalStore.open(path)
+        wanted = sorted({r.image_id for r in self.unlabeled_refs})
+        missing = [i for i in wanted if not store.has(i)]
+        if missing:
+            raise ProposalError(
+                f"proposal store {path} has no entry for {len(missing)} of the {len(wanted)} "
+                f"unlabeled images (e.g. {missing[:5]}): it was made for other images; "
+                f"regenerate it with `semires propose ... --out {path}`"
+            )
+        for image_id in wanted:
+            stored, actual = store.image_size(image_id), self.index.image_size(image_id)
+            if tuple(stored) != tuple(actual) and not self.cfg.semi.allow_proposal_mismatch:
+                raise ProposalError(
+                    f"proposal store {path}: image {image_id} is {actual[0]}x{actual[1]} but its "
+                    f"candidates were made for {stored[0]}x{stored[1]}; regenerate the store "
+                    "(or set semi.allow_proposal_mismatch=true to resize them)"
+                )
+        return store
 
     def _prepare_text(self) -> None:
         """Encode every sentence of the run once when the text encoder is frozen."""
@@ -440,14 +456,13 @@ class Trainer:
             valid = torch.zeros((pseudo.shape[0], 0), dtype=torch.bool)
         else:
             valid = unl["candidates_valid"]
-        result = refine(pseudo, prob, cands.to(self.device), valid.to(self.device), self.refine_cfg)
+        result = refine(pseudo, prob, cands.to(self.device), valid.to(self.device), self.cfg.semi.refine)
         b = float(pseudo.shape[0])
         stats["samples"] += b
         stats["matched"] += float(result.matched.sum())
         stats["no_candidates"] += float((~valid.any(dim=1)).sum())
-        for key, value in result.counts().items():
-            stats.setdefault(f"rule_{key}", torch.zeros((), dtype=torch.float64))
-            stats[f"rule_{key}"] += float(value)
+        for key in ("matched_iom", "matched_cpi_u", "matched_cpi_o"):
+            stats[key] += float(result.counts[key])
         if "gt_mask" in unl:
             cs = correction_stats(pseudo, result.labels, unl["gt_mask"].to(self.device))
             for key in ("iou_before", "iou_after"):
@@ -457,29 +472,12 @@ class Trainer:
             stats["with_gt"] += b
         return result
 
-    @property
-    def refine_cfg(self) -> Any:
-        if not hasattr(self, "_refine_cfg"):
-            from semires.train.refine import RefineConfig
-
-            r = self.cfg.semi.refine
-            self._refine_cfg = RefineConfig(
-                strategy=r.strategy,
-                tau=r.tau,
-                t1=r.t1,
-                t2=r.t2,
-                cpi_u=r.cpi_u,
-                cpi_o=r.cpi_o,
-                pwa=r.pwa,
-                pwa_sigma2=r.pwa_sigma2,
-                pwa_offset=r.pwa_offset,
-                confidence=r.confidence,
-            )
-        return self._refine_cfg
-
     # ------------------------------------------------------------------ epochs
     def _new_stats(self) -> dict[str, torch.Tensor]:
         keys = (
+            "matched_iom",
+            "matched_cpi_u",
+            "matched_cpi_o",
             "samples",
             "matched",
             "no_candidates",
@@ -560,9 +558,8 @@ class Trainer:
             "miss_rate": 1.0 - s["matched"] / n,
             "no_candidates_rate": s["no_candidates"] / n,
         }
-        for k in keys:
-            if k.startswith("rule_"):
-                out[f"share_{k[5:]}"] = s[k] / n
+        for k in ("matched_iom", "matched_cpi_u", "matched_cpi_o"):
+            out[f"share_{k}"] = s[k] / n
         if s["with_gt"] > 0:
             g = s["with_gt"]
             out["pl_iou_before"] = s["iou_before"] / g

@@ -1,0 +1,383 @@
+"""SAM-guided pseudo-label refinement: IOM, CPI and PWA (METHOD.md section 4).
+
+Small pure functions of batched tensors, each next to its equation. Notation (per sample b):
+
+- ``P``: the teacher's pseudo-label, bool [B, H, W] (teacher argmax on the weak view);
+- ``p``: the teacher's foreground probability, float [B, H, W];
+- ``M``: the candidate masks, a PADDED bool [B, K, H, W], and ``valid``: bool [B, K] saying which
+  of the K slots hold a real candidate (samples have different numbers of candidates, maybe 0);
+- ``|X|`` is a pixel count, ``AND`` / ``OR`` act pixel-wise.
+
+All candidates of all samples are handled at once: the pixel counts ``|M_k AND P|``, ``|M_k|``
+and ``|P|`` come from one batched bitwise reduction (:func:`candidate_overlaps`), and the rules
+are then arithmetic on [B, K] tables. Ratios are computed in float64, so a threshold comparison
+is exact for pixel counts (``7/10 > 0.7`` is false, as it should be).
+
+Edge cases, the same in every function:
+
+- a padding slot (``valid = False``) is never matched or selected;
+- ``0 / 0`` ratios are 0: an empty pseudo-label has ``r1 = 0``, an empty candidate ``r2 = 0``, and
+  an empty candidate on an empty pseudo-label has ``IoU = 0`` (so it never matches);
+- a sample without valid candidates is never matched and keeps ``P``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from semires.errors import ConfigError
+from semires.evaluate.metrics import intersection_union, iou_from_counts
+
+Strategy = Literal["none", "iom", "cpi", "confidence"]
+STRATEGIES: tuple[str, ...] = ("none", "iom", "cpi", "confidence")
+
+# Pixels are counted 8 at a time: a bool tensor is viewed as int64 words of 8 bytes (each 0 or 1)
+# and words are added; every byte lane then holds a partial count. At most 255 words are added
+# per lane, so no lane overflows into its neighbour; the lanes are then summed as bytes.
+_LANE_WORDS = 255
+# Candidate blocks are sized so that one block's temporary fits in cache on CPU; on an
+# accelerator fewer, larger blocks are faster.
+_BLOCK_BYTES = {"cpu": 4 << 20}
+_DEFAULT_BLOCK_BYTES = 256 << 20
+
+
+class Overlaps(NamedTuple):
+    """Pixel counts of every (pseudo-label, candidate) pair; 0 for padding slots."""
+
+    inter: Tensor  # [B, K] int64, |M_k AND P|
+    area_m: Tensor  # [B, K] int64, |M_k|
+    area_p: Tensor  # [B] int64, |P|
+
+
+class IOMResult(NamedTuple):
+    """Output of :func:`iom`."""
+
+    refined: Tensor  # [B, H, W] bool: M_k* where matched, else P
+    matched: Tensor  # [B] bool: IoU_k* > tau
+    index: Tensor  # [B] int64: k* (best valid candidate), -1 when a sample has none
+
+
+class CPIResult(NamedTuple):
+    """Output of :func:`cpi`."""
+
+    refined: Tensor  # [B, H, W] bool: union of the selected M_k where matched, else P
+    matched: Tensor  # [B] bool: at least one candidate selected
+    selected: Tensor  # [B, K] bool: the set S
+
+
+def _check_inputs(P: Tensor, M: Tensor, valid: Tensor) -> None:
+    if P.dim() != 3 or M.dim() != 4 or valid.dim() != 2:
+        raise ValueError(
+            f"expected P [B, H, W], M [B, K, H, W], valid [B, K]; got {tuple(P.shape)}, "
+            f"{tuple(M.shape)}, {tuple(valid.shape)}"
+        )
+    if M.shape[0] != P.shape[0] or M.shape[2:] != P.shape[1:] or valid.shape != M.shape[:2]:
+        raise ValueError(
+            f"shapes do not agree: P {tuple(P.shape)}, M {tuple(M.shape)}, "
+            f"valid {tuple(valid.shape)}"
+        )
+    if not (P.device == M.device == valid.device):
+        raise ValueError(f"P, M and valid are on {P.device}, {M.device}, {valid.device}")
+
+
+def _as_words(masks: Tensor) -> Tensor:
+    """Bool [..., N] -> int64 [..., ceil(N / 8)] holding the same bytes (zero-padded)."""
+    masks = masks.bool().contiguous()
+    pad = -masks.shape[-1] % 8
+    if pad:
+        masks = torch.cat([masks, masks.new_zeros(*masks.shape[:-1], pad)], dim=-1)
+    return masks.view(torch.int64)
+
+
+def _count_words(words: Tensor) -> Tensor:
+    """Number of true pixels in each row of :func:`_as_words` words (int64 [...])."""
+    full = words.shape[-1] - words.shape[-1] % _LANE_WORDS
+    lanes = torch.cat(
+        [
+            words[..., :full].unflatten(-1, (-1, _LANE_WORDS)).sum(-1),
+            words[..., full:].sum(-1, keepdim=True),
+        ],
+        dim=-1,
+    )
+    return lanes.view(torch.uint8).sum(-1, dtype=torch.int64)
+
+
+def candidate_overlaps(P: Tensor, M: Tensor, valid: Tensor) -> Overlaps:
+    """``|M_k AND P|``, ``|M_k|`` for every candidate and ``|P|`` for every sample.
+
+    One batched bitwise reduction over all candidates (masks read as 64-bit words, 8 pixels at
+    a time), in blocks of candidates that bound the temporary memory (a few MiB on CPU).
+    Exact integer counts on any device; padding slots count 0.
+    """
+    _check_inputs(P, M, valid)
+    batch, k = valid.shape
+    m_words = _as_words(M.flatten(2))  # [B, K, n]
+    p_words = _as_words(P.flatten(1))[:, None]  # [B, 1, n]
+    inter = torch.zeros(batch, k, dtype=torch.int64, device=M.device)
+    area_m = torch.zeros_like(inter)
+    row_bytes = max(1, batch * m_words.shape[-1] * 8)
+    block = max(1, _BLOCK_BYTES.get(M.device.type, _DEFAULT_BLOCK_BYTES) // row_bytes)
+    buffer = torch.empty_like(m_words[:, :block])
+    for start in range(0, k, block):  # blocks of candidates, to bound memory
+        words = m_words[:, start : start + block]
+        both = torch.bitwise_and(words, p_words, out=buffer[:, : words.shape[1]])
+        inter[:, start : start + block] = _count_words(both)
+        area_m[:, start : start + block] = _count_words(words)
+    return Overlaps(inter * valid, area_m * valid, _count_words(p_words[:, 0]))
+
+
+def _ratio(num: Tensor, den: Tensor) -> Tensor:
+    """num / den in float64, 0 where den = 0."""
+    num, den = num.double(), den.double()
+    return torch.where(den > 0, num / den.clamp(min=1), torch.zeros_like(den))
+
+
+def _keep_unmatched(matched: Tensor, refined: Tensor, P: Tensor) -> Tensor:
+    """refined where the sample matched, else the pseudo-label P."""
+    return torch.where(matched[:, None, None], refined, P.bool())
+
+
+def _iom(P: Tensor, M: Tensor, valid: Tensor, ov: Overlaps, tau: float) -> IOMResult:
+    batch, k = valid.shape
+    has_any = valid.any(1)
+    if k == 0:
+        none = torch.full((batch,), -1, dtype=torch.int64, device=P.device)
+        return IOMResult(P.bool().clone(), has_any, none)
+    iou = _ratio(ov.inter, ov.area_m + ov.area_p[:, None] - ov.inter)
+    iou = iou.masked_fill(~valid, -1.0)  # padding never wins the argmax
+    index = iou.argmax(1)  # first maximum on ties
+    matched = has_any & (iou.gather(1, index[:, None])[:, 0] > tau)
+    best = M.flatten(0, 1).index_select(0, torch.arange(batch, device=M.device) * k + index)
+    refined = _keep_unmatched(matched, best.bool(), P)
+    return IOMResult(refined, matched, index.masked_fill(~has_any, -1))
+
+
+def iom(P: Tensor, M: Tensor, valid: Tensor, tau: float = 0.5) -> IOMResult:
+    """IoU-based optimal matching (IOM).
+
+    ``IoU_k = |M_k AND P| / |M_k OR P|``, ``k* = argmax_k IoU_k`` (first on ties);
+    matched iff ``IoU_k* > tau`` (strictly); refined label = ``M_k*`` where matched, else ``P``.
+    """
+    return _iom(P, M, valid, candidate_overlaps(P, M, valid), tau)
+
+
+def _cpi_rules(ov: Overlaps, valid: Tensor, t1: float, t2: float) -> tuple[Tensor, Tensor]:
+    """The candidates each CPI rule selects: (r1 > t1, r2 > t2), bool [B, K] each."""
+    r1 = _ratio(ov.inter, ov.area_p[:, None])  # share of P covered by M_k (CPI-U)
+    r2 = _ratio(ov.inter, ov.area_m)  # share of M_k inside P (CPI-O)
+    return valid & (r1 > t1), valid & (r2 > t2)
+
+
+def _union_of(M: Tensor, selected: Tensor) -> Tensor:
+    """Per sample, the union (OR) of the candidates with ``selected`` set: bool [B, H, W].
+
+    The selected masks (as words) are added per sample with one ``index_add_``: each byte lane
+    then counts the selected masks covering its pixel, and the union is where that count is not
+    0. A sample's selected masks go to groups of at most 255 (their own accumulator rows, OR-ed
+    at the end), so that no count reaches 256 and overflows.
+    """
+    batch, k = selected.shape
+    words = _as_words(M.flatten(2)).flatten(0, 1)  # [B * K, n]
+    sample, slot = selected.nonzero(as_tuple=True)
+    group = (selected.cumsum(1) - 1)[sample, slot] // _LANE_WORDS
+    groups = int(group.max()) + 1 if group.numel() else 1
+    counts = torch.zeros(batch * groups, words.shape[-1], dtype=torch.int64, device=M.device)
+    counts.index_add_(0, sample * groups + group, words.index_select(0, sample * k + slot))
+    union = (counts.view(torch.uint8) != 0).view(batch, groups, -1).any(1)
+    return union[:, : M.shape[2] * M.shape[3]].reshape(batch, *M.shape[2:])
+
+
+def _cpi(P: Tensor, M: Tensor, by_u: Tensor, by_o: Tensor, use_u: bool, use_o: bool) -> CPIResult:
+    if not (use_u or use_o):
+        raise ValueError("CPI needs at least one of its rules (use_u, use_o)")
+    selected = (by_u & use_u) | (by_o & use_o)
+    matched = selected.any(1)
+    return CPIResult(_keep_unmatched(matched, _union_of(M, selected), P), matched, selected)
+
+
+def cpi(
+    P: Tensor,
+    M: Tensor,
+    valid: Tensor,
+    t1: float = 0.7,
+    t2: float = 0.7,
+    use_u: bool = True,
+    use_o: bool = True,
+) -> CPIResult:
+    """Composite parts integration (CPI).
+
+    ``r1_k = |M_k AND P| / |P|`` (CPI-U: M_k covers most of an under-segmented P; 0 if |P| = 0),
+    ``r2_k = |M_k AND P| / |M_k|`` (CPI-O: M_k is a part lying inside P; 0 if |M_k| = 0),
+    ``S = {k : r1_k > t1 or r2_k > t2}`` (either term can be switched off);
+    refined label = ``OR_{k in S} M_k`` where S is not empty, else ``P``.
+    """
+    by_u, by_o = _cpi_rules(candidate_overlaps(P, M, valid), valid, t1, t2)
+    return _cpi(P, M, by_u, by_o, use_u, use_o)
+
+
+def pwa_weights(p: Tensor, sigma2: float = 0.1, offset: float = 1.3) -> Tensor:
+    """Pixel-wise adjustment (PWA) weights for samples without a match.
+
+    ``w(x) = offset - exp(-(p(x) - 0.5)^2 / (2 s)) / sqrt(2 pi s)``, ``s = sigma2`` (a variance).
+    With the defaults: 0.94 at p = 0 or 1, 0.50 at 0.2 / 0.8, 0.10 at 0.4 / 0.6, 0.04 at 0.5.
+    Same dtype and device as ``p``.
+    """
+    gauss = torch.exp(-((p - 0.5) ** 2) / (2.0 * sigma2)) / math.sqrt(2.0 * math.pi * sigma2)
+    return offset - gauss
+
+
+def confidence_filter(p: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """Confidence-filtered pseudo-label (a baseline): ``(label, ignore)``, bool [B, H, W] each.
+
+    ``label = p > 0.5`` (the argmax of 2 classes); ``ignore = max(p, 1 - p) < threshold``.
+    """
+    return p > 0.5, torch.maximum(p, 1.0 - p) < threshold
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """How pseudo-labels are refined (the ``refine`` section of a training config).
+
+    ``strategy``: ``none`` (plain teacher-student: P with weight 1), ``iom``, ``cpi``, or
+    ``confidence`` (P with pixels below ``confidence`` ignored). ``pwa`` weights the unmatched
+    samples of ``iom`` / ``cpi``. Defaults are the paper's (METHOD.md section 4).
+    """
+
+    strategy: Strategy = "cpi"
+    tau: float = 0.5
+    t1: float = 0.7
+    t2: float = 0.7
+    cpi_u: bool = True
+    cpi_o: bool = True
+    pwa: bool = True
+    pwa_sigma2: float = 0.1
+    pwa_offset: float = 1.3
+    confidence: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"refine.strategy = {self.strategy!r}: expected one of {', '.join(STRATEGIES)}"
+            )
+        for key in ("tau", "t1", "t2", "confidence"):
+            value = getattr(self, key)
+            if not _is_number(value) or not 0.0 <= value <= 1.0:
+                raise ConfigError(f"refine.{key} = {value!r}: expected a number in [0, 1]")
+        for key in ("cpi_u", "cpi_o", "pwa"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"refine.{key} = {getattr(self, key)!r}: expected true or false")
+        if self.strategy == "cpi" and not (self.cpi_u or self.cpi_o):
+            raise ConfigError("refine.cpi_u and refine.cpi_o are both false: CPI needs one rule")
+        self._check_pwa()
+
+    def _check_pwa(self) -> None:
+        sigma2, offset = self.pwa_sigma2, self.pwa_offset
+        if not _is_number(sigma2) or not 0.0 < sigma2 < math.inf:
+            raise ConfigError(f"refine.pwa_sigma2 = {sigma2!r}: expected a positive number")
+        if not _is_number(offset) or not math.isfinite(offset):
+            raise ConfigError(f"refine.pwa_offset = {offset!r}: expected a finite number")
+        peak = 1.0 / math.sqrt(2.0 * math.pi * sigma2)
+        if offset < peak:
+            raise ConfigError(
+                f"refine.pwa_offset = {offset!r}: PWA weights would be negative near p = 0.5 "
+                f"(need pwa_offset >= {peak:.4f} for pwa_sigma2 = {sigma2!r})"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RefineConfig:
+        """Build from a config mapping; an unknown key is a :class:`ConfigError` naming it."""
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(f"refine.{key}: unknown key (expected one of {sorted(known)})")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a plain dict (for saving next to a run)."""
+        return asdict(self)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass
+class RefineResult:
+    """Refined pseudo-labels and per-pixel loss weights for one unlabeled batch.
+
+    ``counts`` (for logging): ``n`` samples, ``matched`` (refined by a rule; the miss rate is
+    ``1 - matched / n`` for iom / cpi), ``matched_iom``, ``matched_cpi_u`` / ``matched_cpi_o``
+    (samples where that CPI rule selected at least one candidate; a sample can count in both),
+    and ``ignored_pixels`` (confidence baseline).
+    """
+
+    labels: Tensor  # [B, H, W] bool
+    weights: Tensor  # [B, H, W] float (p's dtype)
+    matched: Tensor  # [B] bool
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def refine(P: Tensor, p: Tensor, M: Tensor, valid: Tensor, cfg: RefineConfig) -> RefineResult:
+    """Refine the pseudo-labels of a batch with ``cfg.strategy``.
+
+    Weights: 1 where a sample was refined by a rule; for unmatched samples the PWA weights of
+    ``p`` when ``cfg.pwa`` (else 1); strategy ``none``: 1 everywhere; ``confidence``: 0 on the
+    ignored pixels and 1 elsewhere.
+    """
+    _check_inputs(P, M, valid)
+    if p.shape != P.shape:
+        raise ValueError(f"p has shape {tuple(p.shape)}, P has {tuple(P.shape)}")
+    batch = P.shape[0]
+    counts = dict.fromkeys(
+        ("matched", "matched_iom", "matched_cpi_u", "matched_cpi_o", "ignored_pixels"), 0
+    )
+    counts["n"] = batch
+    no_match = torch.zeros(batch, dtype=torch.bool, device=P.device)
+    if cfg.strategy == "none":
+        return RefineResult(P.bool().clone(), torch.ones_like(p), no_match, counts)
+    if cfg.strategy == "confidence":
+        _, ignore = confidence_filter(p, cfg.confidence)
+        counts["ignored_pixels"] = int(ignore.sum())
+        return RefineResult(P.bool().clone(), (~ignore).to(p.dtype), no_match, counts)
+
+    ov = candidate_overlaps(P, M, valid)
+    if cfg.strategy == "iom":
+        labels, matched, _ = _iom(P, M, valid, ov, cfg.tau)
+        counts["matched_iom"] = int(matched.sum())
+    else:
+        by_u, by_o = _cpi_rules(ov, valid, cfg.t1, cfg.t2)
+        labels, matched, _ = _cpi(P, M, by_u, by_o, cfg.cpi_u, cfg.cpi_o)
+        counts["matched_cpi_u"] = int(by_u.any(1).sum()) if cfg.cpi_u else 0
+        counts["matched_cpi_o"] = int(by_o.any(1).sum()) if cfg.cpi_o else 0
+    counts["matched"] = int(matched.sum())
+    fallback = pwa_weights(p, cfg.pwa_sigma2, cfg.pwa_offset) if cfg.pwa else torch.ones_like(p)
+    weights = torch.where(matched[:, None, None], torch.ones_like(p), fallback)
+    return RefineResult(labels, weights, matched, counts)
+
+
+def correction_stats(
+    before: Tensor, after: Tensor, gt: Tensor, eps: float = 1e-6
+) -> dict[str, Any]:
+    """Pseudo-label quality before / after refinement, against GT (never used for training).
+
+    Per sample ``IoU_before = IoU(before, gt)`` and ``IoU_after = IoU(after, gt)`` (float64 [B],
+    0 where both masks are empty). A correction is ``positive`` if ``IoU_after - IoU_before >
+    eps``, ``negative`` if it is ``< -eps``, ``no_change`` otherwise. ``eps = 1e-6`` absorbs
+    rounding only: one pixel more or less in the intersection moves the IoU by 1/U, which is
+    more than 1e-6 for any union U under 10^6 pixels.
+    """
+    iou_before = iou_from_counts(*intersection_union(before, gt))
+    iou_after = iou_from_counts(*intersection_union(after, gt))
+    delta = iou_after - iou_before
+    return {
+        "iou_before": iou_before,
+        "iou_after": iou_after,
+        "positive": int((delta > eps).sum()),
+        "negative": int((delta < -eps).sum()),
+        "no_change": int((delta.abs() <= eps).sum()),
+    }
