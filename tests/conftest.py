@@ -22,3 +22,11 @@ def realdata() -> Path:
     if not REALDATA.is_dir():
         pytest.skip(f"real-data tests need {REALDATA} (absent in a plain clone of this repository)")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def synth_tiny(tmp_path_factory) -> Path:
+    """The synthetic benchmark's ``tiny`` preset (seed 0), written once per test session."""
+    from semires.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("synth") / "tiny", preset="tiny", seed=0)

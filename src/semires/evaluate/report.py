@@ -15,7 +15,9 @@ def metrics_row(metrics: Mapping[str, Any]) -> list[str]:
     return [f"{v:.2f}" for v in values]
 
 
-def format_metrics_table(rows: Mapping[str, Mapping[str, Any]], title: str | None = None, first: str = "split") -> str:
+def format_metrics_table(
+    rows: Mapping[str, Mapping[str, Any]], title: str | None = None, first: str = "split"
+) -> str:
     """A Markdown table with one row per entry of ``rows`` (e.g. per split or per method)."""
     header = [first, "oIoU", "mIoU", *(f"P@{t}" for t in THRESHOLDS), "n"]
     lines = []

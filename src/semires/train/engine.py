@@ -353,6 +353,9 @@ class Trainer:
             num_workers=self.cfg.data.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            # a private generator: creating an iterator must not draw from the global RNG
+            # (dropout), or a resumed run would diverge from an uninterrupted one
+            generator=torch.Generator().manual_seed(self.cfg.seed),
         )
 
     def _norm(self, images: torch.Tensor) -> torch.Tensor:
@@ -456,7 +459,9 @@ class Trainer:
             valid = torch.zeros((pseudo.shape[0], 0), dtype=torch.bool)
         else:
             valid = unl["candidates_valid"]
-        result = refine(pseudo, prob, cands.to(self.device), valid.to(self.device), self.cfg.semi.refine)
+        result = refine(
+            pseudo, prob, cands.to(self.device), valid.to(self.device), self.cfg.semi.refine
+        )
         b = float(pseudo.shape[0])
         stats["samples"] += b
         stats["matched"] += float(result.matched.sum())

@@ -1,0 +1,5 @@
+"""``python -m semires ...`` (also ``torchrun ... -m semires train ...``)."""
+
+from semires.cli import entry
+
+entry()
