@@ -195,7 +195,7 @@ def test_predict_handles_unusual_image_modes_and_sentences(supervised_run, tmp_p
         seg.predict(path, " ".join(["very"] * 60) + " long sentence")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG not really")
-    with pytest.raises(DataError, match="bad.png"):
+    with pytest.raises(DataError, match=r"bad\.png"):
         seg.predict(bad, "x")
 
 

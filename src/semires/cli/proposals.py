@@ -1,9 +1,221 @@
-"""CLI commands of this group (see :mod:`semires.cli`)."""
+"""``semires propose`` and ``semires proposals verify|show|quality`` (candidate masks)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from semires.cli.data import (
+    AnnOpt,
+    DataFormat,
+    DatasetOpt,
+    FormatOpt,
+    ImageRootOpt,
+    MaskRootOpt,
+    RootOpt,
+    SplitByOpt,
+    _spec,
+)
+
+proposals_app = typer.Typer(
+    help="Candidate-mask stores: verify, show, quality report.", no_args_is_help=True
+)
+
+StoreArg = Annotated[Path, typer.Argument(help="The proposal store folder.")]
+
+
+def _knobs(generator: str, assignments: list[str], checkpoint: Path | None, model_type: str | None):
+    """Generator knobs from ``--set`` plus ``--checkpoint`` / ``--model-type``."""
+    import dataclasses
+
+    from semires.errors import ConfigError
+    from semires.proposals.base import generator_class, parse_knobs
+
+    knobs = parse_knobs(generator, assignments)
+    names = {f.name for f in dataclasses.fields(generator_class(generator).config_class)}
+    if checkpoint is not None:
+        if "checkpoint" not in names:
+            raise ConfigError(f"generator {generator!r} takes no --checkpoint")
+        knobs["checkpoint"] = str(checkpoint)
+    if model_type is not None:
+        key = next((k for k in ("model_type", "config") if k in names), None)
+        if key is None:
+            raise ConfigError(f"generator {generator!r} takes no --model-type")
+        knobs[key] = model_type
+    return knobs
+
+
+def propose(
+    out: Annotated[
+        Path, typer.Option("--out", help="The proposal store folder to create / complete.")
+    ],
+    generator: Annotated[
+        str, typer.Option("--generator", help="classical (CPU, no weights), sam or sam2.")
+    ] = "classical",
+    split: Annotated[str, typer.Option("--split", help="Dataset split to propose for.")] = "train",
+    split_dir: Annotated[
+        Path | None,
+        typer.Option("--split-dir", help="A labeled/unlabeled split folder: its unlabeled images."),
+    ] = None,
+    all_images: Annotated[
+        bool, typer.Option("--all-images", help="Every image of --split (not only unlabeled).")
+    ] = False,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="sam / sam2: the weights file.")
+    ] = None,
+    model_type: Annotated[
+        str | None,
+        typer.Option("--model-type", help="sam: vit_h, vit_l, vit_b; sam2: a config name."),
+    ] = None,
+    knob: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Generator knob key=value (repeatable), e.g. points_per_side=16."
+        ),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", help="CPU processes (classical).")] = 1,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard file.")] = 64,
+    fmt: FormatOpt = DataFormat.refer,
+    root: RootOpt = None,
+    dataset: DatasetOpt = None,
+    split_by: SplitByOpt = None,
+    image_root: ImageRootOpt = None,
+    ann: AnnOpt = None,
+    mask_root: MaskRootOpt = None,
+) -> None:
+    """Generate candidate masks for the training images (resumable; torchrun-aware)."""
+    from semires.data import load_index
+    from semires.proposals.base import build_generator
+    from semires.proposals.generate import generate_store, image_paths, select_images
+
+    knobs = _knobs(generator, knob or [], checkpoint, model_type)
+    index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    ids = select_images(index, split, split_dir, all_images)
+    gen = build_generator(generator, **knobs)
+    report = generate_store(
+        gen, image_paths(index, ids), out, shard_size=shard_size, workers=workers
+    )
+    per_image = report.candidates / report.generated if report.generated else 0.0
+    typer.echo(
+        f"{out}: {report.wanted} images wanted, {report.already_done} already done, "
+        f"{report.generated} generated ({per_image:.1f} candidates / image, "
+        f"{report.images_per_second:.2f} images/s)"
+    )
+    if report.failed:
+        typer.echo(f"{len(report.failed)} image(s) skipped (unreadable):", err=True)
+        for image_id, reason in sorted(report.failed.items()):
+            typer.echo(f"  {image_id}: {reason}", err=True)
+
+
+@proposals_app.command("verify")
+def verify(
+    store_dir: StoreArg,
+    fmt: FormatOpt = DataFormat.refer,
+    root: RootOpt = None,
+    dataset: DatasetOpt = None,
+    split_by: SplitByOpt = None,
+    image_root: ImageRootOpt = None,
+    ann: AnnOpt = None,
+    mask_root: MaskRootOpt = None,
+) -> None:
+    """Check every shard and entry (with data options: also against the real image sizes)."""
+    from semires.errors import ProposalError
+    from semires.proposals.store import ProposalStore, verify_store
+
+    sizes = None
+    if root is not None or ann is not None:
+        from semires.data import load_index
+
+        index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+        stored = ProposalStore.open(store_dir).image_ids()
+        sizes = {i: index.image_size(i) for i in stored if i in index.images}
+    report = verify_store(store_dir, sizes, progress=True)
+    for problem in report.problems:
+        typer.echo(f"problem: {problem}", err=True)
+    if not report.ok:
+        raise ProposalError(
+            f"{len(report.problems)} problem(s) in proposal store {store_dir}; "
+            f"first: {report.problems[0]}"
+        )
+    typer.echo(
+        f"ok: {store_dir}: {report.images} images, {report.shards} shards, "
+        f"{report.candidates} candidates"
+    )
+
+
+@proposals_app.command("show")
+def show(
+    store_dir: StoreArg,
+    image: Annotated[int, typer.Option("--image", help="Image id.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
+    max_masks: Annotated[
+        int | None, typer.Option("--max", help="Draw only the best N candidates.")
+    ] = None,
+    fmt: FormatOpt = DataFormat.refer,
+    root: RootOpt = None,
+    dataset: DatasetOpt = None,
+    split_by: SplitByOpt = None,
+    image_root: ImageRootOpt = None,
+    ann: AnnOpt = None,
+    mask_root: MaskRootOpt = None,
+) -> None:
+    """Draw an image's candidates over it (and each referred object with its best candidate)."""
+    from semires.data import load_index
+    from semires.proposals.show import figure
+    from semires.proposals.store import ProposalStore
+    from semires.utils.io import atomic_write_bytes
+
+    index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    store = ProposalStore.open(store_dir)
+    pixels = index.load_image(image)
+    props = store.read(image, expect_size=pixels.shape[:2])
+    objects = sorted({r.object_id for r in index.refs.values() if r.image_id == image})
+    gt = [index.mask(o) for o in objects] if index.has_masks() else None
+    title = f"image {image}: {store.generator} candidates"
+    atomic_write_bytes(out, figure(pixels, props, title, gt, max_masks))
+    typer.echo(f"wrote {out} ({len(props)} candidates)")
+
+
+@proposals_app.command("quality")
+def quality(
+    store_dir: StoreArg,
+    split: Annotated[
+        str, typer.Option("--split", help="Split whose referred objects to score ('all': every).")
+    ] = "train",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the numbers here.")] = None,
+    plot_out: Annotated[Path | None, typer.Option("--plot", help="Write histograms (PNG).")] = None,
+    t1: Annotated[float, typer.Option("--t1", help="CPI: share of the object covered.")] = 0.7,
+    t2: Annotated[float, typer.Option("--t2", help="CPI: share of the candidate inside.")] = 0.7,
+    fmt: FormatOpt = DataFormat.refer,
+    root: RootOpt = None,
+    dataset: DatasetOpt = None,
+    split_by: SplitByOpt = None,
+    image_root: ImageRootOpt = None,
+    ann: AnnOpt = None,
+    mask_root: MaskRootOpt = None,
+) -> None:
+    """Best IoU and CPI-union IoU per ground-truth object, candidates per image."""
+    from semires.data import load_index
+    from semires.proposals.quality import evaluate_quality, format_summary, plot_quality, summarise
+    from semires.proposals.store import ProposalStore
+    from semires.utils.io import atomic_write_json
+
+    index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    store = ProposalStore.open(store_dir)
+    report = evaluate_quality(store, index, None if split == "all" else split, t1, t2)
+    summary = summarise(report)
+    typer.echo(format_summary(summary))
+    if json_out is not None:
+        atomic_write_json(json_out, summary)
+        typer.echo(f"wrote {json_out}")
+    if plot_out is not None:
+        plot_quality(summary, str(plot_out))
+        typer.echo(f"wrote {plot_out}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    """Add ``semires propose`` and the ``semires proposals`` sub-app to the main app."""
+    app.command("propose")(propose)
+    app.add_typer(proposals_app, name="proposals")
