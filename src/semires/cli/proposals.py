@@ -122,16 +122,18 @@ def verify(
 ) -> None:
     """Check every shard and entry (with data options: also against the real image sizes)."""
     from semires.errors import ProposalError
-    from semires.proposals.store import ProposalStore, verify_store
+    from semires.proposals.store import verify_store
 
-    sizes = None
+    image_size = None
     if root is not None or ann is not None:
         from semires.data import load_index
 
         index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
-        stored = ProposalStore.open(store_dir).image_ids()
-        sizes = {i: index.image_size(i) for i in stored if i in index.images}
-    report = verify_store(store_dir, sizes, progress=True)
+
+        def image_size(image_id: int) -> tuple[int, int] | None:
+            return index.image_size(image_id) if image_id in index.images else None
+
+    report = verify_store(store_dir, image_size, progress=True)
     for problem in report.problems:
         typer.echo(f"problem: {problem}", err=True)
     if not report.ok:

@@ -1,0 +1,262 @@
+"""Generating a proposal store for a dataset: resumable, parallel, distributed.
+
+The wanted image ids are sorted and cut into chunks of ``shard_size``; chunk k becomes one shard
+(named after its first image id and a hash of its ids) and is handled by rank ``k % world_size``.
+The plan depends only on the wanted ids, so
+
+- a rerun skips the images already in the store and rebuilds exactly the missing chunks: a run
+  killed at any moment (shards are written atomically) resumes to the same store as an
+  uninterrupted run;
+- under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``) every rank writes its own
+  chunks' shards and the result is byte for byte the store one process writes; rank 0 writes
+  the index at the end (after a barrier when a process group is available).
+
+``workers > 1`` decodes and segments images in a process pool (CPU generators); an image that
+cannot be read is skipped with a warning and listed at the end (and in ``failed.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from semires.data.index import RESIndex
+from semires.errors import ConfigError, SemiresError
+from semires.proposals.base import MaskGenerator, Proposals
+from semires.proposals.store import ProposalStore
+from semires.utils.io import atomic_write_json
+
+FAILED_FILE = "failed.json"
+
+
+@dataclass(frozen=True)
+class Rank:
+    """This process's place in a distributed run (``rank`` of ``world_size``)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> Rank:
+        """From torchrun's ``RANK`` / ``WORLD_SIZE`` (a single process when they are unset)."""
+        try:
+            rank = int(os.environ.get("RANK", "0"))
+            world = int(os.environ.get("WORLD_SIZE", "1"))
+        except ValueError as exc:
+            raise ConfigError(f"RANK / WORLD_SIZE must be integers ({exc})") from None
+        if not 0 <= rank < world:
+            raise ConfigError(f"RANK={rank} is outside WORLD_SIZE={world}")
+        return cls(rank, world)
+
+
+@dataclass
+class GenerationReport:
+    """What a :func:`generate_store` call did (counts over this process's share)."""
+
+    store: Path
+    wanted: int
+    already_done: int = 0
+    generated: int = 0
+    candidates: int = 0
+    failed: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.generated / self.seconds if self.seconds > 0 else 0.0
+
+
+def select_images(
+    index: RESIndex,
+    split: str = "train",
+    split_dir: str | Path | None = None,
+    all_images: bool = False,
+) -> list[int]:
+    """The image ids to propose for: the unlabeled images of a labeled/unlabeled split folder,
+    or (``all_images``) every image of ``split``. Exactly one of the two must be chosen."""
+    if (split_dir is None) == (not all_images):
+        raise ConfigError(
+            "choose the images: --split-dir DIR (the unlabeled images of a split) "
+            "or --all-images (every image of the split)"
+        )
+    ids = index.image_ids(split)
+    if all_images:
+        return ids
+    from semires.data.splits import read_split
+
+    labeled_split = read_split(split_dir, index)
+    if labeled_split.split != split:
+        raise ConfigError(
+            f"split folder {split_dir} divides split {labeled_split.split!r}, not {split!r}"
+        )
+    return sorted(labeled_split.unlabeled_images)
+
+
+def plan_chunks(image_ids: list[int], shard_size: int) -> list[list[int]]:
+    """The sorted unique ids cut into chunks of ``shard_size`` (the last one may be shorter)."""
+    if shard_size < 1:
+        raise ConfigError(f"shard size must be >= 1, got {shard_size}")
+    ids = sorted(set(image_ids))
+    return [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
+
+
+# ---------------------------------------------------------------------------- workers
+_WORKER_GENERATOR: MaskGenerator | None = None
+
+
+def _init_worker(generator: MaskGenerator) -> None:
+    global _WORKER_GENERATOR
+    _WORKER_GENERATOR = generator
+
+
+def _propose_one(job: tuple[int, str]) -> tuple[int, Proposals | str]:
+    """Read one image and generate its candidates; an unreadable image gives its error text."""
+    from semires.data.images import read_image
+
+    image_id, path = job
+    assert _WORKER_GENERATOR is not None
+    try:
+        image = read_image(path)
+    except SemiresError as err:
+        return image_id, str(err)
+    return image_id, _WORKER_GENERATOR.generate(image)
+
+
+def _results(
+    generator: MaskGenerator, jobs: list[tuple[int, str]], workers: int
+) -> Iterator[tuple[int, Proposals | str]]:
+    """Results of ``jobs`` in order, in this process or in a pool of ``workers`` processes."""
+    if workers <= 1 or len(jobs) <= 1:
+        _init_worker(generator)
+        yield from map(_propose_one, jobs)
+        return
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(generator,)
+    ) as pool:
+        yield from pool.map(_propose_one, jobs, chunksize=4)
+
+
+# ---------------------------------------------------------------------------- generation
+def generate_store(
+    generator: MaskGenerator,
+    image_paths: dict[int, str | Path],
+    out_dir: str | Path,
+    *,
+    shard_size: int = 64,
+    workers: int = 1,
+    rank: Rank | None = None,
+    progress: bool = True,
+) -> GenerationReport:
+    """Generate (or complete) the proposal store ``out_dir`` for the images ``image_paths``.
+
+    Images already in the store are skipped; the store must have been made with the same
+    generator and parameters (:class:`~semires.errors.ProposalError` otherwise). With several
+    ranks, each handles its chunks and rank 0 finalises the index.
+    """
+    from tqdm import tqdm
+
+    rank = rank or Rank.from_env()
+    store = ProposalStore.create(out_dir, generator.name, generator.params())
+    chunks = [
+        c
+        for k, c in enumerate(plan_chunks(list(image_paths), shard_size))
+        if k % rank.world_size == rank.rank
+    ]
+    todo = [[i for i in chunk if not store.has(i)] for chunk in chunks]
+    jobs = [(i, str(image_paths[i])) for chunk in todo for i in chunk]
+    report = GenerationReport(store.root, sum(map(len, chunks)))
+    report.already_done = report.wanted - len(jobs)
+    if workers > 1 and str(getattr(generator, "device", "cpu")).startswith("cuda"):
+        raise ConfigError("--workers > 1 is for CPU generators; use torchrun for several GPUs")
+    start = time.perf_counter()
+    bar = tqdm(
+        total=len(jobs),
+        unit="img",
+        desc=f"propose {generator.name}" + (f" [rank {rank.rank}]" if rank.world_size > 1 else ""),
+        disable=not progress or rank.rank != 0,
+        dynamic_ncols=True,
+    )
+    with bar:
+        _write_chunks(store, todo, _results(generator, jobs, workers), bar, report, rank)
+    report.seconds = time.perf_counter() - start
+    _finish(store, report, rank)
+    return report
+
+
+def _write_chunks(
+    store: ProposalStore,
+    todo: list[list[int]],
+    results: Iterator[tuple[int, Proposals | str]],
+    bar: Any,
+    report: GenerationReport,
+    rank: Rank,
+) -> None:
+    """Consume the results chunk by chunk and write each chunk's shard (failures recorded)."""
+    for chunk in todo:
+        items = []
+        for image_id, result in (next(results) for _ in chunk):
+            bar.update(1)
+            if isinstance(result, str):
+                warnings.warn(f"skipped image {image_id}: {result}", stacklevel=3)
+                report.failed[image_id] = result
+                continue
+            items.append((image_id, result))
+            report.candidates += len(result)
+        if items:
+            store.write_shard(items, update_index=rank.world_size == 1)
+            report.generated += len(items)
+
+
+def _finish(store: ProposalStore, report: GenerationReport, rank: Rank) -> None:
+    """Single process: write the index. Several ranks: gather the failures (rank 0's report then
+    lists every rank's) and let rank 0 write the index once every rank is done (the gather is
+    the barrier); without a process group every rank finalises (the index is rebuilt from the
+    shards, so the last one to finish writes the complete index)."""
+    failed = dict(report.failed)
+    if rank.world_size > 1:
+        group = _process_group()
+        if group is not None:
+            import torch.distributed as dist
+
+            gathered: list[dict[int, str] | None] = [None] * rank.world_size
+            dist.all_gather_object(gathered, failed)
+            failed = {k: v for part in gathered if part for k, v in part.items()}
+            if rank.rank != 0:
+                return
+            report.failed = failed
+    store.write_index()
+    store.remove_temp_files()
+    path = store.root / FAILED_FILE
+    if failed:
+        atomic_write_json(path, {str(k): v for k, v in sorted(failed.items())})
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _process_group() -> object | None:
+    """The default process group, initialised with gloo from torchrun's env when possible."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return None
+    if not dist.is_initialized():
+        if "MASTER_ADDR" not in os.environ:
+            return None
+        from datetime import timedelta
+
+        dist.init_process_group("gloo", timeout=timedelta(hours=1))
+    return dist.group.WORLD
+
+
+def image_paths(index: RESIndex, image_ids: list[int]) -> dict[int, Path]:
+    """Image id -> file of the index (a DataError for an id the index does not have)."""
+    return {i: index.image_path(i) for i in image_ids}

@@ -1,0 +1,214 @@
+"""How good are the candidates? The ceiling of IOM and CPI (METHOD.md section 4).
+
+For every ground-truth object of a split whose image has candidates:
+
+- ``best_iou``: the highest IoU of a single candidate with the object: what IOM can reach with a
+  perfect teacher (it picks the candidate of highest IoU with the pseudo-label);
+- ``cpi_iou``: the IoU of the CPI union built against the object itself: the union of every
+  candidate M with |M and G| / |G| > t1 or |M and G| / |M| > t2 (t1 = t2 = 0.7): what CPI gives
+  with a perfect teacher (0 when no candidate qualifies);
+
+plus the number of candidates per image. :func:`summarise` condenses these (mean, median,
+share of objects above 0.5 / 0.75 / 0.9) and :func:`plot_quality` draws their histograms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semires.data.index import RESIndex
+from semires.proposals.store import ProposalStore
+
+THRESHOLDS = (0.5, 0.75, 0.9)
+
+
+@dataclass(frozen=True)
+class ObjectQuality:
+    """The candidates' fit to one ground-truth object."""
+
+    image_id: int
+    object_id: int
+    area: int
+    best_iou: float
+    best_candidate: int  # index into the image's candidates (-1: none)
+    cpi_iou: float
+    cpi_candidates: int  # how many candidates the CPI union joins
+
+
+@dataclass
+class QualityReport:
+    """Per-object results, candidates per image, and the split's images without candidates."""
+
+    generator: str
+    split: str | None
+    objects: list[ObjectQuality] = field(default_factory=list)
+    candidates_per_image: dict[int, int] = field(default_factory=dict)
+    missing_images: list[int] = field(default_factory=list)
+    t1: float = 0.7
+    t2: float = 0.7
+
+
+def object_quality(
+    masks: np.ndarray, gt: np.ndarray, t1: float = 0.7, t2: float = 0.7
+) -> tuple[float, int, float, int]:
+    """``(best_iou, best_index, cpi_iou, cpi_count)`` of [K, H, W] bool candidates vs an (H, W)
+    ground truth (IoU 0 and index -1 when there are no candidates or the object is empty)."""
+    gt = gt.astype(bool)
+    g_area = int(gt.sum())
+    if len(masks) == 0 or g_area == 0:
+        return 0.0, -1, 0.0, 0
+    flat = masks.reshape(len(masks), -1)
+    inside = np.flatnonzero(gt.ravel())
+    inter = np.count_nonzero(flat[:, inside], axis=1).astype(np.float64)
+    areas = np.count_nonzero(flat, axis=1).astype(np.float64)
+    iou = inter / (areas + g_area - inter)
+    best = int(np.argmax(iou))
+    chosen = np.flatnonzero((inter / g_area > t1) | (inter / np.maximum(areas, 1) > t2))
+    cpi = 0.0
+    if len(chosen):
+        union = flat[chosen].any(axis=0)
+        cpi = float(np.count_nonzero(union[inside]) / np.count_nonzero(union | gt.ravel()))
+    return float(iou[best]), best, cpi, len(chosen)
+
+
+def evaluate_quality(
+    store: ProposalStore,
+    index: RESIndex,
+    split: str | None = "train",
+    t1: float = 0.7,
+    t2: float = 0.7,
+    progress: bool = True,
+) -> QualityReport:
+    """Score the candidates of ``store`` against the referred objects of ``split`` of ``index``.
+
+    Candidates are read at the stored size; an image whose real size differs raises a
+    :class:`~semires.errors.ProposalError`. Images of the split without candidates are listed
+    in ``missing_images`` and left out of the numbers.
+    """
+    from tqdm import tqdm
+
+    report = QualityReport(store.generator, split, t1=t1, t2=t2)
+    objects_of: dict[int, set[int]] = {}
+    for ref in index.refs_in(split):
+        objects_of.setdefault(ref.image_id, set()).add(ref.object_id)
+    for image_id in tqdm(sorted(objects_of), desc="quality", unit="img", disable=not progress):
+        if not store.has(image_id):
+            report.missing_images.append(image_id)
+            continue
+        masks = store.masks(image_id, expect_size=index.image_size(image_id)).numpy()
+        report.candidates_per_image[image_id] = len(masks)
+        for object_id in sorted(objects_of[image_id]):
+            gt = index.mask(object_id)
+            best, best_k, cpi, n_cpi = object_quality(masks, gt, t1, t2)
+            report.objects.append(
+                ObjectQuality(image_id, object_id, int(gt.sum()), best, best_k, cpi, n_cpi)
+            )
+    return report
+
+
+def _distribution(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"mean": None, "median": None, **{f"share_gt_{t}": None for t in THRESHOLDS}}
+    arr = np.asarray(values, np.float64)
+    return {
+        "mean": float(arr.mean()),
+        "median": float(np.median(arr)),
+        **{f"share_gt_{t}": float((arr > t).mean()) for t in THRESHOLDS},
+    }
+
+
+def summarise(report: QualityReport) -> dict[str, Any]:
+    """The headline numbers (JSON-friendly) plus the per-object records."""
+    counts = np.asarray(list(report.candidates_per_image.values()), np.float64)
+    return {
+        "generator": report.generator,
+        "split": report.split,
+        "images": len(report.candidates_per_image),
+        "objects": len(report.objects),
+        "images_without_candidates": len(report.missing_images),
+        "cpi_thresholds": {"t1": report.t1, "t2": report.t2},
+        "best_iou": _distribution([o.best_iou for o in report.objects]),
+        "cpi_iou": _distribution([o.cpi_iou for o in report.objects]),
+        "candidates_per_image": {
+            "mean": float(counts.mean()) if len(counts) else None,
+            "median": float(np.median(counts)) if len(counts) else None,
+            "min": int(counts.min()) if len(counts) else None,
+            "max": int(counts.max()) if len(counts) else None,
+        },
+        "per_object": [asdict(o) for o in report.objects],
+        "candidates_by_image": {str(k): v for k, v in sorted(report.candidates_per_image.items())},
+        "missing_images": report.missing_images,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few readable lines of a :func:`summarise` result."""
+
+    def line(name: str, dist: dict[str, Any]) -> str:
+        if dist["mean"] is None:
+            return f"{name}: no objects"
+        shares = "  ".join(f">{t}: {dist[f'share_gt_{t}']:.1%}" for t in THRESHOLDS)
+        return f"{name}: mean {dist['mean']:.3f}  median {dist['median']:.3f}  {shares}"
+
+    cands = summary["candidates_per_image"]
+    lines = [
+        f"{summary['generator']} candidates, split {summary['split']}: {summary['images']} images, "
+        f"{summary['objects']} objects ({summary['images_without_candidates']} images without "
+        "candidates)",
+        line("best IoU (IOM ceiling)", summary["best_iou"]),
+        line("CPI-union IoU (CPI ceiling)", summary["cpi_iou"]),
+    ]
+    if cands["mean"] is not None:
+        lines.append(
+            f"candidates per image: mean {cands['mean']:.1f}  median {cands['median']:.0f}  "
+            f"min {cands['min']}  max {cands['max']}"
+        )
+    return "\n".join(lines)
+
+
+def plot_quality(summary: dict[str, Any], path: str | Path) -> None:
+    """Histograms of best IoU, CPI-union IoU and candidates per image, as a PNG (atomic)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from semires.utils.io import atomic_write_bytes
+
+    per_object = summary["per_object"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, key, title in (
+        (axes[0], "best_iou", "best single candidate (IOM ceiling)"),
+        (axes[1], "cpi_iou", "CPI union vs GT (CPI ceiling)"),
+    ):
+        values = [o[key] for o in per_object]
+        ax.hist(values, bins=np.linspace(0, 1, 21), color="tab:blue", edgecolor="white")
+        mean = summary[key]["mean"]
+        ax.set_title(f"{title}\nmean {mean:.3f}" if mean is not None else title, fontsize=9)
+        ax.set_xlabel("IoU with the ground-truth object")
+        ax.set_ylabel("objects")
+    axes[2].hist(
+        list(summary["candidates_by_image"].values()), bins=20, color="tab:green", edgecolor="white"
+    )
+    axes[2].set_title(
+        f"candidates per image\nmean {summary['candidates_per_image']['mean'] or 0:.1f}",
+        fontsize=9,
+    )
+    axes[2].set_xlabel("candidates")
+    axes[2].set_ylabel("images")
+    fig.suptitle(
+        f"{summary['generator']} proposals, split {summary['split']}: "
+        f"{summary['objects']} objects on {summary['images']} images",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

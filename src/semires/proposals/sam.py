@@ -1,0 +1,355 @@
+"""``sam``: Segment Anything's automatic mask generator (the paper's candidates).
+
+The official ``segment_anything`` package: a model from ``sam_model_registry[model_type]``
+(vit_h / vit_l / vit_b) with weights from ``checkpoint`` and ``SamAutomaticMaskGenerator`` with
+every knob exposed at the library's defaults (32 x 32 points, pred_iou_thresh 0.88,
+stability_score_thresh 0.95, box_nms_thresh 0.7, no crops: the setting of METHOD.md section 4).
+
+``bf16=True`` runs the image encoder (nearly all of the compute) under bfloat16 autocast on the
+model's device; the prompt encoder, the mask decoder and all thresholds stay in float32, so the
+filtering by predicted IoU / stability is not done on rounded logits.
+
+Model hook (tests, benchmarks, custom architectures):
+
+- ``SamGenerator(model=sam)`` uses an already built ``segment_anything.modeling.Sam`` (no
+  checkpoint; the params record a hash of its weights);
+- ``register_sam_model(name, builder)`` adds a model type to :data:`MODEL_BUILDERS`, so that
+  ``semires propose --generator sam --model-type NAME --checkpoint FILE`` builds it and loads the
+  checkpoint into it. The tests register :func:`tiny_sam` as ``tiny`` this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semires.errors import CheckpointError, ConfigError
+from semires.proposals.base import MaskGenerator, Proposals
+
+#: model type -> builder ``f(checkpoint=None) -> Sam`` (an architecture with random weights).
+MODEL_BUILDERS: dict[str, Callable[..., Any]] = {}
+
+
+def register_sam_model(name: str, builder: Callable[..., Any]) -> None:
+    """Make ``builder`` (``f(checkpoint=None) -> Sam``) available as model type ``name``."""
+    MODEL_BUILDERS[name] = builder
+
+
+def _builders() -> dict[str, Callable[..., Any]]:
+    from segment_anything import sam_model_registry
+
+    return {**sam_model_registry, **MODEL_BUILDERS}
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """Knobs of the ``sam`` generator: the model, then every SamAutomaticMaskGenerator knob."""
+
+    model_type: str = "vit_h"
+    checkpoint: str | None = None
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    min_mask_region_area: int = 0
+    device: str = "auto"
+    bf16: bool = False
+
+
+# ---------------------------------------------------------------------------- shared helpers
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda:$LOCAL_RANK`` (torchrun) or ``cuda`` when CUDA is available, else
+    ``cpu``; anything else as given."""
+    import torch
+
+    if device != "auto":
+        return device
+    if not torch.cuda.is_available():
+        return "cpu"
+    local_rank = os.environ.get("LOCAL_RANK")
+    return f"cuda:{int(local_rank)}" if local_rank is not None else "cuda"
+
+
+def require_file(checkpoint: str | None, generator: str, what: str) -> Path:
+    """The checkpoint path, or a :class:`CheckpointError` when it is not given or missing."""
+    if not checkpoint:
+        raise CheckpointError(f"generator {generator!r} needs --checkpoint PATH ({what})")
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{generator} checkpoint not found: {path}")
+    return path
+
+
+def _hash_cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "semires" / "sha256.json"
+
+
+@lru_cache(maxsize=32)
+def _sha256_uncached(path: str, size: int, mtime_ns: int) -> str:
+    cache_file = _hash_cache_file()
+    key = f"{path}|{size}|{mtime_ns}"
+    try:
+        cache = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return str(cache[key])
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    cache[key] = digest.hexdigest()
+    with contextlib.suppress(OSError):
+        from semires.utils.io import atomic_write_json
+
+        atomic_write_json(cache_file, cache)
+    return cache[key]
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, cached by (path, size, mtime) in memory and in ~/.cache/semires."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return _sha256_uncached(str(resolved), stat.st_size, stat.st_mtime_ns)
+
+
+def weights_sha256(model: Any) -> str:
+    """sha256 over a module's state dict (names, shapes and values): identifies a custom model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _to_float32(value: Any) -> Any:
+    """Floating tensors in ``value`` (a tensor, or a dict / list / tuple of them) as float32."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _to_float32(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_float32(v) for v in value)
+    return value
+
+
+@contextlib.contextmanager
+def bf16_image_encoder(encoder: Any, device: str) -> Iterator[None]:
+    """Run ``encoder`` under bfloat16 autocast (outputs cast back to float32) inside the block."""
+    import torch
+
+    original = encoder.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
+            return _to_float32(original(*args, **kwargs))
+
+    had_own = "forward" in vars(encoder)
+    encoder.forward = forward
+    try:
+        yield
+    finally:
+        if had_own:
+            encoder.forward = original
+        else:
+            del encoder.forward
+
+
+MODEL_KNOBS = frozenset({"model_type", "config", "checkpoint", "device", "bf16"})
+"""Knobs of the SAM configs that choose the model; all the others go to the AMG as they are."""
+
+
+def amg_knobs(config: Any) -> dict[str, Any]:
+    """The automatic-mask-generator keyword arguments of a SAM / SAM 2 config dataclass."""
+    return {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in MODEL_KNOBS
+    }
+
+
+def records_to_proposals(records: list[dict[str, Any]], size: tuple[int, int]) -> Proposals:
+    """SAM / SAM 2 automatic-generator records (``coco_rle`` output) -> :class:`Proposals`.
+
+    Empty masks are dropped; the score is the model's predicted IoU; best first.
+    """
+    records = [r for r in records if r["area"] > 0]
+    rles = [
+        {"size": [int(v) for v in r["segmentation"]["size"]], "counts": r["segmentation"]["counts"]}
+        for r in records
+    ]
+    pred = np.array([r["predicted_iou"] for r in records], np.float32)
+    stab = np.array([r["stability_score"] for r in records], np.float32)
+    return Proposals.from_rles(size, rles, pred, pred, stab).sorted_by_score()
+
+
+# ---------------------------------------------------------------------------- the generator
+class SamGenerator(MaskGenerator):
+    """SAM "segment everything" (see the module docstring); ``model=`` is the test hook."""
+
+    name = "sam"
+    config_class = SamConfig
+    runtime_knobs = frozenset({"checkpoint", "device", "points_per_batch"})
+
+    def __init__(self, *, model: Any = None, **knobs: Any) -> None:
+        super().__init__(**knobs)
+        from segment_anything import SamAutomaticMaskGenerator
+
+        cfg = self.config
+        self.device = resolve_device(cfg.device)
+        self.custom_model = model is not None
+        if model is None:
+            model = self._load()
+        self.model = model.to(self.device).eval()
+        try:
+            self.amg = SamAutomaticMaskGenerator(
+                self.model, output_mode="coco_rle", **amg_knobs(cfg)
+            )
+        except ImportError as exc:  # min_mask_region_area > 0 needs OpenCV
+            raise ConfigError(
+                f"sam: min_mask_region_area > 0 needs OpenCV ({exc.name}); "
+                "pip install opencv-python-headless"
+            ) from exc
+
+    def _load(self) -> Any:
+        """Build ``model_type`` and load the checkpoint (strict), with one-line errors."""
+        import torch
+
+        cfg = self.config
+        builders = _builders()
+        if cfg.model_type not in builders:
+            raise ConfigError(
+                f"unknown SAM model type {cfg.model_type!r}; known: {', '.join(sorted(builders))}"
+            )
+        path = require_file(cfg.checkpoint, "sam", f"a SAM {cfg.model_type} .pth file")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"cannot read SAM checkpoint {path}: {type(exc).__name__}: {str(exc)[:200]}"
+            ) from exc
+        if not isinstance(state, dict):
+            raise CheckpointError(f"SAM checkpoint {path} does not hold a state dict")
+        model = builders[cfg.model_type](checkpoint=None)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            detail = " ".join(line.strip() for line in first[:2])[:300]
+            raise CheckpointError(
+                f"{path} is not a SAM {cfg.model_type} checkpoint ({detail})"
+            ) from exc
+        return model
+
+    def params(self) -> dict[str, Any]:
+        """The AMG knobs, the model type and the weights' hash (checkpoint or custom model)."""
+        if self.custom_model:
+            weights = {"model_type": "custom", "weights_sha256": weights_sha256(self.model)}
+        else:
+            weights = {"checkpoint_sha256": file_sha256(str(self.config.checkpoint))}
+        return {**super().params(), **weights}
+
+    def generate(self, image: np.ndarray) -> Proposals:
+        """SAM's automatic masks of one (H, W, 3) uint8 RGB image, best predicted IoU first."""
+        import torch
+
+        context = (
+            bf16_image_encoder(self.model.image_encoder, self.device)
+            if self.config.bf16
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), context:
+            records = self.amg.generate(np.ascontiguousarray(image))
+        return records_to_proposals(records, (image.shape[0], image.shape[1]))
+
+
+def tiny_sam(
+    checkpoint: str | None = None, img_size: int = 256, embed_dim: int = 64, seed: int = 0
+) -> Any:
+    """A small randomly initialised SAM (2-block ViT, ``img_size`` input) for tests / benchmarks.
+
+    Same classes as the real models (``segment_anything.modeling``), so it runs the real
+    automatic-mask-generator code path in about a second per small image on a CPU. Two changes
+    to the random weights make its masks usable: the mask decoder's upscaling kernels are made
+    spatially constant (no checkerboard: smooth masks) and the hypernetwork outputs are centred
+    (masks of varied sizes instead of all-or-nothing). ``checkpoint`` loads a state dict saved
+    from such a model.
+    """
+    from functools import partial
+
+    import torch
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    prompt_dim, patch = 32, 16
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Sam(
+            image_encoder=ImageEncoderViT(
+                img_size=img_size,
+                patch_size=patch,
+                embed_dim=embed_dim,
+                depth=2,
+                num_heads=2,
+                mlp_ratio=2.0,
+                out_chans=prompt_dim,
+                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                use_rel_pos=True,
+                window_size=4,
+                global_attn_indexes=(1,),
+            ),
+            prompt_encoder=PromptEncoder(
+                embed_dim=prompt_dim,
+                image_embedding_size=(img_size // patch, img_size // patch),
+                input_image_size=(img_size, img_size),
+                mask_in_chans=4,
+            ),
+            mask_decoder=MaskDecoder(
+                num_multimask_outputs=3,
+                transformer=TwoWayTransformer(
+                    depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2
+                ),
+                transformer_dim=prompt_dim,
+                iou_head_depth=2,
+                iou_head_hidden_dim=32,
+            ),
+        )
+        decoder = model.mask_decoder
+        with torch.no_grad():
+            for layer in decoder.output_upscaling:
+                if isinstance(layer, torch.nn.ConvTranspose2d):
+                    layer.weight.copy_(
+                        layer.weight.mean(dim=(2, 3), keepdim=True).expand_as(layer.weight)
+                    )
+            for mlp in decoder.output_hypernetworks_mlps:
+                last = mlp.layers[-1]
+                last.weight.sub_(last.weight.mean(dim=0, keepdim=True))
+                last.bias.zero_()
+    if checkpoint is not None:
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return model.eval()

@@ -1,0 +1,125 @@
+"""``semires propose`` and ``semires proposals verify|show|quality`` on the tiny synthetic set."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from semires.cli import main
+from semires.proposals.store import ProposalStore
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    from semires.data.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("synth"), preset="tiny", seed=0)
+
+
+@pytest.fixture(scope="module")
+def data(synth: Path) -> list[str]:
+    return ["--root", str(synth), "--dataset", "synthref"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, data: list[str]) -> Path:
+    """A classical store of the unlabeled train images of a 25 % split."""
+    root = tmp_path_factory.mktemp("run")
+    assert main(["data", "split", "--labeled", "25%", "--out", str(root / "split"), *data]) == 0
+    out = root / "store"
+    args = ["propose", *data, "--split", "train", "--split-dir", str(root / "split")]
+    assert main([*args, "--workers", "2", "--shard-size", "4", "--out", str(out)]) == 0
+    return out
+
+
+def test_propose_writes_the_unlabeled_images(store: Path, synth: Path) -> None:
+    from semires.data.refer import read_refer
+    from semires.data.splits import read_split
+
+    index = read_refer(synth, "synthref", None)
+    split = read_split(store.parent / "split", index)
+    opened = ProposalStore.open(store, expect_generator="classical")
+    assert opened.image_ids() == sorted(split.unlabeled_images)
+    for image_id in opened.image_ids():
+        assert opened.image_size(image_id) == index.image_size(image_id)
+        assert 1 <= opened.count(image_id) <= 100
+
+
+def test_verify_show_and_quality(store: Path, data: list[str], tmp_path: Path, capsys) -> None:
+    assert main(["proposals", "verify", str(store), *data]) == 0
+    assert "ok:" in capsys.readouterr().out
+    image_id = ProposalStore.open(store).image_ids()[0]
+    figure = tmp_path / "show.png"
+    assert (
+        main(
+            ["proposals", "show", str(store), "--image", str(image_id), "--out", str(figure), *data]
+        )
+        == 0
+    )
+    assert PILImage.open(figure).size[0] > 600  # three panels
+    out_json, plot = tmp_path / "q.json", tmp_path / "q.png"
+    args = ["proposals", "quality", str(store), *data, "--json", str(out_json), "--plot", str(plot)]
+    assert main(args) == 0
+    summary = json.loads(out_json.read_text())
+    assert (
+        summary["images"] == len(ProposalStore.open(store))
+        and summary["images_without_candidates"] == 3
+    )
+    assert summary["best_iou"]["mean"] > 0.8  # the tuned default on synthetic shapes
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert "best IoU (IOM ceiling)" in capsys.readouterr().out
+
+
+def test_verify_names_a_corrupt_shard(store: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(store, broken)
+    shard = sorted((broken / "shards").glob("*.srp"))[1]
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0x55
+    shard.write_bytes(bytes(data))
+    assert main(["proposals", "verify", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert shard.name in err and "problem(s)" in err
+
+
+def test_show_refuses_an_image_of_another_size(
+    store: Path, synth: Path, data, tmp_path, capsys
+) -> None:
+    import shutil
+
+    copy = tmp_path / "synth"
+    shutil.copytree(synth, copy)
+    image_id = ProposalStore.open(store).image_ids()[0]
+    path = sorted((copy / "images" / "synthref").iterdir())[image_id - 1]
+    PILImage.fromarray(np.zeros((50, 70, 3), np.uint8)).save(path)
+    args = [
+        "proposals",
+        "show",
+        str(store),
+        "--image",
+        str(image_id),
+        "--out",
+        str(tmp_path / "x.png"),
+    ]
+    assert main([*args, "--root", str(copy), "--dataset", "synthref"]) == 2
+    assert f"image {image_id}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--generator", "sam3"], "unknown generator 'sam3'; registered: classical, sam, sam2"),
+        (["--checkpoint", "x.pth"], "generator 'classical' takes no --checkpoint"),
+        (["--set", "scales=ten"], "option scales: expected int, got 'ten'"),
+        ([], "--split-dir DIR"),
+    ],
+)
+def test_propose_bad_options(data, tmp_path, capsys, extra, message) -> None:
+    assert main(["propose", *data, *extra, "--out", str(tmp_path / "s")]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,256 @@
+"""Generating a store: resume after a crash or a kill, several ranks, workers, unreadable images."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from semires.data.index import Image, Object, Ref, RESIndex, Sentence
+from semires.errors import ConfigError
+from semires.proposals.classical import ClassicalGenerator
+from semires.proposals.generate import Rank, generate_store, plan_chunks, select_images
+from semires.proposals.store import ProposalStore, verify_store
+
+SMALL = {"max_candidates": 20}  # fast classical settings for 40 px images
+
+
+def write_images(folder: Path, n: int = 10, size: int = 40) -> dict[int, Path]:
+    """``n`` small images of coloured rectangles on grey; ids 101, 102, ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = {}
+    for k in range(n):
+        image = np.full((size, size + k, 3), 128, np.uint8)
+        r, c = rng.integers(2, size // 2, size=2)
+        image[r : r + 12, c : c + 15] = rng.integers(0, 255, size=3)
+        path = folder / f"{101 + k}.png"
+        PILImage.fromarray(image).save(path)
+        paths[101 + k] = path
+    return paths
+
+
+def store_bytes(root: Path) -> dict[str, bytes]:
+    """Every file of a store (shards, index, manifest) by relative path."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> dict[int, Path]:
+    return write_images(tmp_path / "images")
+
+
+@pytest.fixture
+def reference(tmp_path: Path, images: dict[int, Path]) -> dict[str, bytes]:
+    """The store an uninterrupted single-process run writes."""
+    generate_store(
+        ClassicalGenerator(**SMALL), images, tmp_path / "ref", shard_size=3, progress=False
+    )
+    return store_bytes(tmp_path / "ref")
+
+
+class CrashingGenerator(ClassicalGenerator):
+    """Raises after ``crash_after`` images (a simulated crash in the middle of a shard)."""
+
+    def __init__(self, crash_after: int, **knobs) -> None:
+        super().__init__(**knobs)
+        self.left = crash_after
+
+    def generate(self, image: np.ndarray):
+        if self.left == 0:
+            raise RuntimeError("simulated crash")
+        self.left -= 1
+        return super().generate(image)
+
+
+def test_plan_chunks_sorts_and_cuts() -> None:
+    assert plan_chunks([5, 1, 3, 2, 4, 3], 2) == [[1, 2], [3, 4], [5]]
+    with pytest.raises(ConfigError):
+        plan_chunks([1], 0)
+
+
+def test_uninterrupted_run_writes_a_complete_store(tmp_path, images, reference) -> None:
+    store = ProposalStore.open(tmp_path / "ref", "classical", ClassicalGenerator(**SMALL).params())
+    assert store.image_ids() == sorted(images)
+    assert len(list((tmp_path / "ref" / "shards").iterdir())) == 4  # 10 images, 3 per shard
+    assert verify_store(tmp_path / "ref").ok
+    report = generate_store(
+        ClassicalGenerator(**SMALL), images, tmp_path / "ref", shard_size=3, progress=False
+    )
+    assert report.already_done == 10 and report.generated == 0  # a rerun has nothing to do
+    assert store_bytes(tmp_path / "ref") == reference
+
+
+def test_resume_after_a_crash_mid_shard_gives_the_same_store(tmp_path, images, reference) -> None:
+    out = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        generate_store(CrashingGenerator(5, **SMALL), images, out, shard_size=3, progress=False)
+    partial = ProposalStore.open(out)
+    assert (
+        partial.image_ids() == sorted(images)[:3]
+    )  # the finished shard only, nothing half-written
+    assert verify_store(out).ok
+    report = generate_store(ClassicalGenerator(**SMALL), images, out, shard_size=3, progress=False)
+    assert report.already_done == 3 and report.generated == 7
+    assert store_bytes(out) == reference
+
+
+def test_two_ranks_write_the_single_process_store(tmp_path, images, reference, monkeypatch) -> None:
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    out = tmp_path / "ranks"
+    reports = [
+        generate_store(
+            ClassicalGenerator(**SMALL), images, out, shard_size=3, rank=Rank(r, 2), progress=False
+        )
+        for r in (1, 0)
+    ]
+    assert reports[0].generated + reports[1].generated == 10
+    assert reports[0].wanted == 4 and reports[1].wanted == 6  # chunks 1, 3 / chunks 0, 2
+    assert store_bytes(out) == reference
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+RANK_SCRIPT = """
+import json, sys
+from semires.proposals.classical import ClassicalGenerator
+from semires.proposals.generate import generate_store
+paths = {int(k): v for k, v in json.load(open(sys.argv[1])).items()}
+generate_store(ClassicalGenerator(max_candidates=20), paths, sys.argv[2], shard_size=3, progress=False)
+"""
+
+
+def test_torchrun_style_ranks_with_a_gloo_group(tmp_path, images, reference) -> None:
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps({str(k): str(v) for k, v in images.items()}))
+    out = tmp_path / "dist"
+    port = str(_free_port())
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        procs.append(
+            subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(jobs), str(out)], env=env)
+        )
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert store_bytes(out) == reference
+
+
+KILL_SCRIPT = """
+import json, sys, time
+from semires.proposals.classical import ClassicalGenerator
+from semires.proposals.generate import generate_store
+
+class Slow(ClassicalGenerator):
+    def generate(self, image):
+        time.sleep(0.15)
+        return super().generate(image)
+
+paths = {int(k): v for k, v in json.load(open(sys.argv[1])).items()}
+generate_store(Slow(max_candidates=20), paths, sys.argv[2], shard_size=3, progress=False)
+"""
+
+
+def test_a_killed_run_resumes_to_the_same_store(tmp_path, images, reference) -> None:
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps({str(k): str(v) for k, v in images.items()}))
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(jobs), str(out)])
+    deadline = time.monotonic() + 60
+    while not list((out / "shards").glob("*.srp")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # well inside the second shard
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = ProposalStore.open(out).image_ids()
+    assert 0 < len(done) < 10 and verify_store(out).ok
+    generate_store(ClassicalGenerator(**SMALL), images, out, shard_size=3, progress=False)
+    assert store_bytes(out) == reference  # no temporary file left either
+
+
+def test_workers_give_the_same_store(tmp_path, images, reference) -> None:
+    out = tmp_path / "pool"
+    generate_store(
+        ClassicalGenerator(**SMALL), images, out, shard_size=3, workers=2, progress=False
+    )
+    assert store_bytes(out) == reference
+
+
+def test_unreadable_image_is_skipped_listed_and_retried(tmp_path, images) -> None:
+    bad = images[104]
+    good = bad.read_bytes()
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "store"
+    with pytest.warns(UserWarning, match="skipped image 104"):
+        report = generate_store(
+            ClassicalGenerator(**SMALL), images, out, shard_size=3, progress=False
+        )
+    assert list(report.failed) == [104] and "cannot decode image" in report.failed[104]
+    assert report.generated == 9 and ProposalStore.open(out).image_ids() == sorted(
+        set(images) - {104}
+    )
+    assert list(json.loads((out / "failed.json").read_text())) == ["104"]
+    bad.write_bytes(good)
+    report = generate_store(ClassicalGenerator(**SMALL), images, out, shard_size=3, progress=False)
+    assert report.generated == 1 and not report.failed and not (out / "failed.json").exists()
+    assert ProposalStore.open(out).image_ids() == sorted(images) and verify_store(out).ok
+
+
+def test_another_config_on_an_existing_store_is_refused(tmp_path, images) -> None:
+    from semires.errors import ProposalError
+
+    out = tmp_path / "store"
+    generate_store(ClassicalGenerator(**SMALL), images, out, shard_size=3, progress=False)
+    with pytest.raises(ProposalError, match="max_candidates: 20 -> 30"):
+        generate_store(ClassicalGenerator(max_candidates=30), images, out, progress=False)
+
+
+# ---------------------------------------------------------------------------- image selection
+def small_index() -> RESIndex:
+    images = [Image(i, f"{i}.png", 8, 8) for i in range(1, 9)]
+    objects = [Object(10 + i, i, 1, (0, 0, 4, 4)) for i in range(1, 9)]
+    refs = [
+        Ref(100 + i, 10 + i, i, 1, "train" if i <= 6 else "val", [Sentence.from_text(i, "thing")])
+        for i in range(1, 9)
+    ]
+    return RESIndex(images, objects, refs, {1: "thing"}, name="small")
+
+
+def test_select_images_unlabeled_or_all(tmp_path) -> None:
+    from semires.data.splits import make_split, write_split
+
+    index = small_index()
+    split = make_split(index, "50%", seed=0)
+    write_split(split, tmp_path / "split")
+    chosen = select_images(index, "train", split_dir=tmp_path / "split")
+    assert chosen == sorted(split.unlabeled_images) and len(chosen) == 3
+    assert not set(chosen) & set(split.labeled_images)
+    assert select_images(index, "train", all_images=True) == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ConfigError, match=r"--split-dir DIR .* or --all-images"):
+        select_images(index, "train")
+    with pytest.raises(ConfigError, match=r"--split-dir DIR .* or --all-images"):
+        select_images(index, "train", split_dir=tmp_path / "split", all_images=True)
+
+
+def test_rank_from_env(monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert Rank.from_env() == Rank(1, 4)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(ConfigError, match="RANK=4 is outside WORLD_SIZE=4"):
+        Rank.from_env()
