@@ -2,66 +2,26 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from semires.cli.options import (
+    AnnOpt,
+    DataFormat,
+    DatasetOpt,
+    FormatOpt,
+    ImageRootOpt,
+    MaskRootOpt,
+    RootOpt,
+    SplitByOpt,
+    data_spec,
+)
+
 data_app = typer.Typer(
     help="Datasets: statistics, splits, the synthetic benchmark.", no_args_is_help=True
 )
-
-
-class DataFormat(StrEnum):
-    """The on-disk dataset formats."""
-
-    refer = "refer"
-    semires = "semires"
-
-
-FormatOpt = Annotated[
-    DataFormat,
-    typer.Option("--format", help="refer: refs(<splitBy>).p + instances.json; semires: LAVT json."),
-]
-RootOpt = Annotated[Path | None, typer.Option("--root", help="refer: folder holding <dataset>/.")]
-DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="refer: e.g. refcoco.")]
-SplitByOpt = Annotated[
-    str | None,
-    typer.Option("--split-by", help="refer: unc, umd, google, ... (the only one if omitted)."),
-]
-ImageRootOpt = Annotated[Path | None, typer.Option("--image-root", help="Folder of the images.")]
-AnnOpt = Annotated[Path | None, typer.Option("--ann", help="semires: the json file.")]
-MaskRootOpt = Annotated[
-    Path | None,
-    typer.Option("--mask-root", help="semires: mask folder (default <json dir>/masks)."),
-]
-
-
-def _spec(
-    fmt: DataFormat,
-    root: Path | None,
-    dataset: str | None,
-    split_by: str | None,
-    image_root: Path | None,
-    ann: Path | None,
-    mask_root: Path | None,
-):
-    """The :class:`~semires.data.DataSpec` the data options describe."""
-    from semires.data import DataSpec
-
-    def text(p: Path | None) -> str | None:
-        return str(p) if p is not None else None
-
-    return DataSpec(
-        format=fmt.value,
-        root=text(root),
-        dataset=dataset,
-        split_by=split_by,
-        ann=text(ann),
-        image_root=text(image_root),
-        mask_root=text(mask_root),
-    )
 
 
 @data_app.command("stats")
@@ -83,7 +43,7 @@ def stats(
     from semires.data.stats import compute_stats, format_stats
     from semires.utils.io import atomic_write_json
 
-    index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
     result = compute_stats(index, masks=not no_masks)
     typer.echo(format_stats(result))
     if json_out is not None:
@@ -122,7 +82,7 @@ def split(
     )
 
     parse_ratio(labeled)  # a bad ratio fails before the dataset is read
-    index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
     drawn = make_split(index, labeled, seed)
     if semires_json is not None:
         subset = labeled_index(drawn, index)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from semires.cli.data import (
+from semires.cli.options import (
     AnnOpt,
     DataFormat,
     DatasetOpt,
@@ -16,7 +16,7 @@ from semires.cli.data import (
     MaskRootOpt,
     RootOpt,
     SplitByOpt,
-    _spec,
+    data_spec,
 )
 
 
@@ -78,9 +78,9 @@ def show(
     from semires.data.synth import DATASET, SPLIT_BY
 
     if data is not None:
-        spec = _spec(DataFormat.refer, data, DATASET, SPLIT_BY, image_root, None, None)
+        spec = data_spec(DataFormat.refer, data, DATASET, SPLIT_BY, image_root, None, None)
     else:
-        spec = _spec(fmt, root, dataset, split_by, image_root, ann, mask_root)
+        spec = data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root)
     index = load_index(spec)
     path = render_grid(index, out, split=split, n=n, seed=seed, cols=cols, sentences=sentences)
     typer.echo(f"wrote {path}")

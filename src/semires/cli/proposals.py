@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from semires.cli.data import (
+from semires.cli.options import (
     AnnOpt,
     DataFormat,
     DatasetOpt,
@@ -16,7 +16,7 @@ from semires.cli.data import (
     MaskRootOpt,
     RootOpt,
     SplitByOpt,
-    _spec,
+    data_spec,
 )
 
 proposals_app = typer.Typer(
@@ -91,7 +91,7 @@ def propose(
     from semires.proposals.generate import generate_store, image_paths, select_images
 
     knobs = _knobs(generator, knob or [], checkpoint, model_type)
-    index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
     ids = select_images(index, split, split_dir, all_images)
     gen = build_generator(generator, **knobs)
     report = generate_store(
@@ -128,7 +128,7 @@ def verify(
     if root is not None or ann is not None:
         from semires.data import load_index
 
-        index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+        index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
 
         def image_size(image_id: int) -> tuple[int, int] | None:
             return index.image_size(image_id) if image_id in index.images else None
@@ -169,7 +169,7 @@ def show(
     from semires.proposals.store import ProposalStore
     from semires.utils.io import atomic_write_bytes
 
-    index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
     store = ProposalStore.open(store_dir)
     pixels = index.load_image(image)
     props = store.read(image, expect_size=pixels.shape[:2])
@@ -204,7 +204,7 @@ def quality(
     from semires.proposals.store import ProposalStore
     from semires.utils.io import atomic_write_json
 
-    index = load_index(_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
     store = ProposalStore.open(store_dir)
     report = evaluate_quality(store, index, None if split == "all" else split, t1, t2)
     summary = summarise(report)

@@ -192,12 +192,8 @@ class UnlabeledDataset(Dataset):
         """(K, size, size) bool candidate masks of an image (K may be 0)."""
         if self.proposals is None:
             return torch.zeros((0, self.size, self.size), dtype=torch.bool)
-        masks = self.proposals.masks(image_id, (self.size, self.size))
-        if masks.shape[0] > self.max_candidates:  # keep the best-scored candidates
-            scores = torch.from_numpy(self.proposals.read(image_id).scores)
-            keep = torch.argsort(scores, descending=True, stable=True)[: self.max_candidates]
-            masks = masks[keep.sort().values]
-        return masks
+        # stores keep every image's candidates best-first: the first K are the best-scored
+        return self.proposals.masks(image_id, (self.size, self.size))[: self.max_candidates]
 
     def __getitem__(self, key: SampleKey) -> dict[str, Any]:
         ref = self.refs[key.index]
