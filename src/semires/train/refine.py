@@ -138,8 +138,10 @@ def _ratio(num: Tensor, den: Tensor) -> Tensor:
 
 
 def _keep_unmatched(matched: Tensor, refined: Tensor, P: Tensor) -> Tensor:
-    """refined where the sample matched, else the pseudo-label P."""
-    return torch.where(matched[:, None, None], refined, P.bool())
+    """refined where the sample matched, else the pseudo-label P (whole samples are copied)."""
+    labels = P.bool().clone()
+    labels[matched] = refined[matched]
+    return labels
 
 
 def _iom(P: Tensor, M: Tensor, valid: Tensor, ov: Overlaps, tau: float) -> IOMResult:
@@ -182,14 +184,15 @@ def _union_of(M: Tensor, selected: Tensor) -> Tensor:
     at the end), so that no count reaches 256 and overflows.
     """
     batch, k = selected.shape
-    words = _as_words(M.flatten(2)).flatten(0, 1)  # [B * K, n]
+    pixels = M.shape[2] * M.shape[3]
     sample, slot = selected.nonzero(as_tuple=True)
+    chosen = M.reshape(batch * k, pixels).index_select(0, sample * k + slot)  # [S, H * W]
     group = (selected.cumsum(1) - 1)[sample, slot] // _LANE_WORDS
     groups = int(group.max()) + 1 if group.numel() else 1
-    counts = torch.zeros(batch * groups, words.shape[-1], dtype=torch.int64, device=M.device)
-    counts.index_add_(0, sample * groups + group, words.index_select(0, sample * k + slot))
-    union = (counts.view(torch.uint8) != 0).view(batch, groups, -1).any(1)
-    return union[:, : M.shape[2] * M.shape[3]].reshape(batch, *M.shape[2:])
+    counts = torch.zeros(batch * groups, -(-pixels // 8), dtype=torch.int64, device=M.device)
+    counts.index_add_(0, sample * groups + group, _as_words(chosen))
+    union = counts.view(torch.uint8).view(batch, groups, -1).amax(1).bool()  # count > 0
+    return union[:, :pixels].reshape(batch, *M.shape[2:])
 
 
 def _cpi(P: Tensor, M: Tensor, by_u: Tensor, by_o: Tensor, use_u: bool, use_o: bool) -> CPIResult:
@@ -355,8 +358,8 @@ def refine(P: Tensor, p: Tensor, M: Tensor, valid: Tensor, cfg: RefineConfig) ->
         counts["matched_cpi_u"] = int(by_u.any(1).sum()) if cfg.cpi_u else 0
         counts["matched_cpi_o"] = int(by_o.any(1).sum()) if cfg.cpi_o else 0
     counts["matched"] = int(matched.sum())
-    fallback = pwa_weights(p, cfg.pwa_sigma2, cfg.pwa_offset) if cfg.pwa else torch.ones_like(p)
-    weights = torch.where(matched[:, None, None], torch.ones_like(p), fallback)
+    weights = pwa_weights(p, cfg.pwa_sigma2, cfg.pwa_offset) if cfg.pwa else torch.ones_like(p)
+    weights[matched] = 1.0
     return RefineResult(labels, weights, matched, counts)
 
 
