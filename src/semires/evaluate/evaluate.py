@@ -61,7 +61,8 @@ def evaluate_model(
     progress: bool = True,
     num_panels: int = 0,
 ) -> dict[str, Any]:
-    """Score ``model`` on ``split``; returns ``{"metrics", "per_sample", "panels"}``.
+    """Score ``model`` on ``split``; returns ``{"metrics", "per_sample", "panels", "accumulator"}``
+    (the :class:`RESMetrics` holding the sums, to combine splits).
 
     ``per_sample`` maps ``"<ref_id>_<sent_id>"`` to the IoU in [0, 1]; with ``pred_dir`` /
     ``gt_dir`` the masks are written as PNGs of the same names at the protocol's resolution
@@ -124,7 +125,7 @@ def evaluate_model(
     grid = torch.cat(panels, dim=1).clamp(0, 1) if panels else None
     report = merged.report(protocol)  # aggregates in percent
     per_sample = report.pop("per_sample")
-    return {"metrics": report, "per_sample": per_sample, "panels": grid}
+    return {"metrics": report, "per_sample": per_sample, "panels": grid, "accumulator": merged}
 
 
 def evaluate_checkpoint(

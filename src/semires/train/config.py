@@ -111,6 +111,8 @@ class TrainConfig:
     threads: int | None = None
     #: skip evaluation at epoch ends (final evaluation still runs)
     skip_eval: bool = False
+    #: evaluation protocol (METHOD.md section 1): "lavt" (480x480) or "original" resolution
+    protocol: Literal["lavt", "original"] = "lavt"
     #: the metric that selects ``best``
     select_metric: Literal["oIoU", "mIoU"] = "oIoU"
     #: file of precomputed features of a FROZEN text encoder, shared by runs on the same data

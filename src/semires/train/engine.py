@@ -597,6 +597,7 @@ class Trainer:
             cache_images=self.cfg.data.cache_images,
             progress=self.progress,
             num_panels=self.cfg.train.num_panels,
+            protocol=self.cfg.train.protocol,
         )
 
     @property
@@ -692,13 +693,20 @@ class Trainer:
             best.get("text_from_source", False),
         )
         out: dict[str, Any] = {"best": self.best, "splits": {}}
+        from semires.evaluate.metrics import RESMetrics
+
+        combined = RESMetrics()  # all test splits together, e.g. "testA+testB"
         for split in [cfg.data.val_split, *cfg.data.test_splits]:
             result = self.evaluate(split)
             out["splits"][split] = result["metrics"]
             self._log_eval(f"final_{split}", result)
+            if split in cfg.data.test_splits:
+                combined.merge(result["accumulator"])
             if self.info.is_main:
                 m = result["metrics"]
                 log.info("final %s: oIoU %.2f mIoU %.2f", split, m["oIoU"], m["mIoU"])
+        if len(cfg.data.test_splits) > 1:
+            out["splits"]["+".join(cfg.data.test_splits)] = combined.report(cfg.train.protocol)
         if self.info.is_main:
             atomic_write_json(self.run_dir / "metrics.json", out)
         return out
