@@ -153,4 +153,9 @@ def test_load_model_state_names_mismatched_parameters():
     with pytest.raises(CheckpointError) as err:
         ckpt_io.load_model_state(net, other.state_dict(), "x.pt")
     msg = str(err.value)
-    assert "0.weight (5, 3) vs (4, 3)" in msg and "unexpected: 2.bias" in msg and "x.pt" in msg
+    assert "x.pt does not match the model config" in msg and "2.bias" in msg and "\n" not in msg
+    same_keys = nn.Sequential(nn.Linear(3, 5), nn.Linear(5, 2))
+    with pytest.raises(
+        CheckpointError, match=r"3 mis-shaped keys, e\.g\. 0\.bias \(5,\) vs \(4,\)"
+    ):
+        ckpt_io.load_model_state(net, same_keys.state_dict(), "x.pt")

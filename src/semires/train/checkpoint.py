@@ -78,37 +78,17 @@ def load_model_state(
 ) -> None:
     """Load ``state`` into ``model`` strictly, naming mismatched parameters in the error.
 
-    When ``text_from_source`` the frozen text-encoder weights are expected to be absent.
+    When ``text_from_source`` the frozen text-encoder weights are absent from ``state`` and kept
+    as the model built them (from the same source).
     """
-    own = model.state_dict()
-    skip = tuple(frozen_text_prefixes(model)) if text_from_source else ()
-    expected = {k for k in own if not (skip and k.startswith(skip))}
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shape = sorted(k for k in set(state) & set(own) if tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shape:
-        parts = []
-        if shape:
-            parts.append(
-                "shape mismatch: "
-                + ", ".join(
-                    f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in shape[:4]
-                )
-            )
-        if missing:
-            parts.append(
-                f"missing: {', '.join(missing[:4])}"
-                + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else "")
-            )
-        if unexpected:
-            parts.append(
-                f"unexpected: {', '.join(unexpected[:4])}"
-                + (f" (+{len(unexpected) - 4} more)" if len(unexpected) > 4 else "")
-            )
-        raise CheckpointError(
-            f"checkpoint {source} does not match the model config: {'; '.join(parts)}"
-        )
-    model.load_state_dict(state, strict=False)
+    from semires.model.weights import load_state_strict
+
+    if text_from_source:
+        skip = tuple(frozen_text_prefixes(model))
+        if skip:
+            own = {k: v for k, v in model.state_dict().items() if k.startswith(skip)}
+            state = {**own, **state}
+    load_state_strict(model, state, f"checkpoint {source} does not match the model config")
 
 
 def rng_state() -> dict[str, Any]:

