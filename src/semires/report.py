@@ -1,0 +1,359 @@
+"""The report of a ``semires run``: results table, curves, pseudo-label quality, examples.
+
+Written into the run folder: ``results.md`` and ``report.html`` (the same content), figures in
+``figures/``, and the numbers in ``results.json`` (by the pipeline).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from semires.evaluate.report import format_metrics_table
+from semires.utils.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from semires.pipeline import Pipeline
+
+
+def headline_split(metrics: dict[str, Any], val_split: str) -> str:
+    """The split a table reports: all test splits together when there are several."""
+    splits = [s for s in metrics["splits"] if s != val_split]
+    combined = [s for s in splits if "+" in s]
+    if combined:
+        return combined[0]
+    return splits[0] if splits else val_split
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "history.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def plot_curves(pipe: Pipeline, methods: list[str], path: Path) -> None:
+    """Training loss and validation oIoU per epoch for every stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from semires.pipeline import METHOD_LABELS
+
+    val = pipe.cfg.data.val_split
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for m in methods:
+        hist = _history(pipe.out / m)
+        if not hist:
+            continue
+        epochs = [h["epoch"] for h in hist]
+        axes[0].plot(
+            epochs,
+            [h.get("loss", np.nan) for h in hist],
+            marker="o",
+            ms=3,
+            label=METHOD_LABELS.get(m, m),
+        )
+        axes[1].plot(
+            epochs,
+            [h.get(f"{val}_oIoU", np.nan) for h in hist],
+            marker="o",
+            ms=3,
+            label=METHOD_LABELS.get(m, m),
+        )
+    axes[0].set(title="training loss", xlabel="epoch")
+    axes[1].set(title=f"{val} oIoU (%)", xlabel="epoch")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pseudo_label_quality(pipe: Pipeline, methods: list[str]) -> dict[str, dict[str, float]]:
+    """Last-epoch pseudo-label statistics of each teacher-student run."""
+    keys = (
+        "pl_iou_before",
+        "pl_iou_after",
+        "miss_rate",
+        "corrections_positive",
+        "corrections_negative",
+        "corrections_no_change",
+        "share_matched_iom",
+        "share_matched_cpi_u",
+        "share_matched_cpi_o",
+    )
+    out = {}
+    for m in methods:
+        hist = _history(pipe.out / m)
+        if hist and "miss_rate" in hist[-1]:
+            out[m] = {k: hist[-1][k] for k in keys if k in hist[-1]}
+    return out
+
+
+def plot_pseudo_labels(pipe: Pipeline, quality: dict[str, dict[str, float]], path: Path) -> None:
+    """Pseudo-label IoU before/after refinement per epoch, and the share of corrections."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from semires.pipeline import METHOD_LABELS
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for m in quality:
+        hist = _history(pipe.out / m)
+        epochs = [h["epoch"] for h in hist]
+        line = axes[0].plot(
+            epochs,
+            [100 * h.get("pl_iou_after", np.nan) for h in hist],
+            marker="o",
+            ms=3,
+            label=f"{METHOD_LABELS.get(m, m)}: refined",
+        )
+        axes[0].plot(
+            epochs,
+            [100 * h.get("pl_iou_before", np.nan) for h in hist],
+            ls="--",
+            color=line[0].get_color(),
+            label=f"{METHOD_LABELS.get(m, m)}: teacher",
+        )
+    axes[0].set(title="pseudo-label IoU with GT (%)", xlabel="epoch")
+    axes[0].legend(fontsize=7)
+    names = list(quality)
+    pos = [100 * quality[m].get("corrections_positive", 0) for m in names]
+    neg = [100 * quality[m].get("corrections_negative", 0) for m in names]
+    same = [100 * quality[m].get("corrections_no_change", 0) for m in names]
+    x = np.arange(len(names))
+    axes[1].bar(x, pos, color="#3a3", label="positive")
+    axes[1].bar(x, neg, bottom=pos, color="#c33", label="negative")
+    axes[1].bar(x, same, bottom=np.add(pos, neg), color="#bbb", label="no change")
+    axes[1].set_xticks(x, [METHOD_LABELS.get(m, m) for m in names], fontsize=8)
+    axes[1].set(title="refinement corrections, last epoch (%)")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_examples(pipe: Pipeline, method: str, path: Path, n: int) -> int:
+    """Unlabeled training samples: image + expression, GT, teacher pseudo-label (burn-in model),
+    refined label (the method's rule on the image's candidates), final prediction of the method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from semires.data import load_index
+    from semires.data.splits import read_split
+    from semires.data.transforms import resize_mask
+    from semires.evaluate.predict import load
+    from semires.pipeline import METHOD_LABELS
+    from semires.proposals.store import ProposalStore
+
+    cfg = pipe.train_config(method)
+    index = load_index(cfg.data.spec())
+    split = read_split(pipe.split_dir, index)
+    refs = split.unlabeled_refs(index)
+    if not refs or n <= 0:
+        return 0
+    rng = np.random.default_rng(0)
+    picks = [refs[i] for i in sorted(rng.choice(len(refs), size=min(n, len(refs)), replace=False))]
+    teacher = load(pipe.out / "supervised" / "best.pt", device="cpu")
+    final = load(pipe.out / method / "best.pt", device="cpu")
+    store = ProposalStore.open(pipe.proposals_dir) if cfg.semi.proposals else None
+    fig, axes = plt.subplots(len(picks), 5, figsize=(11, 2.3 * len(picks)), squeeze=False)
+    titles = [
+        "image",
+        "ground truth",
+        "teacher pseudo-label",
+        f"refined ({METHOD_LABELS.get(method, method)})",
+        "final prediction",
+    ]
+    from semires.train.refine import refine
+
+    for row, ref in zip(axes, picks, strict=True):
+        image = index.load_image(ref.image_id)
+        sentence = ref.sentences[0].raw
+        gt = index.mask(ref.object_id).astype(bool)
+        prob = teacher.predict_proba(image, sentence)
+        pseudo = prob > 0.5
+        refined = pseudo
+        if store is not None:
+            cands = store.masks(ref.image_id).contiguous()
+            hw = tuple(gt.shape)
+            cands = resize_mask(cands, hw) if tuple(cands.shape[-2:]) != hw else cands.bool()
+            res = refine(
+                torch.from_numpy(pseudo)[None],
+                torch.from_numpy(prob)[None],
+                cands[None],
+                torch.ones((1, cands.shape[0]), dtype=torch.bool),
+                cfg.semi.refine,
+            )
+            refined = res.labels[0].numpy()
+        pred = final.predict(image, sentence)
+        for ax, mask in zip(row, [None, gt, pseudo, refined, pred], strict=True):
+            ax.imshow(image)
+            if mask is not None:
+                tint = np.zeros((*mask.shape, 4))
+                tint[mask] = (1.0, 0.1, 0.1, 0.55)
+                ax.imshow(tint)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if ax is row[0]:
+                ax.set_xlabel(f'"{sentence}"', fontsize=7, wrap=True)
+        if row is axes[0]:
+            for ax, title in zip(row, titles, strict=True):
+                ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return len(picks)
+
+
+def write_report(pipe: Pipeline, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Write ``results.md``, ``report.html`` and the figures; return the summary (for results.json)."""
+    from semires.pipeline import METHOD_LABELS
+
+    out = pipe.out
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    methods = list(results)
+    val = pipe.cfg.data.val_split
+    first = next(iter(results.values()))
+    split = headline_split(first, val)
+    rows = {METHOD_LABELS.get(m, m): results[m]["splits"][split] for m in methods}
+    table = format_metrics_table(rows, first="method")
+    sup = results.get("supervised", {}).get("splits", {}).get(split, {}).get("oIoU")
+    ts = results.get("teacher_student", {}).get("splits", {}).get(split, {}).get("oIoU")
+    deltas = {}
+    for m in methods:
+        o = results[m]["splits"][split]["oIoU"]
+        deltas[m] = {
+            "vs_supervised": None if sup is None else o - sup,
+            "vs_teacher_student": None if ts is None else o - ts,
+        }
+    quality = pseudo_label_quality(pipe, methods)
+    plot_curves(pipe, methods, figures / "curves.png")
+    figs = {"curves": "figures/curves.png"}
+    if quality:
+        plot_pseudo_labels(pipe, quality, figures / "pseudo_labels.png")
+        figs["pseudo_labels"] = "figures/pseudo_labels.png"
+    refined_methods = [m for m in methods if m in ("cpi", "iom", "cpi_u", "cpi_o")]
+    if refined_methods and pipe.cfg.report.qualitative > 0:
+        best = max(refined_methods, key=lambda m: results[m]["splits"][split]["oIoU"])
+        if plot_examples(pipe, best, figures / "examples.png", pipe.cfg.report.qualitative):
+            figs["examples"] = "figures/examples.png"
+    summary = {
+        "name": pipe.cfg.name,
+        "split": split,
+        "protocol": first["splits"][split].get("protocol"),
+        "methods": {m: results[m]["splits"] for m in methods},
+        "best_epochs": {m: results[m].get("best") for m in methods},
+        "deltas_oIoU": deltas,
+        "pseudo_labels": quality,
+        "figures": figs,
+        "config": pipe.cfg.to_dict(),
+    }
+    md = _markdown(pipe, summary, table, quality, figs)
+    atomic_write_text(out / "results.md", md)
+    atomic_write_text(out / "report.html", _html(md, pipe.cfg.name))
+    pipe.say("\n" + table)
+    return summary
+
+
+def _markdown(
+    pipe: Pipeline, summary: dict[str, Any], table: str, quality: dict, figs: dict[str, str]
+) -> str:
+    from semires.pipeline import METHOD_LABELS
+
+    lines = [
+        f"# SemiRES run: {pipe.cfg.name}",
+        "",
+        f"Split **{summary['split']}**, protocol **{summary['protocol']}** (METHOD.md section 1); "
+        f"checkpoints selected on **{pipe.cfg.data.val_split}**; labeled share {pipe.cfg.labeled}.",
+        "",
+        table,
+        "",
+        "| method | oIoU vs supervised | oIoU vs teacher-student |",
+        "|---|---:|---:|",
+    ]
+    for m, d in summary["deltas_oIoU"].items():
+        fmt = lambda v: "" if v is None else f"{v:+.2f}"  # noqa: E731
+        lines.append(
+            f"| {METHOD_LABELS.get(m, m)} | {fmt(d['vs_supervised'])} | {fmt(d['vs_teacher_student'])} |"
+        )
+    if quality:
+        lines += [
+            "",
+            "## Pseudo-labels (last epoch, unlabeled training images)",
+            "",
+            "| method | IoU teacher | IoU refined | miss rate | positive | negative | no change |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for m, q in quality.items():
+            lines.append(
+                f"| {METHOD_LABELS.get(m, m)} | {100 * q.get('pl_iou_before', 0):.2f} | {100 * q.get('pl_iou_after', 0):.2f} | "
+                f"{100 * q.get('miss_rate', 0):.1f}% | {100 * q.get('corrections_positive', 0):.1f}% | "
+                f"{100 * q.get('corrections_negative', 0):.1f}% | {100 * q.get('corrections_no_change', 0):.1f}% |"
+            )
+    captions = {
+        "curves": "Training loss and validation oIoU per epoch.",
+        "pseudo_labels": "Pseudo-label IoU with the ground truth before (teacher) and after refinement, and the share of positive / negative corrections.",
+        "examples": "Unlabeled training samples: image and expression, ground truth, the burn-in teacher's pseudo-label, the refined label, and the final model's prediction.",
+    }
+    for key, rel in figs.items():
+        lines += ["", f"![{key}]({rel})", "", captions[key]]
+    if pipe.timings:
+        lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in pipe.timings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _html(md: str, title: str) -> str:
+    """A self-contained HTML rendering of the Markdown report (tables, images, headings)."""
+    body: list[str] = []
+    table: list[str] = []
+
+    def flush() -> None:
+        if table:
+            rows = [
+                r.strip().strip("|").split("|")
+                for r in table
+                if not set(r.replace("|", "").strip()) <= {"-", ":"}
+            ]
+            head, *rest = rows
+            body.append(
+                "<table><tr>"
+                + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head)
+                + "</tr>"
+            )
+            body.extend(
+                "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>"
+                for r in rest
+            )
+            body.append("</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("!["):
+            src = line[line.index("(") + 1 : line.rindex(")")]
+            body.append(f'<img src="{html.escape(src)}" style="max-width:100%">')
+        elif line.strip():
+            text = html.escape(line).replace("**", "")
+            body.append(f"<p>{text}</p>")
+    flush()
+    style = "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
