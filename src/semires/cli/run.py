@@ -1,9 +1,49 @@
-"""CLI commands of this group (see :mod:`semires.cli`)."""
+"""``semires run``: the whole SemiRES experiment in one command."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def run(
+    preset: str | None = typer.Option(
+        None, "--preset", help="A shipped run preset: demo (the embedded default) or hard."
+    ),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="A run config YAML (e.g. configs/semires_refcoco_1pct.yaml)."
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="Run folder (default: the config's `out`)."
+    ),
+    overrides: list[str] = typer.Argument(
+        None, help="key=value overrides, e.g. synth.seed=1 labeled=5%"
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Synthesise or read the data, split it, make proposals, train the burn-in and every
+    teacher-student method, evaluate and write the report. Every stage is cached and resumable."""
+    from semires.pipeline import load_run_config
+    from semires.pipeline import run as run_pipeline
+
+    extra = list(overrides or [])
+    if out is not None:
+        extra.append(f"out={out}")
+    if preset is None and config is None:
+        preset = "demo"
+    cfg = load_run_config(config=config, preset=preset, overrides=extra)
+    summary = run_pipeline(cfg, progress=not quiet)
+    typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'} and {Path(cfg.out) / 'report.html'}")
+    if quiet:
+        from semires.evaluate.report import format_metrics_table
+        from semires.pipeline import METHOD_LABELS
+
+        split = summary["split"]
+        rows = {METHOD_LABELS.get(m, m): s[split] for m, s in summary["methods"].items()}
+        typer.echo(format_metrics_table(rows, title=f"{cfg.name}: {split}", first="method"))
+
+
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    """Add ``semires run``."""
+    app.command("run")(run)

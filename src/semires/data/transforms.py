@@ -21,7 +21,9 @@ def resize_image(image: np.ndarray, size: int) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, size, size) uint8, bilinear (aspect ratio not kept, as LAVT)."""
     if image.shape[0] != size or image.shape[1] != size:
         image = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR))
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    return (
+        torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).contiguous()
+    )
 
 
 def resize_mask(mask: np.ndarray | torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

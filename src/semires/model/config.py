@@ -43,6 +43,9 @@ class ModelConfig:
       - ``fusion_dim``: query / key width of the pixel-word attention; None = the stage width (LAVT);
       - ``fusion_heads``: attention heads of the pixel-word attention (1 in LAVT);
       - ``fusion_dropout``: dropout after the visual and multimodal projections (0 in LAVT);
+      - ``fusion_sentence``: also condition every pixel on the mean word feature in the fusion
+        (not in LAVT, off for the paper's configs; lets a randomly initialised model learn to
+        ground words quickly, see :class:`semires.model.fusion.PWAM`);
       - ``decoder_dim``: channels of the top-down decoder (256 in LAVT);
       - ``num_classes``: output channels (2: background / referred object).
     """
@@ -58,6 +61,7 @@ class ModelConfig:
     fusion_dim: int | None = None
     fusion_heads: int = 1
     fusion_dropout: float = 0.0
+    fusion_sentence: bool = False
     decoder_dim: int = 256
     num_classes: int = 2
 

@@ -55,6 +55,7 @@ class RESModel(nn.Module):
                 key_dim=config.fusion_dim or c,
                 heads=config.fusion_heads,
                 dropout=config.fusion_dropout,
+                sentence=config.fusion_sentence,
                 gated=i < len(channels) - 1,
             )
             for i, c in enumerate(channels)

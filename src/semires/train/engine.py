@@ -81,11 +81,15 @@ class Trainer:
     """One training run described by a :class:`~semires.train.config.Config`."""
 
     def __init__(self, cfg: Config, *, progress: bool = True) -> None:
+        import torch.distributed as dist
+
         from semires.data import load_index
         from semires.model import build_model
 
         self.cfg = cfg
         self.progress = progress
+        # a process group made by a caller (e.g. the `semires run` pipeline) outlives this run
+        self._owns_group = not (dist.is_available() and dist.is_initialized())
         self.info, self.device = init_distributed(cfg.train.device)
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)
@@ -665,7 +669,8 @@ class Trainer:
         finally:
             if self._tb is not None:
                 self._tb.close()
-            cleanup(self.info)
+            if self._owns_group:
+                cleanup(self.info)
 
     def _log_record(self, record: dict[str, Any]) -> None:
         if not self.info.is_main:

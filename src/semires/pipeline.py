@@ -1,0 +1,403 @@
+"""The end-to-end SemiRES run (``semires run``): data -> split -> proposals -> burn-in ->
+teacher-student runs -> evaluation -> report.
+
+Every stage writes into the run folder and is skipped when its output is complete, so a rerun
+after a crash (or with more methods) redoes only what is missing; training stages resume from
+their ``latest.pt``. A stage's folder remembers the config it was made with: rerunning with a
+different config in the same folder is an error (use another ``--out``), never a silent mix.
+
+Run folder::
+
+    data/            the synthetic benchmark (when the run synthesises its data)
+    split/           labeled.txt / unlabeled.txt (labeled images drawn as SemiRES does)
+    proposals/       candidate masks of the unlabeled images
+    cache/           frozen text-encoder features shared by all training stages
+    supervised/      burn-in on the labeled images (the supervised baseline)
+    <method>/        one teacher-student run per method (teacher_student, iom, cpi, ...)
+    results.json, results.md, report.html, figures/   the report
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from semires.errors import ConfigError
+from semires.train.config import (
+    Config,
+    DataConfig,
+    ModelSection,
+    OutputConfig,
+    SemiConfig,
+    TrainConfig,
+    shipped_configs_dir,
+)
+from semires.utils.io import atomic_write_json
+from semires.utils.typed_config import apply_overrides, load_dataclass, read_yaml, to_dict
+
+Method = Literal["teacher_student", "iom", "cpi", "cpi_u", "cpi_o", "confidence"]
+
+#: method -> refine-section overrides of the teacher-student stage
+METHODS: dict[str, dict[str, Any]] = {
+    "teacher_student": {"strategy": "none"},
+    "iom": {"strategy": "iom"},
+    "cpi": {"strategy": "cpi"},
+    "cpi_u": {"strategy": "cpi", "cpi_u": True, "cpi_o": False},
+    "cpi_o": {"strategy": "cpi", "cpi_u": False, "cpi_o": True},
+    "confidence": {"strategy": "confidence"},
+}
+METHOD_LABELS = {
+    "supervised": "supervised (burn-in)",
+    "teacher_student": "teacher-student (no SAM)",
+    "iom": "SemiRES-IOM",
+    "cpi": "SemiRES-CPI",
+    "cpi_u": "SemiRES-CPI-U",
+    "cpi_o": "SemiRES-CPI-O",
+    "confidence": "confidence-filtered",
+}
+
+
+@dataclass
+class SynthSection:
+    """Synthesise the data (``semires data synth``) instead of reading a dataset."""
+
+    preset: str = "demo"
+    seed: int = 0
+    #: knob overrides, e.g. {images_train: 400}
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProposalSection:
+    """How candidate masks are made for the unlabeled images (``semires propose``)."""
+
+    generator: str = "classical"
+    #: generator parameters (e.g. sam: {checkpoint: sam_vit_h_4b8939.pth, model_type: vit_h})
+    params: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1
+    shard_size: int = 64
+    #: an existing store to use instead of generating one
+    store: str | None = None
+
+
+@dataclass
+class ReportSection:
+    #: number of qualitative examples (image, expression, GT, pseudo-label, refined, prediction)
+    qualitative: int = 8
+
+
+@dataclass
+class RunConfig:
+    """The whole SemiRES experiment."""
+
+    name: str = "semires"
+    out: str = "runs/semires"
+    seed: int = 0
+    #: synthesise the data; null = read ``data`` (a real dataset)
+    synth: SynthSection | None = field(default_factory=SynthSection)
+    data: DataConfig = field(default_factory=DataConfig)
+    #: labeled share of the train images (percent or fraction), drawn by image
+    labeled: str = "10%"
+    split_seed: int = 0
+    #: an existing split folder to use instead of drawing one
+    split_dir: str | None = None
+    proposals: ProposalSection = field(default_factory=ProposalSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    #: the supervised burn-in stage (on the labeled images)
+    burn_in: TrainConfig = field(default_factory=TrainConfig)
+    #: the teacher-student stage (optimisation part); ``semi`` holds EMA, views, refinement
+    teacher_student: TrainConfig = field(default_factory=TrainConfig)
+    semi: SemiConfig = field(default_factory=SemiConfig)
+    methods: list[Method] = field(default_factory=lambda: ["teacher_student", "iom", "cpi"])
+    #: per-method overrides of the ``semi`` section, e.g. {iom: {sup_weight: 10}} (the paper's
+    #: IOM script weighs the supervised loss by 10, its CPI script by 1)
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    report: ReportSection = field(default_factory=ReportSection)
+
+    def validate(self) -> None:
+        from semires.data.splits import parse_ratio
+
+        parse_ratio(self.labeled)  # a bad ratio is an error before anything runs
+        if self.synth is None and not (self.data.root or self.data.ann):
+            raise ConfigError("config: give either 'synth' (synthetic data) or a 'data' location")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"config key 'methods': duplicates in {self.methods}")
+        unknown = sorted(set(self.method_overrides) - set(METHODS))
+        if unknown:
+            raise ConfigError(
+                f"config key 'method_overrides.{unknown[0]}': expected one of {', '.join(METHODS)}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+PRESET_FILES = {"demo": "run_demo.yaml", "hard": "run_hard.yaml"}
+
+
+def load_run_config(
+    config: str | Path | None = None, preset: str | None = None, overrides: list[str] | None = None
+) -> RunConfig:
+    """A run config from a YAML file, or from a preset name (``demo``), plus overrides."""
+    if (config is None) == (preset is None):
+        raise ConfigError("give exactly one of --config FILE or --preset NAME")
+    if preset is not None:
+        if preset not in PRESET_FILES:
+            raise ConfigError(
+                f"unknown run preset {preset!r}; available: {', '.join(sorted(PRESET_FILES))}"
+            )
+        config = shipped_configs_dir() / PRESET_FILES[preset]
+    else:
+        from semires.train.config import resolve_config_path
+
+        config = resolve_config_path(config)
+    data = apply_overrides(read_yaml(config), list(overrides or []))
+    return load_dataclass(RunConfig, data)
+
+
+# ---------------------------------------------------------------------------- stages
+class Pipeline:
+    """Runs the stages of a :class:`RunConfig` in its run folder."""
+
+    def __init__(self, cfg: RunConfig, *, progress: bool = True) -> None:
+        from semires.train.distributed import init_distributed
+
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        # under torchrun: one process group for every stage; rank 0 makes the data, the split
+        # and the report, every rank makes its share of the proposals and trains
+        self.info, _ = init_distributed(cfg.burn_in.device)
+        self.progress = progress and self.info.is_main
+        self.timings: dict[str, float] = {}
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def say(self, text: str) -> None:
+        if self.progress:
+            print(text, flush=True)
+
+    def _stage(self, number: int, name: str, total: int) -> None:
+        self.say(f"\n[{number}/{total}] {name}")
+
+    # -------------------------------------------------------------- data and split
+    def data_config(self) -> DataConfig:
+        data = copy.deepcopy(self.cfg.data)
+        if self.cfg.synth is not None:
+            from semires.data.synth import DATASET, SPLIT_BY
+
+            data.format, data.root, data.dataset, data.split_by = (
+                "refer",
+                str(self.out / "data"),
+                DATASET,
+                SPLIT_BY,
+            )
+        data.split_dir = str(self.split_dir)
+        return data
+
+    @property
+    def split_dir(self) -> Path:
+        return Path(self.cfg.split_dir) if self.cfg.split_dir else self.out / "split"
+
+    def make_data(self) -> None:
+        if self.cfg.synth is None:
+            self.say("  using " + self.cfg.data.spec().describe())
+            return
+        from semires.data.synth import synthesize
+
+        s = self.cfg.synth
+        synthesize(
+            self.out / "data", preset=s.preset, seed=s.seed, progress=self.progress, **s.overrides
+        )
+        self.say(f"  {self.out / 'data'} (preset {s.preset}, seed {s.seed})")
+
+    def make_split(self) -> None:
+        from semires.data import load_index
+        from semires.data.splits import make_split, read_split, write_split
+
+        index = load_index(self.data_config().spec())
+        if self.cfg.split_dir:
+            split = read_split(self.split_dir, index)
+        else:
+            split = make_split(
+                index, self.cfg.labeled, seed=self.cfg.split_seed, split=self.cfg.data.train_split
+            )
+            if (self.split_dir / "labeled.txt").is_file():
+                old = read_split(self.split_dir, index)
+                if old.labeled_images != split.labeled_images:
+                    raise ConfigError(
+                        f"{self.split_dir} holds another labeled split (ratio {old.ratio}, seed {old.seed}); "
+                        "use another --out"
+                    )
+            else:
+                write_split(split, self.split_dir)
+        self.say(
+            f"  labeled {len(split.labeled_images)} images / unlabeled {len(split.unlabeled_images)} images "
+            f"({self.split_dir})"
+        )
+
+    # -------------------------------------------------------------- proposals
+    @property
+    def proposals_dir(self) -> Path:
+        return (
+            Path(self.cfg.proposals.store) if self.cfg.proposals.store else self.out / "proposals"
+        )
+
+    def make_proposals(self) -> None:
+        if self.cfg.proposals.store:
+            self.say(f"  using the existing store {self.proposals_dir}")
+            return
+        from semires.data import load_index
+        from semires.proposals import build_generator
+        from semires.proposals.generate import generate_store, image_paths, select_images
+
+        data = self.data_config()
+        index = load_index(data.spec())
+        ids = select_images(index, split=data.train_split, split_dir=self.split_dir)
+        generator = build_generator(self.cfg.proposals.generator, **self.cfg.proposals.params)
+        report = generate_store(
+            generator,
+            image_paths(index, ids),
+            self.proposals_dir,
+            shard_size=self.cfg.proposals.shard_size,
+            workers=self.cfg.proposals.workers,
+            progress=self.progress,
+        )
+        self.say(f"  {report.wanted} images ({report.already_done} cached) -> {self.proposals_dir}")
+
+    # -------------------------------------------------------------- training
+    def train_config(self, method: str) -> Config:
+        """The training config of a stage: ``supervised`` (burn-in) or a teacher-student method."""
+        cfg = self.cfg
+        data = self.data_config()
+        text_cache = str(self.out / "cache" / "text_features.pt")
+        if method == "supervised":
+            train = copy.deepcopy(cfg.burn_in)
+            semi = SemiConfig(enabled=False)
+        else:
+            train = copy.deepcopy(cfg.teacher_student)
+            semi_dict = apply_overrides(
+                to_dict(cfg.semi),
+                [
+                    f"{k}={json.dumps(v)}"
+                    for k, v in _flatten(cfg.method_overrides.get(method, {})).items()
+                ],
+            )
+            semi = load_dataclass(SemiConfig, semi_dict, prefix="semi")
+            semi.enabled = True
+            semi.burn_in = str(self.out / "supervised" / "best.pt")
+            semi.proposals = (
+                str(self.proposals_dir) if METHODS[method]["strategy"] in ("iom", "cpi") else None
+            )
+            refine = {**to_dict(semi.refine), **METHODS[method]}
+            from semires.train.refine import RefineConfig
+
+            semi.refine = load_dataclass(RefineConfig, refine, prefix="semi.refine")
+        if train.text_cache is None:
+            train.text_cache = text_cache
+        return Config(
+            name=f"{cfg.name}/{method}",
+            seed=cfg.seed,
+            data=data,
+            model=copy.deepcopy(cfg.model),
+            train=train,
+            semi=semi,
+            output=OutputConfig(dir=str(self.out / method)),
+        )
+
+    def run_training(self, method: str) -> dict[str, Any]:
+        from semires.train.engine import train
+
+        cfg = self.train_config(method)
+        run_dir = Path(cfg.output.dir)
+        self._check_same_config(run_dir, cfg)
+        metrics = run_dir / "metrics.json"
+        if metrics.is_file():
+            self.say(f"  cached: {metrics}")
+            return json.loads(metrics.read_text())
+        return train(cfg, progress=self.progress)
+
+    def _check_same_config(self, run_dir: Path, cfg: Config) -> None:
+        import yaml
+
+        saved = run_dir / "config.yaml"
+        if not saved.is_file():
+            return
+        old = yaml.safe_load(saved.read_text())
+        new = cfg.to_dict()
+        if old != new:
+            keys = sorted(_diff_keys(old, new))
+            raise ConfigError(
+                f"{run_dir} was trained with another config (differs in {', '.join(keys[:5])}); "
+                "use another --out, or delete that folder to retrain it"
+            )
+
+    # -------------------------------------------------------------- all
+    def run(self) -> dict[str, Any]:
+        """Run every stage (cached ones are skipped) and write the report; returns results."""
+        methods = ["supervised", *self.cfg.methods]
+        needs_props = any(METHODS[m]["strategy"] in ("iom", "cpi") for m in self.cfg.methods)
+        stages: list[tuple[str, Any]] = [
+            ("data", self.make_data),
+            ("split", self.make_split),
+        ]
+        if needs_props:
+            stages.append(("proposals", self.make_proposals))
+        results: dict[str, Any] = {}
+        for m in methods:
+            stages.append((m, lambda m=m: results.__setitem__(m, self.run_training(m))))
+        stages.append(("report", lambda: None))
+        from semires.train.distributed import barrier, broadcast_object, cleanup
+
+        total = len(stages)
+        summary: dict[str, Any] = {}
+        try:
+            for i, (name, fn) in enumerate(stages, 1):
+                self._stage(i, METHOD_LABELS.get(name, name), total)
+                t0 = time.perf_counter()
+                if name == "report":
+                    if self.info.is_main:
+                        from semires.report import write_report
+
+                        summary = write_report(self, results)
+                elif name in ("data", "split"):
+                    if self.info.is_main:
+                        fn()
+                else:
+                    fn()
+                barrier(self.info)
+                self.timings[name] = time.perf_counter() - t0
+            if self.info.is_main:
+                summary["timings"] = self.timings
+                atomic_write_json(self.out / "results.json", summary)
+            return broadcast_object(summary, self.info)
+        finally:
+            cleanup(self.info)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return set() if a == b else {prefix or "<root>"}
+
+
+def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run the whole experiment described by ``cfg``."""
+    return Pipeline(cfg, progress=progress).run()

@@ -1,0 +1,141 @@
+"""`semires run`: the whole pipeline on the tiny synthetic preset, caching, config checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from semires.errors import ConfigError
+from semires.pipeline import Pipeline, load_run_config
+from semires.pipeline import run as run_pipeline
+
+TINY = [
+    "synth.preset=tiny",
+    "labeled=34%",
+    "model.name=test-tiny",
+    "data.img_size=64",
+    "data.test_splits=[testA, testB]",
+    "data.cache_images=true",
+    "proposals.workers=1",
+    "burn_in.epochs=2",
+    "burn_in.steps_per_epoch=2",
+    "burn_in.batch_size=4",
+    "burn_in.threads=null",
+    "teacher_student.epochs=1",
+    "teacher_student.steps_per_epoch=2",
+    "teacher_student.batch_size=2",
+    "teacher_student.threads=null",
+    "semi.unlabeled_batch_size=2",
+    "report.qualitative=2",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "demo"
+    cfg = load_run_config(preset="demo", overrides=[f"out={out}", *TINY])
+    return out, cfg, run_pipeline(cfg, progress=False)
+
+
+def test_pipeline_runs_every_stage_and_reports(tiny_run):
+    out, _cfg, summary = tiny_run
+    assert set(summary["methods"]) == {"supervised", "teacher_student", "iom", "cpi"}
+    assert summary["split"] == "testA+testB"
+    for method, splits in summary["methods"].items():
+        assert set(splits) == {"val", "testA", "testB", "testA+testB"}, method
+        m = splits["testA+testB"]
+        assert m["n"] == splits["testA"]["n"] + splits["testB"]["n"]
+        assert 0.0 <= m["oIoU"] <= 100.0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["methods"] == summary["methods"]
+    assert set(saved["timings"]) == {
+        "data",
+        "split",
+        "proposals",
+        "supervised",
+        "teacher_student",
+        "iom",
+        "cpi",
+        "report",
+    }
+    for name in (
+        "results.md",
+        "report.html",
+        "figures/curves.png",
+        "figures/pseudo_labels.png",
+        "figures/examples.png",
+    ):
+        assert (out / name).is_file(), name
+    md = (out / "results.md").read_text()
+    assert "SemiRES-CPI" in md and "teacher-student (no SAM)" in md and "testA+testB" in md
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "figures/examples.png" in html
+    # pseudo-label statistics are logged for every teacher-student run
+    assert set(saved["pseudo_labels"]) == {"teacher_student", "iom", "cpi"}
+    assert saved["pseudo_labels"]["teacher_student"]["miss_rate"] == 1.0  # no refinement
+    d = saved["deltas_oIoU"]["cpi"]["vs_supervised"]
+    assert d == pytest.approx(
+        summary["methods"]["cpi"]["testA+testB"]["oIoU"]
+        - summary["methods"]["supervised"]["testA+testB"]["oIoU"]
+    )
+
+
+def test_rerun_is_cached(tiny_run):
+    out, cfg, summary = tiny_run
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/latest.pt")}
+    again = run_pipeline(cfg, progress=False)
+    assert again["methods"] == summary["methods"]
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/latest.pt")} == stamps
+
+
+def test_changed_config_in_the_same_folder_is_refused(tiny_run):
+    out, _cfg, _ = tiny_run
+    changed = load_run_config(preset="demo", overrides=[f"out={out}", *TINY, "burn_in.lr=0.5"])
+    with pytest.raises(
+        ConfigError, match=r"supervised was trained with another config .*train\.lr"
+    ):
+        run_pipeline(changed, progress=False)
+    other_split = load_run_config(preset="demo", overrides=[f"out={out}", *TINY, "labeled=50%"])
+    with pytest.raises(ConfigError, match="another labeled split"):
+        run_pipeline(other_split, progress=False)
+
+
+@pytest.mark.parametrize("pct", ["0p5", "1", "2", "5", "10"])
+def test_paper_configs_expand_to_the_paper_settings(pct, tmp_path):
+    cfg = load_run_config(config=f"semires_refcoco_{pct}pct", overrides=[f"out={tmp_path}"])
+    assert cfg.labeled == f"{pct.replace('p', '.')}%"
+    pipe = Pipeline(cfg, progress=False)
+    sup = pipe.train_config("supervised")
+    assert sup.model.name == "lavt-swin-b" and sup.data.img_size == 480
+    assert sup.train.lr == pytest.approx(5e-5) and sup.train.epochs == 40 and not sup.semi.enabled
+    iom, cpi, ts = (pipe.train_config(m) for m in ("iom", "cpi", "teacher_student"))
+    assert iom.semi.sup_weight == 10.0 and cpi.semi.sup_weight == 1.0  # as the paper's two scripts
+    assert iom.semi.refine.strategy == "iom" and cpi.semi.refine.strategy == "cpi"
+    assert ts.semi.refine.strategy == "none" and ts.semi.proposals is None
+    assert cpi.semi.ema == pytest.approx(0.9996) and cpi.semi.unlabeled_batch_size == 3
+    assert cpi.semi.burn_in == str(tmp_path / "supervised" / "best.pt")
+    assert cpi.semi.proposals == str(tmp_path / "proposals")
+    assert "testA" in cpi.data.test_splits and cpi.data.val_split == "val"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["semi.refine.tau=1.5"], "refine.tau"),
+        (["semi.refine.t2=-1"], "refine.t2"),
+        (["methods=[cpi, magic]"], "methods"),
+        (["method_overrides={magic: {sup_weight: 1}}"], "method_overrides.magic"),
+        (["labeled=150%"], "150%"),
+    ],
+)
+def test_bad_run_configs(overrides, needle, tmp_path):
+    from semires.errors import SemiresError
+
+    with pytest.raises(SemiresError, match=needle):
+        load_run_config(preset="demo", overrides=[f"out={tmp_path}", *overrides])
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="demo"):
+        load_run_config(preset="nope")
