@@ -46,6 +46,8 @@ class ModelConfig:
       - ``fusion_sentence``: also condition every pixel on the mean word feature in the fusion
         (not in LAVT, off for the paper's configs; lets a randomly initialised model learn to
         ground words quickly, see :class:`semires.model.fusion.PWAM`);
+      - ``fusion_coords``: add a learned embedding of each pixel's normalised (x, y) position to
+        the fusion's input (not in LAVT; helps "left", "top", "second from the right");
       - ``decoder_dim``: channels of the top-down decoder (256 in LAVT);
       - ``num_classes``: output channels (2: background / referred object).
     """
@@ -62,6 +64,7 @@ class ModelConfig:
     fusion_heads: int = 1
     fusion_dropout: float = 0.0
     fusion_sentence: bool = False
+    fusion_coords: bool = False
     decoder_dim: int = 256
     num_classes: int = 2
 

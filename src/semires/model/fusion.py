@@ -136,9 +136,12 @@ class StageFusion(nn.Module):
         dropout: float,
         gated: bool,
         sentence: bool = False,
+        coords: bool = False,
     ) -> None:
         super().__init__()
         self.pwam = PWAM(vis_dim, text_dim, key_dim, heads, dropout, sentence)
+        # a learned embedding of the normalised (x, y) position, added to the PWAM's input
+        self.coords = nn.Linear(2, vis_dim) if coords else None
         self.gate = LanguageGate(vis_dim) if gated else None
         self.norm = nn.LayerNorm(vis_dim)
 
@@ -146,7 +149,13 @@ class StageFusion(nn.Module):
         self, x: torch.Tensor, words: torch.Tensor, word_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         b, h, w, c = x.shape
-        fused = self.pwam(x.reshape(b, h * w, c), words, word_mask).view(b, h, w, c)
+        pixels = x.reshape(b, h * w, c)
+        if self.coords is not None:
+            ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+            xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+            grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).reshape(1, h * w, 2)
+            pixels = pixels + self.coords(grid)
+        fused = self.pwam(pixels, words, word_mask).view(b, h, w, c)
         if self.gate is not None:
             x = x + self.gate(fused) * fused
         return x, self.norm(fused)

@@ -56,6 +56,7 @@ class RESModel(nn.Module):
                 heads=config.fusion_heads,
                 dropout=config.fusion_dropout,
                 sentence=config.fusion_sentence,
+                coords=config.fusion_coords,
                 gated=i < len(channels) - 1,
             )
             for i, c in enumerate(channels)
