@@ -327,14 +327,20 @@ class ProposalStore:
         generator and parameters (a :class:`ProposalError` otherwise: use another folder).
         """
         root = Path(root)
-        if (root / "manifest.json").is_file():
-            manifest = cls.read_manifest(root)
-            _check_config(root, manifest, generator, params)
-        elif root.exists() and (not root.is_dir() or any(root.iterdir())):
+        has_manifest = (root / "manifest.json").is_file
+        if (
+            not has_manifest()
+            and root.exists()
+            and (not root.is_dir() or not _blank(root))
+            and not has_manifest()  # another rank may have just written it
+        ):
             raise ProposalError(
                 f"{root} exists and is not a proposal store (no manifest.json); "
                 "choose a new or empty folder"
             )
+        if has_manifest():
+            manifest = cls.read_manifest(root)
+            _check_config(root, manifest, generator, params)
         else:
             manifest = make_manifest(generator, params)
             atomic_write_json(root / "manifest.json", manifest)
@@ -524,6 +530,18 @@ class ProposalStore:
         for path in stale:
             path.unlink(missing_ok=True)
         return stale
+
+
+def _blank(root: Path) -> bool:
+    """A folder another rank is just creating a store in counts as empty: hidden temporary
+    files and an empty ``shards`` folder only (several ranks call ``create`` at once)."""
+    for p in root.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            continue
+        if p.name == "shards" and p.is_dir() and not any(p.iterdir()):
+            continue
+        return False
+    return True
 
 
 def _check_config(
