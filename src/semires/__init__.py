@@ -1,8 +1,8 @@
 """SemiRES: semi-supervised referring expression segmentation with SAM-guided pseudo-labels.
 
-    >>> import semires
-    >>> seg = semires.load("runs/demo/cpi/best.pt")                     # doctest: +SKIP
-    >>> mask = seg.predict("photo.png", "the red star left of the ring")  # doctest: +SKIP
+>>> import semires
+>>> seg = semires.load("runs/demo/cpi/best.pt")                     # doctest: +SKIP
+>>> mask = seg.predict("photo.png", "the red star left of the ring")  # doctest: +SKIP
 """
 
 from __future__ import annotations

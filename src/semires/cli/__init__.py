@@ -4,6 +4,7 @@ Each command group lives in its own small module and registers itself on the one
 
 - ``semires data synth|stats|split|show``        -> :mod:`semires.cli.data`
 - ``semires propose`` / ``semires proposals ...``  -> :mod:`semires.cli.proposals`
+- ``semires model list|pretrain``                  -> :mod:`semires.cli.model`
 - ``semires train|evaluate|predict``               -> :mod:`semires.cli.train`
 - ``semires score``                                -> :mod:`semires.cli.score`
 - ``semires run``                                  -> :mod:`semires.cli.run`
@@ -52,9 +53,9 @@ def _root(
 
 
 def _register() -> None:
-    from semires.cli import data, proposals, run, score, train
+    from semires.cli import data, model, proposals, run, score, train
 
-    for module in (data, proposals, train, score, run):
+    for module in (data, proposals, model, train, score, run):
         module.register(app)
 
 

@@ -157,6 +157,33 @@ def build_backbone(name: str, img_size: int, kwargs: dict[str, Any]) -> StagedBa
     return _FAMILY_CLASSES[family](model)
 
 
+#: ``backbone_weights: "semires:<name>"`` names a weights file shipped inside the package
+PACKAGED_PREFIX = "semires:"
+
+
+def packaged_weights() -> dict[str, Path]:
+    """Backbone weights shipped with semires: name -> file (see semires.model.pretrain)."""
+    from importlib.resources import files
+
+    folder = Path(str(files("semires.model") / "pretrained"))
+    return {p.stem: p for p in sorted(folder.glob("*.pth"))} if folder.is_dir() else {}
+
+
+def resolve_weights(spec: str | Path) -> Path:
+    """A weights path, or ``semires:<name>`` for a packaged file (ConfigError if unknown)."""
+    text = str(spec)
+    if not text.startswith(PACKAGED_PREFIX):
+        return Path(spec)
+    name = text[len(PACKAGED_PREFIX) :]
+    shipped = packaged_weights()
+    if name not in shipped:
+        raise ConfigError(
+            f"model config key 'backbone_weights': no packaged weights {name!r}; "
+            f"shipped: {', '.join(PACKAGED_PREFIX + n for n in shipped) or 'none'}"
+        )
+    return shipped[name]
+
+
 def load_backbone_weights(backbone: StagedBackbone, path: str | Path) -> None:
     """Load a timm-layout or original-layout weights file into ``backbone``, all keys required.
 
@@ -165,7 +192,7 @@ def load_backbone_weights(backbone: StagedBackbone, path: str | Path) -> None:
     """
     from timm.models import load_state_dict
 
-    path = Path(path)
+    path = resolve_weights(path)
     if not path.is_file():
         raise CheckpointError(f"backbone weights file not found: {path}")
     try:

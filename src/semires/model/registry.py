@@ -44,13 +44,17 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     "lavt-swin-t": _LAVT_SWIN_B.replace(
         backbone="swin_tiny_patch4_window7_224", backbone_kwargs={"drop_path_rate": 0.3}
     ),
-    # the CPU default: a small random-init ConvNeXt at 128 px + the packaged MiniLM, frozen
+    # the CPU default: a small ConvNeXt at 128 px, pretrained on synthetic scenes (packaged, see
+    # semires.model.pretrain), + the packaged MiniLM, frozen; multi-head fusion with coordinates
     "tiny": ModelConfig(
         backbone="convnext_atto",
         backbone_kwargs={"dims": [32, 64, 128, 256], "depths": [1, 1, 2, 1], "conv_mlp": False},
+        backbone_weights="semires:convnext-atto-synth",
         img_size=128,
         text_encoder="minilm",
         freeze_text=True,
+        fusion_heads=4,
+        fusion_coords=True,
         decoder_dim=32,
     ),
     # the same budget with a small random-init Swin

@@ -109,12 +109,19 @@ def _pretrained(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
         source, local_only = str(local), True
     else:
         source, local_only = name, _offline()
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model build is noise
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         model = AutoModel.from_pretrained(source, local_files_only=local_only, **kwargs)
     except (OSError, ValueError) as exc:
         hint = " (HF_HUB_OFFLINE=1: pass a local folder or pre-download it)" if _offline() else ""
         raise CheckpointError(f"cannot load text encoder {name!r}{hint}: {one_line(exc)}") from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if getattr(model, "pooler", None) is not None:
         model.pooler = None
     return model, tokenizer
