@@ -30,7 +30,18 @@ REFINED = ("iom", "cpi")
 
 
 def run_case(preset: str, seed: int, out: Path, extra: list[str]) -> dict:
-    cmd = ["semires", "run", "--preset", preset, "--out", str(out), "-q", f"synth.seed={seed}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "semires",
+        "run",
+        "--preset",
+        preset,
+        "--out",
+        str(out),
+        "-q",
+        f"synth.seed={seed}",
+    ]
     cmd += extra
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

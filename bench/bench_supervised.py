@@ -38,7 +38,7 @@ def main() -> None:
         out = root / f"sup-{ratio.rstrip('%')}"
         if out.exists():
             shutil.rmtree(out)
-        cmd = ["semires", "run", "--preset", "demo", "--out", str(out), "-q"]
+        cmd = [sys.executable, "-m", "semires", "run", "--preset", "demo", "--out", str(out), "-q"]
         cmd += [f"synth.seed={args.seed}", f"labeled={ratio}", "methods=[]"]
         cmd += [
             f"burn_in.epochs={args.epochs}",

@@ -36,7 +36,7 @@ def step_fn(model, optimizer, images, text, target, device, amp):
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def bench(

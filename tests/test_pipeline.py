@@ -141,3 +141,11 @@ def test_bad_run_configs(overrides, needle, tmp_path):
 def test_unknown_preset_lists_the_valid_ones():
     with pytest.raises(ConfigError, match="demo"):
         load_run_config(preset="nope")
+
+
+def test_the_hard_preset_is_the_demo_on_the_hard_synthetic_benchmark():
+    demo = load_run_config(preset="demo").to_dict()
+    hard = load_run_config(preset="hard").to_dict()
+    assert (demo["synth"]["preset"], hard["synth"]["preset"]) == ("demo", "hard")
+    differ = {k for k in demo if demo[k] != hard[k]}
+    assert differ == {"name", "out", "synth"}
