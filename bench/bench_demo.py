@@ -20,35 +20,17 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _runs import semires_run
 
 REFINED = ("iom", "cpi")
 
 
 def run_case(preset: str, seed: int, out: Path, extra: list[str]) -> dict:
-    cmd = [
-        sys.executable,
-        "-m",
-        "semires",
-        "run",
-        "--preset",
-        preset,
-        "--out",
-        str(out),
-        "-q",
-        f"synth.seed={seed}",
-    ]
-    cmd += extra
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    summary = json.loads((out / "results.json").read_text())
+    summary, wall = semires_run(preset, out, [f"synth.seed={seed}", *extra])
     split = summary["split"]
     oiou = {m: s[split]["oIoU"] for m, s in summary["methods"].items()}
     best = max((m for m in REFINED if m in oiou), key=lambda m: oiou[m])
@@ -114,11 +96,7 @@ def main() -> None:
     cases = []
     for case in args.cases:
         preset, seed = case.split(":")
-        out = root / f"{preset}-{seed}"
-        if out.exists():
-            shutil.rmtree(out)
-        print(f"running {preset} seed {seed} -> {out}", flush=True)
-        c = run_case(preset, int(seed), out, args.overrides)
+        c = run_case(preset, int(seed), root / f"{preset}-{seed}", args.overrides)
         cases.append(c)
         methods = "  ".join(f"{m} {v:.1f}" for m, v in c["oIoU"].items())
         pls = "  ".join(f"{m} {b:.1f}->{a:.1f}" for m, (b, a) in c["pl_iou"].items())

@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _runs import semires_run
 
 
 def main() -> None:
@@ -35,23 +35,10 @@ def main() -> None:
     root = args.keep or Path(tempfile.mkdtemp(prefix="semires-bench-sup-"))
     rows = []
     for ratio in args.ratios:
-        out = root / f"sup-{ratio.rstrip('%')}"
-        if out.exists():
-            shutil.rmtree(out)
-        cmd = [sys.executable, "-m", "semires", "run", "--preset", "demo", "--out", str(out), "-q"]
-        cmd += [f"synth.seed={args.seed}", f"labeled={ratio}", "methods=[]"]
-        cmd += [
-            f"burn_in.epochs={args.epochs}",
-            f"burn_in.steps_per_epoch={args.steps // args.epochs}",
-        ]
-        cmd += ["burn_in.eval_every=1"]
-        print(" ".join(cmd), flush=True)
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            sys.exit(f"failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        summary = json.loads((out / "results.json").read_text())
+        overrides = [f"synth.seed={args.seed}", f"labeled={ratio}", "methods=[]"]
+        overrides += [f"burn_in.epochs={args.epochs}", "burn_in.eval_every=1"]
+        overrides += [f"burn_in.steps_per_epoch={args.steps // args.epochs}"]
+        summary, wall = semires_run("demo", root / f"sup-{ratio.rstrip('%')}", overrides)
         m = summary["methods"]["supervised"][summary["split"]]
         row = {
             "labeled": ratio,
