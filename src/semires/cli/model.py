@@ -16,9 +16,10 @@ def list_cmd() -> None:
     from semires.model.registry import MODEL_CONFIGS
 
     for name, cfg in sorted(MODEL_CONFIGS.items()):
-        weights = cfg.backbone_weights or "random init"
+        weights = cfg.backbone_weights or "random (or model.overrides.backbone_weights=FILE)"
         typer.echo(
-            f"{name:22s} {cfg.backbone} @ {cfg.img_size}px, text {cfg.text_encoder}, {weights}"
+            f"{name:20s} {cfg.backbone} @ {cfg.img_size}px, text {cfg.text_encoder}, "
+            f"backbone weights: {weights}"
         )
     for name, path in packaged_weights().items():
         typer.echo(f"packaged weights: {PACKAGED_PREFIX}{name} ({path})")
