@@ -21,7 +21,6 @@ Reproduce the packaged file with ``semires model pretrain`` (see docs/model.md).
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -41,8 +40,6 @@ from semires.errors import DataError
 from semires.model.backbone import StagedBackbone, build_backbone
 from semires.model.config import ModelConfig
 from semires.utils.io import atomic_write_bytes
-
-log = logging.getLogger(__name__)
 
 #: dense pretraining tasks -> their class names (index 0 = background)
 TASKS: dict[str, tuple[str, ...]] = {
@@ -162,16 +159,6 @@ def _load_split(
     return images, targets
 
 
-def _accuracy(logits: dict[str, torch.Tensor], targets: torch.Tensor) -> dict[str, float]:
-    """Mean per-pixel accuracy over object pixels, per task."""
-    fg = targets[:, 0] > 0
-    out = {}
-    for k, task in enumerate(TASKS):
-        pred = logits[task].argmax(1)
-        out[task] = float((pred[fg] == targets[:, k][fg]).float().mean()) if fg.any() else 0.0
-    return out
-
-
 def pretrain_backbone(
     model_cfg: ModelConfig,
     index: RESIndex,
@@ -251,18 +238,16 @@ def evaluate_heads(
     images, targets = _load_split(index, sorted(index.images), size, progress=False)
     backbone.eval()
     heads.eval()
-    correct = dict.fromkeys(TASKS, 0.0)
-    total = 0.0
+    correct = dict.fromkeys(TASKS, 0)
+    total = 0
     for s in range(0, len(images), 64):
         x = normalize(images[s : s + 64].float(), backbone.mean, backbone.std)
         y = targets[s : s + 64].long()
-        logits = heads(stage_features(backbone, x))
-        n = float((y[:, 0] > 0).sum())
-        for task, acc in _accuracy(
-            {t: F.interpolate(v, size=y.shape[-2:], mode="bilinear") for t, v in logits.items()}, y
-        ).items():
-            correct[task] += acc * n
-        total += n
+        fg = y[:, 0] > 0
+        for k, (task, logit) in enumerate(heads(stage_features(backbone, x)).items()):
+            full = F.interpolate(logit, size=y.shape[-2:], mode="bilinear", align_corners=False)
+            correct[task] += int((full.argmax(1)[fg] == y[:, k][fg]).sum())
+        total += int(fg.sum())
     return {task: round(c / max(total, 1.0), 4) for task, c in correct.items()}
 
 
