@@ -333,8 +333,10 @@ def test_teacher_student_without_candidates_uses_pwa(supervised_run, synth_tiny,
         "semi.refine.strategy=iom",
         "train.epochs=1",
         "train.skip_eval=true",
+        "train.final_val=false",
     )
-    train(cfg, progress=False)
+    result = train(cfg, progress=False)
+    assert sorted(result["splits"]) == ["testA"]  # final_val off: the test split only
     hist = json.loads((tmp_path / "iom" / "history.json").read_text())[-1]
     assert hist["miss_rate"] == 1.0 and hist["no_candidates_rate"] == 1.0
     assert hist["pl_iou_after"] == pytest.approx(hist["pl_iou_before"])

@@ -242,6 +242,28 @@ def test_frozen_text_gets_no_gradient_and_stays_in_eval() -> None:
     assert not model.encode_text(ids["input_ids"], ids["attention_mask"]).requires_grad
 
 
+@pytest.mark.parametrize("name", ["test-tiny", "test-tiny-swin"])
+@pytest.mark.parametrize("stages", [2, 4])
+def test_frozen_stages_get_no_gradient(name: str, stages: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, frozen_stages=stages)
+    _backward(model)
+    embed, staged = model.backbone.part_names
+    blocks = list(getattr(model.backbone, staged))
+    frozen = [getattr(model.backbone, embed), *blocks[:stages]]
+    for part in frozen:
+        assert all(not p.requires_grad and p.grad is None for p in part.parameters())
+    for part in [*blocks[stages:], model.fusion, model.decoder]:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    trainable = {id(p) for g in model.param_groups(0.01) for p in g["params"]}
+    assert not any(id(p) in trainable for part in frozen for p in part.parameters())
+
+
+def test_frozen_stages_out_of_range_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"'frozen_stages': expected an integer in 0\.\.4, got 5"):
+        build_model("test-tiny", frozen_stages=5)
+
+
 def test_describe_counts(convnext: RESModel) -> None:
     counts = convnext.parameter_counts()
     assert counts["total"] == sum(counts[k] for k in ("backbone", "text", "fusion", "decoder"))

@@ -48,6 +48,7 @@ class StagedBackbone(nn.Module):
         super().__init__()
         for name in keep:
             self.add_module(name, getattr(model, name))
+        self.part_names = keep  # (patch embedding, list of the four stages)
         self.timm_name = str(model.pretrained_cfg.get("architecture", type(model).__name__))
         self.channels = tuple(int(info["num_chs"]) for info in model.feature_info)
         data_config = resolve_model_data_config(model)
@@ -68,6 +69,17 @@ class StagedBackbone(nn.Module):
     def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Run stage ``index`` (0..3) on ``x`` (native layout)."""
         raise NotImplementedError
+
+    def freeze(self, stages: int) -> None:
+        """No gradients into the patch embedding and stages ``0 .. stages - 1`` (0: none frozen,
+        4: the whole backbone). Frozen parts stay in the autograd graph only where a later
+        trained part needs gradients through them."""
+        if stages <= 0:
+            return
+        embed, staged = self.part_names
+        getattr(self, embed).requires_grad_(False)
+        for stage in list(getattr(self, staged))[:stages]:
+            stage.requires_grad_(False)
 
     def to_nhwc(self, x: torch.Tensor) -> torch.Tensor:
         """Native layout -> [B, H, W, C]."""

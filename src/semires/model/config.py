@@ -25,7 +25,9 @@ class ModelConfig:
       - ``backbone_weights``: a local weights file (timm layout, or the original Microsoft Swin
         layout ``{"model": state_dict}`` such as ``swin_base_patch4_window12_384_22k.pth``);
         None = random initialisation;
-      - ``img_size``: the training / evaluation input side in pixels (a multiple of 32).
+      - ``img_size``: the training / evaluation input side in pixels (a multiple of 32);
+      - ``frozen_stages``: the patch embedding and the first N of the four stages get no
+        gradients (0: all trained, as LAVT; 4: the whole backbone frozen).
 
     Text side:
       - ``text_encoder``: ``"minilm"`` (the packaged all-MiniLM-L6-v2, offline), a Hugging Face
@@ -56,6 +58,7 @@ class ModelConfig:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     backbone_weights: str | None = None
     img_size: int = 128
+    frozen_stages: int = 0
     text_encoder: str = "minilm"
     text_kwargs: dict[str, Any] = field(default_factory=dict)
     max_tokens: int = 20
@@ -79,6 +82,7 @@ class ModelConfig:
         """Raise :class:`ConfigError` (one line, naming the key) for an out-of-range value."""
         checks = [
             ("img_size", self.img_size >= 64 and self.img_size % 32 == 0, "a multiple of 32 >= 64"),
+            ("frozen_stages", 0 <= self.frozen_stages <= 4, "an integer in 0..4"),
             ("max_tokens", self.max_tokens >= 2, "an integer >= 2"),
             ("fusion_dim", self.fusion_dim is None or self.fusion_dim >= 1, "None or >= 1"),
             ("fusion_heads", self.fusion_heads >= 1, "an integer >= 1"),

@@ -47,6 +47,7 @@ class RESModel(nn.Module):
         self.backbone = build_backbone(config.backbone, config.img_size, config.backbone_kwargs)
         if config.backbone_weights:
             load_backbone_weights(self.backbone, config.backbone_weights)
+        self.backbone.freeze(config.frozen_stages)
         channels = self.backbone.channels
         self.fusion = nn.ModuleList(
             StageFusion(

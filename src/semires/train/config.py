@@ -111,6 +111,9 @@ class TrainConfig:
     threads: int | None = None
     #: skip evaluation at epoch ends (final evaluation still runs)
     skip_eval: bool = False
+    #: the final evaluation of ``best`` also scores the whole val split (the test splits always);
+    #: off saves an evaluation where val only selects the checkpoint (the demo pipeline)
+    final_val: bool = True
     #: evaluation protocol (METHOD.md section 1): "lavt" (480x480) or "original" resolution
     protocol: Literal["lavt", "original"] = "lavt"
     #: the metric that selects ``best``

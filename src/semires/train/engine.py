@@ -688,7 +688,8 @@ class Trainer:
         atomic_write_json(self.run_dir / "history.json", self.history)
 
     def final_evaluation(self) -> dict[str, Any]:
-        """Load ``best.pt`` and evaluate the val split and every test split; write metrics.json."""
+        """Load ``best.pt`` and evaluate the val split (unless ``train.final_val`` is off) and
+        every test split; write metrics.json."""
         cfg = self.cfg
         best = ckpt_io.load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
         ckpt_io.load_model_state(
@@ -701,7 +702,8 @@ class Trainer:
         from semires.evaluate.metrics import RESMetrics
 
         combined = RESMetrics()  # all test splits together, e.g. "testA+testB"
-        for split in [cfg.data.val_split, *cfg.data.test_splits]:
+        splits = [cfg.data.val_split] if cfg.train.final_val or not cfg.data.test_splits else []
+        for split in [*splits, *cfg.data.test_splits]:
             result = self.evaluate(split)
             out["splits"][split] = result["metrics"]
             self._log_eval(f"final_{split}", result)
