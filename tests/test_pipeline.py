@@ -43,7 +43,8 @@ def test_pipeline_runs_every_stage_and_reports(tiny_run):
     assert set(summary["methods"]) == {"supervised", "teacher_student", "iom", "cpi"}
     assert summary["split"] == "testA+testB"
     for method, splits in summary["methods"].items():
-        assert set(splits) == {"val", "testA", "testB", "testA+testB"}, method
+        # the demo preset scores test only at the end (val selected the checkpoint)
+        assert set(splits) == {"testA", "testB", "testA+testB"}, method
         m = splits["testA+testB"]
         assert m["n"] == splits["testA"]["n"] + splits["testB"]["n"]
         assert 0.0 <= m["oIoU"] <= 100.0
