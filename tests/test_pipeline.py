@@ -150,3 +150,21 @@ def test_the_hard_preset_is_the_demo_on_the_hard_synthetic_benchmark():
     assert (demo["synth"]["preset"], hard["synth"]["preset"]) == ("demo", "hard")
     differ = {k for k in demo if demo[k] != hard[k]}
     assert differ == {"name", "out", "synth"}
+
+
+def test_curve_points_continue_from_the_burn_in():
+    from semires.report import curve_points
+
+    burn_in = [
+        {"step": 16, "loss": 0.5},
+        {"step": 32, "loss": 0.3, "val_oIoU": 20.0},
+    ]
+    ts = [
+        {"step": 100, "loss": 0.2},  # not evaluated: skipped on the val curve
+        {"step": 200, "loss": 0.1, "val_oIoU": 25.0},
+    ]
+    loss, scored = curve_points(ts, burn_in, "val")
+    assert loss == [(132, 0.2), (232, 0.1)]
+    assert scored == [(32, 20.0), (232, 25.0)]  # starts where the burn-in ended
+    loss, scored = curve_points(burn_in, [], "val")
+    assert loss == [(16, 0.5), (32, 0.3)] and scored == [(32, 20.0)]

@@ -34,8 +34,31 @@ def _history(run_dir: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
+def curve_points(
+    hist: list[dict[str, Any]], parent: list[dict[str, Any]], val: str
+) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(step, loss) and (step, val oIoU) points of one run's history.
+
+    ``parent`` is the history of the run it started from (the burn-in, for a teacher-student
+    run; empty otherwise): steps continue from its last step, and the val curve starts at its
+    last val score. Epochs without a val evaluation are skipped, so the points join up.
+    """
+    start = parent[-1]["step"] if parent else 0
+    loss = [(start + h["step"], h.get("loss", float("nan"))) for h in hist]
+    key = f"{val}_oIoU"
+    scored = [(start + h["step"], h[key]) for h in hist if key in h]
+    if parent and key in parent[-1]:
+        scored.insert(0, (start, parent[-1][key]))
+    return loss, scored
+
+
 def plot_curves(pipe: Pipeline, methods: list[str], path: Path) -> None:
-    """Training loss and validation oIoU per epoch for every stage."""
+    """Training loss and validation oIoU against optimizer steps for every stage.
+
+    Teacher-student runs start from the burn-in checkpoint, so their steps continue the
+    burn-in's (a dashed line marks where it ended); val points are joined across the epochs
+    that were not evaluated.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,27 +68,22 @@ def plot_curves(pipe: Pipeline, methods: list[str], path: Path) -> None:
 
     val = pipe.cfg.data.val_split
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    burn_in = _history(pipe.out / "supervised")
+    offset = burn_in[-1]["step"] if burn_in else 0
     for m in methods:
         hist = _history(pipe.out / m)
         if not hist:
             continue
-        epochs = [h["epoch"] for h in hist]
-        axes[0].plot(
-            epochs,
-            [h.get("loss", np.nan) for h in hist],
-            marker="o",
-            ms=3,
-            label=METHOD_LABELS.get(m, m),
-        )
-        axes[1].plot(
-            epochs,
-            [h.get(f"{val}_oIoU", np.nan) for h in hist],
-            marker="o",
-            ms=3,
-            label=METHOD_LABELS.get(m, m),
-        )
-    axes[0].set(title="training loss", xlabel="epoch")
-    axes[1].set(title=f"{val} oIoU (%)", xlabel="epoch")
+        label = METHOD_LABELS.get(m, m)
+        loss, scored = curve_points(hist, burn_in if m != "supervised" else [], val)
+        axes[0].plot(*zip(*loss, strict=True), marker="o", ms=3, label=label)
+        if scored:
+            axes[1].plot(*zip(*scored, strict=True), marker="o", ms=3, label=label)
+    for ax in axes:
+        if offset and len(methods) > 1:
+            ax.axvline(offset, color="0.6", ls="--", lw=0.8)
+    axes[0].set(title="training loss (teacher-student: supervised + unsupervised)", xlabel="step")
+    axes[1].set(title=f"{val} oIoU (%)", xlabel="step")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,7 +320,7 @@ def _markdown(
                 f"{100 * q.get('corrections_negative', 0):.1f}% | {100 * q.get('corrections_no_change', 0):.1f}% |"
             )
     captions = {
-        "curves": "Training loss and validation oIoU per epoch.",
+        "curves": "Training loss and validation oIoU against optimizer steps (teacher-student runs continue from the burn-in, dashed line).",
         "pseudo_labels": "Pseudo-label IoU with the ground truth before (teacher) and after refinement, and the share of positive / negative corrections.",
         "examples": "Unlabeled training samples: image and expression, ground truth, the burn-in teacher's pseudo-label, the refined label, and the final model's prediction.",
     }
