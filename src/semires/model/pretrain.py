@@ -39,7 +39,7 @@ from semires.data.transforms import normalize, resize_image
 from semires.errors import DataError
 from semires.model.backbone import StagedBackbone, build_backbone
 from semires.model.config import ModelConfig
-from semires.utils.io import atomic_write_bytes
+from semires.utils.io import atomic_write_torch
 
 #: dense pretraining tasks -> their class names (index 0 = background)
 TASKS: dict[str, tuple[str, ...]] = {
@@ -252,12 +252,8 @@ def evaluate_heads(
 
 
 def _save(backbone: StagedBackbone, out_path: str | Path) -> None:
-    import io
-
-    buf = io.BytesIO()
     state = {k: v.detach().clone().contiguous() for k, v in backbone.state_dict().items()}
-    torch.save(state, buf)
-    atomic_write_bytes(out_path, buf.getvalue())
+    atomic_write_torch(out_path, state)
 
 
 #: the synthetic data the packaged ``tiny`` weights were pretrained on (seed far from 0..999,

@@ -16,7 +16,6 @@ run folder and are written to a temporary file and renamed, so a kill never corr
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from semires.errors import CheckpointError
-from semires.utils.io import atomic_write_bytes
+from semires.utils.io import atomic_write_torch
 
 FORMAT = "semires-checkpoint"
 VERSION = 1
@@ -51,9 +50,7 @@ def model_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Serialise to memory, then write atomically (temporary file + rename)."""
-    buf = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_torch(path, {"format": FORMAT, "version": VERSION, **payload})
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -13,7 +13,6 @@ When the text encoder is trained (the paper's BERT), only tokenisation happens h
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from semires.utils.io import atomic_write_bytes
+from semires.utils.io import atomic_write_torch
 
 log = logging.getLogger("semires.train")
 
@@ -82,9 +81,7 @@ class TextInputs:
         return len(todo)
 
     def save(self, path: str | Path) -> None:
-        buf = io.BytesIO()
-        torch.save({"key": encoder_key(self.model), "features": self._feats}, buf)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_torch(path, {"key": encoder_key(self.model), "features": self._feats})
 
     def load(self, path: str | Path) -> bool:
         """Load a stored cache made by the same text encoder; False (and a log line) otherwise."""

@@ -66,6 +66,14 @@ def atomic_write_pickle(path: str | Path, obj: Any) -> None:
         pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
 
 
+def atomic_write_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically (checkpoints, weights, feature caches)."""
+    import torch
+
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a directory under a temporary name and rename it onto ``path`` on success.
