@@ -34,28 +34,43 @@ def pretrain_cmd(
     data_dir: Path = typer.Option(
         ..., "--data", help="Folder for the pretraining benchmark (synthesised if missing)."
     ),
-    seed: int = typer.Option(1000, "--seed", help="Seed of the pretraining benchmark."),
-    images: int = typer.Option(4000, "--images", help="Training images to synthesise."),
-    steps: int = typer.Option(2500, "--steps", help="Optimiser steps."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(2e-3, "--lr"),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Seed of the pretraining benchmark (default: as for the packaged weights).",
+    ),
+    images: int | None = typer.Option(
+        None,
+        "--images",
+        help="Training images to synthesise (default: as for the packaged weights).",
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help="Optimiser steps (default: as for the packaged weights)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Default: as for the packaged weights."
+    ),
+    lr: float | None = typer.Option(None, "--lr", help="Default: as for the packaged weights."),
     threads: int | None = typer.Option(None, "--threads", help="torch threads (default: all)."),
 ) -> None:
     """Pretrain a backbone on dense synthetic labels (shape, colour, pattern per pixel).
 
     The packaged ``semires:convnext-atto-synth`` weights of the ``tiny`` model were made with the
-    defaults (docs/model.md). Use the file with ``model.backbone_weights=PATH``.
+    defaults (``PretrainConfig`` and ``PRETRAIN_DATA`` in semires.model.pretrain; docs/model.md).
+    Use the file with ``model.backbone_weights=PATH``.
     """
     from semires.model.pretrain import PretrainConfig, pretrain_on_synth
     from semires.model.registry import get_model_config
 
     cfg = get_model_config(model).replace(backbone_weights=None)
+    given = {"steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads}
+    data = {"seed": seed, "images_train": images}
     summary = pretrain_on_synth(
         cfg,
         out,
         data_dir,
-        PretrainConfig(steps=steps, batch_size=batch_size, lr=lr, threads=threads),
-        data={"seed": seed, "images_train": images},
+        PretrainConfig(**{k: v for k, v in given.items() if v is not None}),
+        data={k: v for k, v in data.items() if v is not None},
     )
     typer.echo(
         f"wrote {out} ({summary['steps']} steps, {summary['seconds']:.0f} s); "
