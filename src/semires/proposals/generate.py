@@ -223,13 +223,19 @@ def _finish(store: ProposalStore, report: GenerationReport, rank: Rank) -> None:
     shards, so the last one to finish writes the complete index)."""
     failed = dict(report.failed)
     if rank.world_size > 1:
+        import torch.distributed as dist
+
+        owned = dist.is_available() and not dist.is_initialized()
         group = _process_group()
         if group is not None:
-            import torch.distributed as dist
-
             gathered: list[dict[int, str] | None] = [None] * rank.world_size
             dist.all_gather_object(gathered, failed)
             failed = {k: v for part in gathered if part for k, v in part.items()}
+            if owned:
+                # a group this function created is shut down here: left to interpreter exit,
+                # gloo's threads can abort the process ("terminate called without an active
+                # exception") once the rank hosting the store has gone
+                dist.destroy_process_group()
             if rank.rank != 0:
                 return
             report.failed = failed
