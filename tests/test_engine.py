@@ -221,12 +221,19 @@ def _split(root: Path, tmp_path: Path, ratio: str = "34%") -> Path:
     return write_split(make_split(index, ratio, seed=0), tmp_path / "split")
 
 
-def _gt_proposals(root: Path, out: Path, image_ids: list[int], parts: bool = True) -> Path:
-    """A store whose candidates are the GT objects of each image (and their halves)."""
+def _gt_proposals(
+    root: Path, out: Path, image_ids: list[int], parts: bool = True, shift_files: int = 0
+) -> Path:
+    """A store whose candidates are the GT objects of each image (and their halves), with the
+    fingerprints of the image files (of the file ``shift_files`` places on: made from others)."""
     from semires.proposals.base import Proposals
-    from semires.proposals.store import ProposalStore
+    from semires.proposals.store import ProposalStore, image_fingerprint
 
     index = load_index(DataSpec(root=str(root), dataset="synthref", split_by="synth"))
+    files = [index.image_path(i) for i in image_ids]
+    prints = {
+        i: image_fingerprint(files[(k + shift_files) % len(files)]) for k, i in enumerate(image_ids)
+    }
     store = ProposalStore.create(out, "gt-test", {"kind": "gt"})
     items = []
     for image_id in image_ids:
@@ -238,8 +245,36 @@ def _gt_proposals(root: Path, out: Path, image_ids: list[int], parts: bool = Tru
                 masks.append(half)
         stack = np.stack(masks).astype(np.uint8)
         items.append((image_id, Proposals.from_masks(stack, np.ones(len(stack), np.float32))))
-    store.write_shard(items)
+    store.write_shard(items, fingerprints=prints)
     return out
+
+
+def test_proposals_made_from_other_image_files_are_refused(supervised_run, synth_tiny, tmp_path):
+    """Same ids and sizes, other files (e.g. another synthetic seed): a clear error, not a silent
+    mix; allow_proposal_mismatch accepts the store anyway."""
+    out, _ = supervised_run
+    split_dir = _split(synth_tiny, tmp_path)
+    from semires.data.splits import read_split
+
+    index = load_index(DataSpec(root=str(synth_tiny), dataset="synthref", split_by="synth"))
+    unl = sorted(read_split(split_dir, index).unlabeled_images)
+    props = _gt_proposals(synth_tiny, tmp_path / "props", unl, shift_files=1)
+    common = [
+        f"semi.burn_in={out / 'best.pt'}",
+        f"data.split_dir={split_dir}",
+        "semi.enabled=true",
+        f"semi.proposals={props}",
+        "semi.refine.strategy=cpi",
+    ]
+    with pytest.raises(
+        ProposalError,
+        match=rf"candidates of {len(unl)} of the {len(unl)} unlabeled images were made from "
+        rf"other image files \(e.g. image {unl[0]}, now .*{index.images[unl[0]].file_name}\).*"
+        "--overwrite",
+    ):
+        Trainer(make_cfg(synth_tiny, tmp_path / "bad", *common), progress=False)
+    cfg = make_cfg(synth_tiny, tmp_path / "ok", *common, "semi.allow_proposal_mismatch=true")
+    assert Trainer(cfg, progress=False).proposals is not None
 
 
 def test_teacher_student_with_refinement_logs_pseudo_label_quality(

@@ -100,8 +100,30 @@ def test_changed_config_in_the_same_folder_is_refused(tiny_run):
     ):
         run_pipeline(changed, progress=False)
     other_split = load_run_config(preset="demo", overrides=[f"out={out}", *TINY, "labeled=50%"])
-    with pytest.raises(ConfigError, match="another labeled split"):
+    with pytest.raises(ConfigError, match=r"other data / split / proposals settings \(labeled: "):
         run_pipeline(other_split, progress=False)
+
+
+def test_other_synthetic_data_in_the_same_folder_is_refused_before_any_stage(tiny_run):
+    """Another synthetic seed has the same image ids and sizes: rerunning into a finished run
+    folder must not overwrite its data under the finished burn-in and proposals."""
+    import yaml
+
+    out, _cfg, _ = tiny_run
+    recorded = yaml.safe_load((out / "run.yaml").read_text())
+    assert recorded["synth"]["seed"] == 0 and recorded["labeled"] == "34%"
+    files = sorted(p for p in (out / "data").rglob("*") if p.is_file())
+    before = {p: p.read_bytes() for p in files}
+    for change, needle in [
+        ("synth.seed=1", 'synth: .*"seed": 0.* -> .*"seed": 1'),
+        ("proposals.params={max_candidates: 5}", "proposals.params: {} -> "),
+    ]:
+        other = load_run_config(preset="demo", overrides=[f"out={out}", *TINY, change])
+        with pytest.raises(ConfigError, match=needle):
+            run_pipeline(other, progress=False)
+    assert sorted(p for p in (out / "data").rglob("*") if p.is_file()) == files
+    assert {p: p.read_bytes() for p in files} == before
+    assert yaml.safe_load((out / "run.yaml").read_text()) == recorded
 
 
 @pytest.mark.parametrize("pct", ["0p5", "1", "2", "5", "10"])

@@ -123,3 +123,23 @@ def test_show_refuses_an_image_of_another_size(
 def test_propose_bad_options(data, tmp_path, capsys, extra, message) -> None:
     assert main(["propose", *data, *extra, "--out", str(tmp_path / "s")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_store_for_other_images_is_found_and_overwritten(store: Path, tmp_path, capsys) -> None:
+    """Another synthetic seed: the same image ids and sizes, other pictures."""
+    import shutil
+
+    from semires.data.synth import synthesize
+
+    other = synthesize(tmp_path / "seed1", preset="tiny", seed=1)
+    data = ["--root", str(other), "--dataset", "synthref"]
+    assert main(["proposals", "verify", str(store), *data]) == 2
+    assert "made from another file than" in capsys.readouterr().err
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    args = ["propose", *data, "--split", "train", "--split-dir", str(store.parent / "split")]
+    assert main([*args, "--out", str(copy)]) == 2
+    assert "were made from other image files" in capsys.readouterr().err
+    assert main([*args, "--out", str(copy), "--overwrite"]) == 0
+    assert "0 already done" in capsys.readouterr().out
+    assert main(["proposals", "verify", str(copy), *data]) == 0

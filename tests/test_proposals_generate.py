@@ -220,6 +220,69 @@ def test_another_config_on_an_existing_store_is_refused(tmp_path, images) -> Non
         generate_store(ClassicalGenerator(max_candidates=30), images, out, progress=False)
 
 
+def test_a_store_made_from_other_image_files_is_refused_then_overwritten(tmp_path, images):
+    """Same ids and sizes, other content (another synthetic seed, another dataset numbered the
+    same way): completing the store must not mix them; --overwrite makes it again."""
+    from semires.errors import ProposalError
+    from semires.proposals.generate import delete_store
+    from semires.proposals.store import image_fingerprint
+
+    out = tmp_path / "store"
+    first = dict(list(images.items())[:6])
+    generate_store(ClassicalGenerator(**SMALL), first, out, shard_size=3, progress=False)
+    store = ProposalStore.open(out)
+    assert all(store.fingerprint(i) == image_fingerprint(p) for i, p in first.items())
+    assert store.stale_images(images) == []
+
+    other = write_images(tmp_path / "other", n=10)
+    for path in other.values():  # the same sizes, other pixels
+        pixels = np.asarray(PILImage.open(path)).copy()
+        pixels[:5] = 255 - pixels[:5]
+        PILImage.fromarray(pixels).save(path)
+    assert ProposalStore.open(out).stale_images(other) == sorted(first)
+    before = store_bytes(out)
+    with pytest.raises(
+        ProposalError, match=r"6 of the 6 images already in it were made from other"
+    ):
+        generate_store(ClassicalGenerator(**SMALL), other, out, shard_size=3, progress=False)
+    assert store_bytes(out) == before  # nothing written
+    assert not verify_store(out, image_path=other.get).ok
+    assert verify_store(out, image_path=images.get).ok
+
+    report = generate_store(
+        ClassicalGenerator(**SMALL), other, out, shard_size=3, overwrite=True, progress=False
+    )
+    assert report.already_done == 0 and report.generated == 10
+    assert (
+        ProposalStore.open(out).stale_images(other) == []
+        and verify_store(out, image_path=other.get).ok
+    )
+    with pytest.raises(ConfigError, match="one process"):
+        generate_store(
+            ClassicalGenerator(**SMALL), other, out, overwrite=True, rank=Rank(0, 2), progress=False
+        )
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("keep me")
+    with pytest.raises(ProposalError, match="not a proposal store"):
+        delete_store(tmp_path / "notes")
+    assert (tmp_path / "notes" / "a.txt").read_text() == "keep me"
+
+
+def test_a_store_without_fingerprints_still_reads(tmp_path, images):
+    """Stores written before fingerprints existed (7-field index, no footer fingerprints)."""
+    from semires.proposals.base import Proposals
+
+    out = tmp_path / "old"
+    store = ProposalStore.create(out, "old", {})
+    store.write_shard([(i, Proposals((40, 40 + k))) for k, i in enumerate(sorted(images))])
+    index = json.loads((out / "index.json").read_text())
+    index["entries"] = {k: v[:7] for k, v in index["entries"].items()}
+    (out / "index.json").write_text(json.dumps(index))
+    old = ProposalStore.open(out)
+    assert not old.index_was_stale and old.fingerprint(101) is None
+    assert old.stale_images(images) == [] and verify_store(out, image_path=images.get).ok
+
+
 # ---------------------------------------------------------------------------- image selection
 def small_index() -> RESIndex:
     images = [Image(i, f"{i}.png", 8, 8) for i in range(1, 9)]

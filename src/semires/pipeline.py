@@ -5,9 +5,13 @@ Every stage writes into the run folder and is skipped when its output is complet
 after a crash (or with more methods) redoes only what is missing; training stages resume from
 their ``latest.pt``. A stage's folder remembers the config it was made with: rerunning with a
 different config in the same folder is an error (use another ``--out``), never a silent mix.
+``run.yaml`` holds the run's config; the keys that decide the data, the split and the proposals
+(``UPSTREAM_KEYS``) are checked against it before any stage runs, so another synthetic seed in
+the same folder cannot overwrite the data under a finished burn-in.
 
 Run folder::
 
+    run.yaml         the run config (the data / split / proposals part is checked on a rerun)
     data/            the synthetic benchmark (when the run synthesises its data)
     split/           labeled.txt / unlabeled.txt (labeled images drawn as SemiRES does)
     proposals/       candidate masks of the unlabeled images
@@ -36,7 +40,7 @@ from semires.train.config import (
     TrainConfig,
     shipped_configs_dir,
 )
-from semires.utils.io import atomic_write_json
+from semires.utils.io import atomic_write_json, atomic_write_text
 from semires.utils.typed_config import apply_overrides, load_dataclass, read_yaml, to_dict
 
 Method = Literal["teacher_student", "iom", "cpi", "cpi_u", "cpi_o", "confidence"]
@@ -140,6 +144,39 @@ class RunConfig:
         return to_dict(self)
 
 
+#: the config keys every later stage depends on (data, split, proposals): fixed for a run folder
+UPSTREAM_KEYS: tuple[str, ...] = (
+    "synth",
+    "data.format",
+    "data.root",
+    "data.dataset",
+    "data.split_by",
+    "data.ann",
+    "data.image_root",
+    "data.mask_root",
+    "data.train_split",
+    "labeled",
+    "split_seed",
+    "split_dir",
+    "proposals.generator",
+    "proposals.params",
+    "proposals.store",
+)
+
+
+def upstream_config(run: dict[str, Any]) -> dict[str, Any]:
+    """The ``UPSTREAM_KEYS`` of a run config dict (plus the synthetic generator's version)."""
+    out: dict[str, Any] = {}
+    for key in UPSTREAM_KEYS:
+        value: Any = run
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        out[key] = value
+    if out["synth"] is not None:
+        out["synth_version"] = run.get("synth_version")
+    return out
+
+
 #: run presets: a shipped run YAML plus the overrides applied to it (``hard`` is the demo's
 #: settings on the harder synthetic benchmark, so the two cannot drift apart)
 PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -192,6 +229,37 @@ class Pipeline:
 
     def _stage(self, number: int, name: str, total: int) -> None:
         self.say(f"\n[{number}/{total}] {name}")
+
+    # -------------------------------------------------------------- the run folder
+    def check_run_folder(self) -> None:
+        """Refuse a run folder made with another data / split / proposals config, then record
+        this run's config in ``run.yaml`` (rank 0)."""
+        import yaml
+
+        path = self.out / "run.yaml"
+        current = self.cfg.to_dict()
+        if self.cfg.synth is not None:
+            from semires.data.synth import VERSION
+
+            current["synth_version"] = VERSION
+        if path.is_file():
+            try:
+                old = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError) as exc:
+                raise ConfigError(f"cannot read {path}: {exc}") from exc
+            before, now = upstream_config(old or {}), upstream_config(current)
+            changed = [k for k in now if before.get(k) != now[k]]
+            if changed:
+                details = "; ".join(
+                    f"{k}: {json.dumps(before.get(k))} -> {json.dumps(now[k])}" for k in changed
+                )
+                raise ConfigError(
+                    f"{self.out} was made with other data / split / proposals settings "
+                    f"({details}); every stage after them depends on them: use another --out, "
+                    "or delete that folder to start again"
+                )
+        if self.info.is_main:
+            atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
 
     # -------------------------------------------------------------- data and split
     def data_config(self) -> DataConfig:
@@ -413,6 +481,7 @@ class Pipeline:
         total = len(stages)
         summary: dict[str, Any] = {}
         try:
+            self.check_run_folder()
             for i, (name, fn) in enumerate(stages, 1):
                 self._stage(i, METHOD_LABELS.get(name, name), total)
                 t0 = time.perf_counter()

@@ -77,6 +77,14 @@ def propose(
     ] = None,
     workers: Annotated[int, typer.Option("--workers", help="CPU processes (classical).")] = 1,
     shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard file.")] = 64,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Delete the store at --out first and make it again (e.g. it was made for other "
+            "images or with other settings).",
+        ),
+    ] = False,
     fmt: FormatOpt = DataFormat.refer,
     root: RootOpt = None,
     dataset: DatasetOpt = None,
@@ -95,7 +103,12 @@ def propose(
     ids = select_images(index, split, split_dir, all_images)
     gen = build_generator(generator, **knobs)
     report = generate_store(
-        gen, image_paths(index, ids), out, shard_size=shard_size, workers=workers
+        gen,
+        image_paths(index, ids),
+        out,
+        shard_size=shard_size,
+        workers=workers,
+        overwrite=overwrite,
     )
     per_image = report.candidates / report.generated if report.generated else 0.0
     typer.echo(
@@ -120,11 +133,11 @@ def verify(
     ann: AnnOpt = None,
     mask_root: MaskRootOpt = None,
 ) -> None:
-    """Check every shard and entry (with data options: also against the real image sizes)."""
+    """Check every shard and entry (with data options: also against the images' sizes and files)."""
     from semires.errors import ProposalError
     from semires.proposals.store import verify_store
 
-    image_size = None
+    image_size = image_path = None
     if root is not None or ann is not None:
         from semires.data import load_index
 
@@ -133,7 +146,10 @@ def verify(
         def image_size(image_id: int) -> tuple[int, int] | None:
             return index.image_size(image_id) if image_id in index.images else None
 
-    report = verify_store(store_dir, image_size, progress=True)
+        def image_path(image_id: int) -> Path | None:
+            return index.image_path(image_id) if image_id in index.images else None
+
+    report = verify_store(store_dir, image_size, progress=True, image_path=image_path)
     for problem in report.problems:
         typer.echo(f"problem: {problem}", err=True)
     if not report.ok:

@@ -6,7 +6,9 @@ The plan depends only on the wanted ids, so
 
 - a rerun skips the images already in the store and rebuilds exactly the missing chunks: a run
   killed at any moment (shards are written atomically) resumes to the same store as an
-  uninterrupted run;
+  uninterrupted run. Each image's file fingerprint is stored with its candidates, and a rerun
+  on a store whose images were made from other files (same ids, other content) stops with a
+  :class:`~semires.errors.ProposalError` instead of mixing them (``overwrite`` starts afresh);
 - under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``) every rank writes its own
   chunks' shards and the result is byte for byte the store one process writes; rank 0 writes
   the index at the end (after a barrier when a process group is available).
@@ -27,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from semires.data.index import RESIndex
-from semires.errors import ConfigError, SemiresError
+from semires.errors import ConfigError, ProposalError, SemiresError
 from semires.proposals.base import MaskGenerator, Proposals
-from semires.proposals.store import ProposalStore
+from semires.proposals.store import ProposalStore, image_fingerprint
 from semires.utils.io import atomic_write_json
 
 FAILED_FILE = "failed.json"
@@ -155,17 +157,28 @@ def generate_store(
     workers: int = 1,
     rank: Rank | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> GenerationReport:
     """Generate (or complete) the proposal store ``out_dir`` for the images ``image_paths``.
 
     Images already in the store are skipped; the store must have been made with the same
-    generator and parameters (:class:`~semires.errors.ProposalError` otherwise). With several
-    ranks, each handles its chunks and rank 0 finalises the index.
+    generator and parameters, from the same image files (:class:`~semires.errors.ProposalError`
+    otherwise, naming what differs). ``overwrite`` first deletes the store at ``out_dir`` (one
+    process only) and makes it again. With several ranks, each handles its chunks and rank 0
+    finalises the index.
     """
     from tqdm import tqdm
 
     rank = rank or Rank.from_env()
+    if overwrite:
+        if rank.world_size > 1:
+            raise ConfigError(
+                "overwrite (--overwrite) deletes the store and runs in one process; delete "
+                f"{out_dir} first, then start the ranks"
+            )
+        delete_store(out_dir)
     store = ProposalStore.create(out_dir, generator.name, generator.params())
+    _check_same_images(store, image_paths)
     chunks = [
         c
         for k, c in enumerate(plan_chunks(list(image_paths), shard_size))
@@ -186,21 +199,55 @@ def generate_store(
         dynamic_ncols=True,
     )
     with bar:
-        _write_chunks(store, todo, _results(generator, jobs, workers), bar, report, rank)
+        results = _results(generator, jobs, workers)
+        _write_chunks(store, todo, results, image_paths, bar, report, rank)
     report.seconds = time.perf_counter() - start
     _finish(store, report, rank)
     return report
+
+
+def _check_same_images(store: ProposalStore, image_paths: dict[int, str | Path]) -> None:
+    """A store being completed must hold candidates of these very image files."""
+    done = {i: p for i, p in image_paths.items() if store.has(i)}
+    stale = store.stale_images(done)
+    if stale:
+        raise ProposalError(
+            f"proposal store {store.root}: {len(stale)} of the {len(done)} images already in it "
+            f"were made from other image files (e.g. image {stale[0]}, now {done[stale[0]]}): "
+            "it belongs to other images with the same ids; use another --out, or --overwrite "
+            "(overwrite=True) to make it again"
+        )
+
+
+def delete_store(root: str | Path) -> None:
+    """Delete the proposal store at ``root`` (its manifest, index, shards and failure list).
+
+    Nothing happens when ``root`` does not exist; a folder that is not a proposal store is left
+    alone (:class:`~semires.errors.ProposalError`).
+    """
+    import shutil
+
+    root = Path(root)
+    if not root.exists():
+        return
+    if not (root / "manifest.json").is_file():
+        raise ProposalError(f"{root} is not a proposal store (no manifest.json); not deleting it")
+    shutil.rmtree(root / "shards", ignore_errors=True)
+    for name in ("index.json", FAILED_FILE, "manifest.json"):
+        (root / name).unlink(missing_ok=True)
 
 
 def _write_chunks(
     store: ProposalStore,
     todo: list[list[int]],
     results: Iterator[tuple[int, Proposals | str]],
+    image_paths: dict[int, str | Path],
     bar: Any,
     report: GenerationReport,
     rank: Rank,
 ) -> None:
-    """Consume the results chunk by chunk and write each chunk's shard (failures recorded)."""
+    """Consume the results chunk by chunk and write each chunk's shard (failures recorded),
+    with the fingerprints of the image files the candidates were made from."""
     for chunk in todo:
         items = []
         for image_id, result in (next(results) for _ in chunk):
@@ -212,7 +259,8 @@ def _write_chunks(
             items.append((image_id, result))
             report.candidates += len(result)
         if items:
-            store.write_shard(items, update_index=rank.world_size == 1)
+            fingerprints = {i: image_fingerprint(image_paths[i]) for i, _ in items}
+            store.write_shard(items, update_index=rank.world_size == 1, fingerprints=fingerprints)
             report.generated += len(items)
 
 

@@ -3,8 +3,9 @@
 Layout of a store folder::
 
     manifest.json         generator name + params (+ checkpoint hash), semires version, counts
-    index.json            image id -> (shard, offset, length, crc32, height, width, #candidates);
-                          a cache: rebuilt from the shard footers whenever it is missing or stale
+    index.json            image id -> (shard, offset, length, crc32, height, width, #candidates,
+                          image fingerprint); a cache: rebuilt from the shard footers whenever it
+                          is missing or stale
     shards/<first image id>-<crc of its image ids>.srp
 
 A shard holds the records of up to a few hundred images and ends with its own footer (the index
@@ -13,6 +14,10 @@ to a temporary file and renamed (``semires.utils.io``): a reader or a resumed ru
 half-written file, and a run killed at any moment leaves only complete shards.
 
 Shard file: ``MAGIC`` | records | footer (JSON) | trailer (``<Q`` footer length, ``TRAILER``).
+The footer lists the records and, per image, a fingerprint of the image file the candidates were
+made from (:func:`image_fingerprint`), so a store is never used with other images that happen to
+have the same ids and sizes (another synthetic seed, another dataset); stores written before the
+fingerprints existed have none and are not checked.
 Record (little-endian): header ``<4sqIIII`` (``RECORD``, image id, height, width, K, flags), then
 float32 scores [K], uint32 areas [K], float32 boxes [K, 4] (x y w h), float32 predicted IoU [K]
 (flag 1), float32 stability score [K] (flag 2), uint32 lengths of the RLE strings [K] and the
@@ -22,11 +27,13 @@ checked on every read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
+import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,10 +71,36 @@ class Entry:
     height: int
     width: int
     count: int
+    #: :func:`image_fingerprint` of the image file the candidates were made from (None: unknown)
+    fingerprint: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
         return (self.height, self.width)
+
+
+FINGERPRINT_BYTES = 8192
+
+
+def image_fingerprint(path: str | Path) -> str:
+    """A cheap content key of an image file: BLAKE2b (8 bytes, hex) of its size and of its first
+    and last ``FINGERPRINT_BYTES`` bytes.
+
+    Two different image files under the same name (a synthetic benchmark drawn with another seed,
+    another dataset numbered the same way) differ there; reading 16 KiB instead of the whole
+    file keeps the check fast on a dataset of 100k images. An unreadable file is an ``OSError``.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(FINGERPRINT_BYTES)
+        if size > 2 * FINGERPRINT_BYTES:
+            fh.seek(size - FINGERPRINT_BYTES)
+        tail = fh.read(FINGERPRINT_BYTES)
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(size.to_bytes(8, "little"))
+    digest.update(head)
+    digest.update(tail)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- records
@@ -153,8 +186,11 @@ def shard_name(image_ids: list[int]) -> str:
     return f"{image_ids[0]:012d}-{key:08x}{SHARD_SUFFIX}"
 
 
-def encode_shard(items: list[tuple[int, Proposals]]) -> bytes:
-    """The bytes of a shard holding ``items`` (image id, candidates) in that order."""
+def encode_shard(
+    items: list[tuple[int, Proposals]], fingerprints: Mapping[int, str] | None = None
+) -> bytes:
+    """The bytes of a shard holding ``items`` (image id, candidates) in that order, with the
+    ``fingerprints`` (image id -> :func:`image_fingerprint`) of their image files if given."""
     body = [MAGIC]
     entries = []
     offset = len(MAGIC)
@@ -165,7 +201,14 @@ def encode_shard(items: list[tuple[int, Proposals]]) -> bytes:
         )
         body.append(record)
         offset += len(record)
-    footer = json.dumps({"entries": entries}, separators=(",", ":")).encode("utf-8")
+    content: dict[str, Any] = {"entries": entries}
+    if fingerprints:
+        content["fingerprints"] = {
+            str(image_id): fingerprints[image_id]
+            for image_id, _ in items
+            if image_id in fingerprints
+        }
+    footer = json.dumps(content, separators=(",", ":")).encode("utf-8")
     body.append(footer)
     body.append(_TRAILER.pack(len(footer), TRAILER))
     return b"".join(body)
@@ -186,11 +229,13 @@ def read_footer(path: Path) -> dict[int, Entry]:
             fh.seek(size - _TRAILER.size - footer_len)
             footer = json.loads(fh.read(footer_len).decode("utf-8"))
         records_end = size - _TRAILER.size - footer_len
+        fingerprints = footer.get("fingerprints", {})
         out = {}
         for image_id, offset, length, crc, h, w, k in footer["entries"]:
             if offset < len(MAGIC) or offset + length > records_end:
                 raise ValueError(f"entry of image {image_id} points outside the shard")
-            out[int(image_id)] = Entry(path.name, offset, length, crc, h, w, k)
+            fp = fingerprints.get(str(image_id))
+            out[int(image_id)] = Entry(path.name, offset, length, crc, h, w, k, fp)
         return out
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise ProposalError(f"corrupt proposal shard {path}: {exc}") from exc
@@ -366,9 +411,10 @@ class ProposalStore:
         if index is not None and index.get("shards") == shards:
             names = index["shards"]
             self._shards_seen = set(names)
+            # an index written before fingerprints existed has 7 fields per entry
             self._entries = {
-                int(image_id): Entry(names[s], o, n, c, h, w, k)
-                for image_id, (s, o, n, c, h, w, k) in index["entries"].items()
+                int(image_id): Entry(names[row[0]], *row[1:8])
+                for image_id, row in index["entries"].items()
             }
         else:
             self.index_was_stale = True
@@ -415,6 +461,28 @@ class ProposalStore:
     def count(self, image_id: int) -> int:
         """Number of candidates of an image."""
         return self.entry(image_id).count
+
+    def fingerprint(self, image_id: int) -> str | None:
+        """:func:`image_fingerprint` of the file the candidates were made from (None: unknown)."""
+        return self.entry(image_id).fingerprint
+
+    def stale_images(self, image_paths: Mapping[int, str | Path]) -> list[int]:
+        """The ids among ``image_paths`` (id -> image file now) whose candidates were made from
+        another file: stored fingerprint != the file's. Images without a stored fingerprint (old
+        stores) or not in the store are not reported. An unreadable file is a ``DataError``."""
+        from semires.errors import DataError
+
+        stale = []
+        for image_id, path in sorted(image_paths.items()):
+            entry = self._entries.get(int(image_id))
+            if entry is None or entry.fingerprint is None:
+                continue
+            try:
+                if image_fingerprint(path) != entry.fingerprint:
+                    stale.append(int(image_id))
+            except OSError as exc:
+                raise DataError(f"cannot read image {image_id} ({path}): {exc}") from exc
+        return stale
 
     # ------------------------------------------------------------------ reading
     def _shard_map(self, shard: str) -> mmap.mmap:
@@ -478,17 +546,24 @@ class ProposalStore:
         return state
 
     # ------------------------------------------------------------------ writing
-    def write_shard(self, items: list[tuple[int, Proposals]], update_index: bool = True) -> str:
+    def write_shard(
+        self,
+        items: list[tuple[int, Proposals]],
+        update_index: bool = True,
+        fingerprints: Mapping[int, str] | None = None,
+    ) -> str:
         """Write ``items`` (image id, candidates) as one new shard, atomically; returns its name.
 
-        With ``update_index`` the index and the manifest's counts are rewritten too (one writer
-        only; the ranks of a distributed run leave that to :meth:`write_index` at the end).
+        ``fingerprints``: image id -> :func:`image_fingerprint` of the file each image's
+        candidates were made from (recorded in the shard; ids left out get none). With
+        ``update_index`` the index and the manifest's counts are rewritten too (one writer only;
+        the ranks of a distributed run leave that to :meth:`write_index` at the end).
         """
         if not items:
             raise ValueError("write_shard needs at least one image")
         name = shard_name([image_id for image_id, _ in items])
         with atomic_open(self.shard_dir / name, "wb") as fh:
-            fh.write(encode_shard(items))
+            fh.write(encode_shard(items, fingerprints))
         for image_id, entry in read_footer(self.shard_dir / name).items():
             self._entries.setdefault(image_id, entry)
         self._shards_seen.add(name)
@@ -514,6 +589,7 @@ class ProposalStore:
                 e.height,
                 e.width,
                 e.count,
+                e.fingerprint,
             ]
             for image_id, e in sorted(self._entries.items())
         }
@@ -580,20 +656,23 @@ class VerifyReport:
 
 
 SizeLookup = Callable[[int], tuple[int, int] | None]
+PathLookup = Callable[[int], str | Path | None]
 
 
 def verify_store(
     root: str | Path,
     image_size: SizeLookup | None = None,
     progress: bool = False,
+    image_path: PathLookup | None = None,
 ) -> VerifyReport:
     """Check every shard and every entry of a store.
 
     Each shard's header, footer and trailer; each record's checksum and contents; every RLE
     decodes to the stored image size with the stored areas; the index agrees with the shards;
     with ``image_size`` (image id -> real (height, width), None for an image the dataset does
-    not have) the stored size matches the real one. Problems are collected (one line each), not
-    raised.
+    not have) the stored size matches the real one; with ``image_path`` (image id -> its file
+    now) the file is the one the candidates were made from (stored fingerprint). Problems are
+    collected (one line each), not raised.
     """
     from tqdm import tqdm
 
@@ -619,7 +698,7 @@ def verify_store(
                 )
                 continue
             footers[image_id] = entry
-            problem = _verify_entry(path, data, image_id, entry, image_size)
+            problem = _verify_entry(path, data, image_id, entry, image_size, image_path)
             if problem:
                 problems.append(problem)
             else:
@@ -637,6 +716,7 @@ def _verify_entry(
     image_id: int,
     entry: Entry,
     image_size: SizeLookup | None,
+    image_path: PathLookup | None = None,
 ) -> str | None:
     where = f"{path}: image {image_id}"
     try:
@@ -659,4 +739,11 @@ def _verify_entry(
                 f"{where}: stored size {entry.height}x{entry.width} but the image is "
                 f"{actual[0]}x{actual[1]}"
             )
+    file = image_path(image_id) if image_path is not None else None
+    if file is not None and entry.fingerprint is not None:
+        try:
+            if image_fingerprint(file) != entry.fingerprint:
+                return f"{where}: the candidates were made from another file than {file}"
+        except OSError as exc:
+            return f"{where}: cannot read {file} ({exc})"
     return None

@@ -166,7 +166,8 @@ class SemiConfig:
     burn_in: str | None = None
     #: proposal store (``semires propose``) with the candidates of the unlabeled images
     proposals: str | None = None
-    #: accept a proposal store made with other generator settings
+    #: use a proposal store whose candidates were made for images of another size (resized) or
+    #: from other image files (not checked); off by default: both are errors
     allow_proposal_mismatch: bool = False
     unlabeled_batch_size: int = 8
     ema: float = 0.9996

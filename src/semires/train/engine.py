@@ -225,7 +225,7 @@ class Trainer:
         return [r for r in train if r.image_id in lab], [r for r in train if r.image_id in unl]
 
     def _open_proposals(self) -> Any:
-        """The proposal store, checked against the unlabeled images (ids and sizes)."""
+        """The proposal store, checked against the unlabeled images (ids, sizes, file content)."""
         from semires.errors import ProposalError
         from semires.proposals.store import ProposalStore
 
@@ -239,14 +239,26 @@ class Trainer:
                 f"unlabeled images (e.g. {missing[:5]}): it was made for other images; "
                 f"regenerate it with `semires propose ... --out {path}`"
             )
+        if self.cfg.semi.allow_proposal_mismatch:
+            return store
         for image_id in wanted:
             stored, actual = store.image_size(image_id), self.index.image_size(image_id)
-            if tuple(stored) != tuple(actual) and not self.cfg.semi.allow_proposal_mismatch:
+            if tuple(stored) != tuple(actual):
                 raise ProposalError(
                     f"proposal store {path}: image {image_id} is {actual[0]}x{actual[1]} but its "
                     f"candidates were made for {stored[0]}x{stored[1]}; regenerate the store "
                     "(or set semi.allow_proposal_mismatch=true to resize them)"
                 )
+        paths = {i: self.index.image_path(i) for i in wanted}
+        stale = store.stale_images(paths)
+        if stale:
+            raise ProposalError(
+                f"proposal store {path}: the candidates of {len(stale)} of the {len(wanted)} "
+                f"unlabeled images were made from other image files (e.g. image {stale[0]}, now "
+                f"{paths[stale[0]]}): the store belongs to other images with the same ids; "
+                f"regenerate it with `semires propose ... --overwrite --out {path}` (or set "
+                "semi.allow_proposal_mismatch=true to use it anyway)"
+            )
         return store
 
     def _prepare_text(self) -> None:
