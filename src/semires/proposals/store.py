@@ -103,6 +103,12 @@ def image_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def made_from_other_file(entry: Entry, path: str | Path) -> bool:
+    """Whether ``entry``'s candidates were made from a file other than ``path`` (False when the
+    entry has no fingerprint: a store written before they existed). ``OSError`` if unreadable."""
+    return entry.fingerprint is not None and image_fingerprint(path) != entry.fingerprint
+
+
 # ---------------------------------------------------------------------------- records
 def encode_record(image_id: int, props: Proposals) -> bytes:
     """One image's candidates as a binary record."""
@@ -475,10 +481,10 @@ class ProposalStore:
         stale = []
         for image_id, path in sorted(image_paths.items()):
             entry = self._entries.get(int(image_id))
-            if entry is None or entry.fingerprint is None:
+            if entry is None:
                 continue
             try:
-                if image_fingerprint(path) != entry.fingerprint:
+                if made_from_other_file(entry, path):
                     stale.append(int(image_id))
             except OSError as exc:
                 raise DataError(f"cannot read image {image_id} ({path}): {exc}") from exc
@@ -740,9 +746,9 @@ def _verify_entry(
                 f"{actual[0]}x{actual[1]}"
             )
     file = image_path(image_id) if image_path is not None else None
-    if file is not None and entry.fingerprint is not None:
+    if file is not None:
         try:
-            if image_fingerprint(file) != entry.fingerprint:
+            if made_from_other_file(entry, file):
                 return f"{where}: the candidates were made from another file than {file}"
         except OSError as exc:
             return f"{where}: cannot read {file} ({exc})"
