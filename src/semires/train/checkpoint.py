@@ -49,7 +49,7 @@ def model_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Serialise to memory, then write atomically (temporary file + rename)."""
+    """Write ``payload`` with the format tag atomically (temporary file + rename)."""
     atomic_write_torch(path, {"format": FORMAT, "version": VERSION, **payload})
 
 
