@@ -74,6 +74,7 @@ def run(gen: SamGenerator, images: list[np.ndarray], device: str) -> tuple[float
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
+        print(f"  image {len(times)}: {times[-1]:.2f} s, {len(outputs[-1])} masks", flush=True)
     return statistics.median(times), outputs
 
 
@@ -118,6 +119,7 @@ def main() -> None:
     reference = None
     for batch in (int(b) for b in args.batches.split(",")):
         for bf16 in (False, True):
+            print(f"points_per_batch {batch}, bf16 {bf16}:", flush=True)
             gen = SamGenerator(model=model, points_per_batch=batch, bf16=bf16, **knobs)
             seconds, outputs = run(gen, images, args.device)
             row = {

@@ -39,8 +39,43 @@ def step_fn(model, optimizer, images, text, target, device, amp):
     return float(loss.detach())
 
 
+def profile_steps(step, steps: int, median_step_s: float, device: torch.device) -> dict:
+    """Run ``steps`` more steps under torch.profiler; print the top operators by device time.
+
+    Returns the share of the wall time the device spent in kernels: well below 1 means the step
+    is bound by the host (kernel launches, Python), not by the GPU's arithmetic.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    averages = prof.key_averages()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(averages.table(sort_by=key, row_limit=15, max_name_column_width=60))
+    busy_us = sum(getattr(e, key) for e in averages)
+    kernels = sum(e.count for e in averages if getattr(e, key) > 0)
+    return {
+        "profiled_steps": steps,
+        "busy_share": busy_us / 1e6 / (steps * median_step_s),
+        "timed_events_per_step": kernels / steps,
+    }
+
+
 def bench(
-    model_name: str, batch: int, size: int, device: torch.device, amp: str, steps: int, warmup: int
+    model_name: str,
+    batch: int,
+    size: int,
+    device: torch.device,
+    amp: str,
+    steps: int,
+    warmup: int,
+    profile: int = 0,
 ) -> dict:
     from semires.model import build_model
     from semires.train.optim import build_optimizer
@@ -73,7 +108,22 @@ def bench(
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    extra = {}
+    if profile:
+        print(f"== profile: {model_name} amp={amp}, {profile} steps")
+        extra = profile_steps(
+            lambda: step_fn(model, optimizer, images, kwargs, target, device, amp),
+            profile,
+            med,
+            device,
+        )
+        what = "GPU kernels busy" if device.type == "cuda" else "operators' self CPU time"
+        print(
+            f"{what}: {100 * extra['busy_share']:.0f}% of the step (profiled steps run slower), "
+            f"{extra['timed_events_per_step']:.0f} timed events per step"
+        )
     return {
+        **extra,
         "model": model_name,
         "batch": batch,
         "size": size,
@@ -99,6 +149,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--profile", type=int, default=0, help="profile N more steps per config (top operators)"
+    )
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -106,7 +159,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = [
-        bench(args.model, args.batch, args.size, device, amp, args.steps, args.warmup)
+        bench(args.model, args.batch, args.size, device, amp, args.steps, args.warmup, args.profile)
         for amp in args.amp
     ]
     base = rows[0]["images_per_s"]

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The GPU checks of docs/results.md in one call (about 6 minutes on one H100 / H200):
+# The GPU checks of docs/results.md in one call (about 6 minutes on one H100 / H200; refine + train took 80 s on an H200):
 #   refine      batched IOM / CPI vs per-candidate loops, 8 x 128 candidates at 480x480, on the GPU
 #   refine_cpu  the same on the same machine's CPU (the CPU figure to compare with)
 #   train       one training step of the paper's model (Swin-B 480 + BERT-base, random weights),
-#               batch 8, fp32 vs bf16 autocast: images/s and peak GPU memory
+#               batch 8, fp32 vs bf16 autocast: images/s, peak GPU memory, and a profile of 3
+#               steps (top operators by GPU time, share of the step the GPU is busy)
 #   sam         SAM ViT-H automatic mask generator (random weights, --loose), fp32 vs bf16 image
-#               encoder, points_per_batch 64 / 256: images/s and bf16 agreement
+#               encoder, 16 x 16 points, points_per_batch 64: images/s and bf16 agreement
+#               (32 x 32 points with --loose keeps 3,072 full-size masks per image and ran past
+#               150 s on an H200 before its first figure)
 # Each step has its own time limit; its output goes to OUT_DIR/<step>.txt (and .json).
 #
 # usage: bash bench/gpu_checks.sh [OUT_DIR]        (default: $OUT, else runs/gpu_checks)
@@ -33,12 +36,12 @@ export PYTHONUNBUFFERED=1
 
 if [ "${QUICK:-0}" = 1 ]; then
     refine=(--batch 2 --candidates 16 --size 96 --repeats 2)
-    train=(--model test-tiny --batch 2 --size 64 --steps 2 --warmup 1)
+    train=(--model test-tiny --batch 2 --size 64 --steps 2 --warmup 1 --profile 1)
     sam=(--model tiny --images 1 --batches 16 --loose)
 else
     refine=()
-    train=(--model lavt-swin-b-random --batch 8 --size 480 --steps 10 --warmup 3)
-    sam=(--model vit_h --images 4 --loose)
+    train=(--model lavt-swin-b-random --batch 8 --size 480 --steps 10 --warmup 3 --profile 3)
+    sam=(--model vit_h --images 3 --points-per-side 16 --batches 64 --loose)
 fi
 
 failed=0
@@ -58,6 +61,6 @@ step refine 120 "$py" bench/bench_refine.py --device "$device" "${refine[@]}"
 step refine_cpu 150 "$py" bench/bench_refine.py --device cpu "${refine[@]}"
 step train 180 "$py" bench/bench_train.py "${train[@]}" --device "$device" --amp none bf16 \
     --json "$out/train.json"
-step sam 150 "$py" bench/bench_sam.py --device "$device" "${sam[@]}" --json "$out/sam.json"
+step sam 200 "$py" bench/bench_sam.py --device "$device" "${sam[@]}" --json "$out/sam.json"
 echo "gpu_checks: $failed step(s) failed; outputs in $out"
 exit "$failed"
