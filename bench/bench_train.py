@@ -42,9 +42,11 @@ def step_fn(model, optimizer, images, text, target, device, amp):
 def profile_steps(step, steps: int, median_step_s: float, device: torch.device) -> dict:
     """Run ``steps`` more steps under torch.profiler; print the top operators by device time.
 
-    Returns the share of the wall time the device spent in kernels: well below 1 means the step
-    is bound by the host (kernel launches, Python), not by the GPU's arithmetic.
+    Returns ``busy_share``, the share of the wall time the device spent in kernels (well below 1
+    means the step is bound by the host: kernel launches, Python, not the GPU's arithmetic), and
+    the number of timed events per step (on CUDA: kernels and copies, i.e. launches).
     """
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
@@ -58,12 +60,19 @@ def profile_steps(step, steps: int, median_step_s: float, device: torch.device) 
     averages = prof.key_averages()
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(averages.table(sort_by=key, row_limit=15, max_name_column_width=60))
-    busy_us = sum(getattr(e, key) for e in averages)
-    kernels = sum(e.count for e in averages if getattr(e, key) > 0)
+    # on CUDA a CPU operator also carries the time of the kernels it launched: count the kernel
+    # events only, or the busy time is counted twice
+    timed = [
+        e
+        for e in averages
+        if getattr(e, key) > 0 and (device.type != "cuda" or e.device_type != DeviceType.CPU)
+    ]
+    busy_us = sum(getattr(e, key) for e in timed)
+    events = sum(e.count for e in timed)
     return {
         "profiled_steps": steps,
         "busy_share": busy_us / 1e6 / (steps * median_step_s),
-        "timed_events_per_step": kernels / steps,
+        "timed_events_per_step": events / steps,
     }
 
 
