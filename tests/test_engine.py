@@ -377,6 +377,56 @@ def test_teacher_student_without_candidates_uses_pwa(supervised_run, synth_tiny,
     assert hist["pl_iou_after"] == pytest.approx(hist["pl_iou_before"])
 
 
+def test_teacher_batches_show_what_refinement_gets_and_train_nothing(
+    supervised_run, synth_tiny, tmp_path
+):
+    """``Trainer.teacher_batches`` (bench_refine_teacher.py): the burn-in teacher's probabilities
+    on the weak views, the candidates resized with them and the GT, in a fixed order."""
+    out, _ = supervised_run
+    split_dir = _split(synth_tiny, tmp_path)
+    from semires.data.splits import read_split
+    from semires.errors import SemiresError
+
+    index = load_index(DataSpec(root=str(synth_tiny), dataset="synthref", split_by="synth"))
+    unl = list(read_split(split_dir, index).unlabeled_images)
+    props = _gt_proposals(synth_tiny, tmp_path / "props", unl, parts=False)
+    cfg = make_cfg(
+        synth_tiny,
+        tmp_path / "cpi",
+        f"semi.burn_in={out / 'best.pt'}",
+        f"data.split_dir={split_dir}",
+        "semi.enabled=true",
+        "semi.unlabeled_batch_size=4",
+        f"semi.proposals={props}",
+    )
+    trainer = Trainer(cfg, progress=False)
+    before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    first = list(trainer.teacher_batches(2))
+    assert len(first) == 2
+    for b in first:
+        n, h, w = b["prob"].shape
+        assert n == 4 == len(b["sentence"]) and (h, w) == (64, 64)
+        assert float(b["prob"].min()) >= 0.0 and float(b["prob"].max()) <= 1.0
+        cands = b["candidates"]
+        assert cands.dtype == torch.bool and cands.shape[0] == n and cands.shape[2:] == (h, w)
+        assert b["valid"].shape == b["candidates"].shape[:2] and b["valid"].any(1).all()
+        assert b["gt"].dtype == torch.bool and b["gt"].shape == (n, h, w)
+        # the candidates are the images' GT objects, so one of them is each referred object
+        inter = (b["candidates"] & b["gt"][:, None]).flatten(2).sum(2)
+        union = (b["candidates"] | b["gt"][:, None]).flatten(2).sum(2).clamp(min=1)
+        assert float((inter / union).amax(1).min()) > 0.9
+    again = list(trainer.teacher_batches(2))
+    for a, b in zip(first, again, strict=True):
+        assert a["sentence"] == b["sentence"] and torch.equal(a["prob"], b["prob"])
+    after = trainer.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert trainer.step == 0 and not (tmp_path / "cpi" / "latest.pt").exists()
+
+    supervised = Trainer(make_cfg(synth_tiny, tmp_path / "sup"), progress=False)
+    with pytest.raises(SemiresError, match=r"semi\.enabled"):
+        next(supervised.teacher_batches(1))
+
+
 def test_empty_labeled_split_is_an_error(synth_tiny, tmp_path):
     split_dir = _split(synth_tiny, tmp_path)
     (split_dir / "labeled.txt").write_text("# nothing\n")

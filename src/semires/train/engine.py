@@ -18,6 +18,7 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -460,24 +461,53 @@ class Trainer:
         return logs
 
     @torch.no_grad()
-    def _pseudo_labels(self, unl: dict[str, Any], stats: dict[str, torch.Tensor]) -> Any:
-        from semires.train.refine import correction_stats, refine
-
+    def _teacher_view(self, unl: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The teacher's foreground probability on the weak view [B, H, W] and the batch's
+        candidate masks [B, K, H, W] with their validity [B, K] (K = 0 without a store)."""
         assert self.teacher is not None and self.teacher_text is not None
         x_w = self._norm(unl["weak"])
         with _autocast(self.device, self.cfg.train.amp):
             t_logits = self.teacher(x_w, **self._text_kwargs(self.teacher_text, unl["sentence"]))
         prob = t_logits.float().softmax(dim=1)[:, 1]
-        pseudo = prob > 0.5
         cands = unl.get("candidates")
         if cands is None:
-            cands = torch.zeros((pseudo.shape[0], 0, *pseudo.shape[-2:]), dtype=torch.bool)
-            valid = torch.zeros((pseudo.shape[0], 0), dtype=torch.bool)
+            cands = torch.zeros((prob.shape[0], 0, *prob.shape[-2:]), dtype=torch.bool)
+            valid = torch.zeros((prob.shape[0], 0), dtype=torch.bool)
         else:
             valid = unl["candidates_valid"]
-        result = refine(
-            pseudo, prob, cands.to(self.device), valid.to(self.device), self.cfg.semi.refine
+        return prob, cands.to(self.device), valid.to(self.device)
+
+    def teacher_batches(self, steps: int) -> Iterator[dict[str, Any]]:
+        """What the teacher sees in the first ``steps`` unlabeled batches of the stage, for
+        studying refinement offline (``bench/bench_refine_teacher.py``); nothing is trained.
+
+        Per batch: ``prob`` (teacher foreground probability on the weak view, [B, H, W]; the
+        pseudo-label is ``prob > 0.5``), ``candidates`` ([B, K, H, W] bool) and ``valid``
+        ([B, K]) as refinement gets them, ``gt`` ([B, H, W] bool, or None where the unlabeled
+        images have no masks) and ``sentence``. Needs ``semi.enabled``."""
+        if self.unlabeled_ds is None or self.teacher is None:
+            raise SemiresError("teacher_batches needs a teacher-student config (semi.enabled)")
+        loader = self._loader(
+            self.unlabeled_ds, self.cfg.semi.unlabeled_batch_size, UNLABELED, 0, steps
         )
+        for unl in loader:
+            prob, cands, valid = self._teacher_view(unl)
+            gt = unl.get("gt_mask")
+            yield {
+                "prob": prob,
+                "candidates": cands,
+                "valid": valid,
+                "gt": None if gt is None else gt.to(self.device).bool(),
+                "sentence": list(unl["sentence"]),
+            }
+
+    @torch.no_grad()
+    def _pseudo_labels(self, unl: dict[str, Any], stats: dict[str, torch.Tensor]) -> Any:
+        from semires.train.refine import correction_stats, refine
+
+        prob, cands, valid = self._teacher_view(unl)
+        pseudo = prob > 0.5
+        result = refine(pseudo, prob, cands, valid, self.cfg.semi.refine)
         b = float(pseudo.shape[0])
         stats["samples"] += b
         stats["matched"] += float(result.matched.sum())
