@@ -22,7 +22,8 @@ counting 0). Usage::
 
 ``--run`` takes the run's ``cpi/config.yaml`` (else ``iom/``, ``teacher_student/``); ``--config``
 takes any teacher-student training config (``semi.enabled``, ``semi.burn_in``,
-``semi.proposals``), followed by ``key=value`` overrides. The paper's constants are marked ``*``.
+``semi.proposals``); ``--set key=value`` overrides a key (``--set semi.burn_in=RUN/cpi/best.pt``:
+the trained model as the teacher). The paper's constants are marked ``*``.
 """
 
 from __future__ import annotations
@@ -133,7 +134,14 @@ def main() -> None:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="a `semires run` folder")
     src.add_argument("--config", type=Path, help="a teacher-student training config")
-    ap.add_argument("overrides", nargs="*", help="key=value overrides of the config")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable), e.g. --set semi.burn_in=other.pt",
+    )
     ap.add_argument("--batches", type=int, default=40, help="unlabeled batches to collect")
     ap.add_argument("--tau", type=float, nargs="+", default=[0.3, 0.5, 0.7])
     ap.add_argument("--t1", type=float, nargs="+", default=[0.5, 0.7, 0.9])
