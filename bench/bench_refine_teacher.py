@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from semires.evaluate.metrics import intersection_union, iou_from_counts
 from semires.train.config import load_config
 from semires.train.engine import Trainer
 from semires.train.refine import RefineConfig, correction_stats, refine
@@ -93,8 +94,8 @@ def score(batches: list[dict[str, Any]], cfg: RefineConfig) -> dict[str, float]:
         result = refine(b["P"], b["prob"], b["candidates"], b["valid"], cfg)
         stats = correction_stats(b["P"], result.labels, b["gt"])
         ious.append(stats["iou_after"])
-        inter += int((result.labels & b["gt"]).sum())
-        union += int((result.labels | b["gt"]).sum())
+        i, u = intersection_union(result.labels, b["gt"])
+        inter, union = inter + int(i.sum()), union + int(u.sum())
         matched += int(result.matched.sum())
         pos, neg = pos + stats["positive"], neg + stats["negative"]
     iou = torch.cat(ious)
@@ -114,11 +115,13 @@ def ceilings(batches: list[dict[str, Any]]) -> dict[str, float]:
     best single candidate over those samples (others 0)."""
     found, best = [], []
     for b in batches:
-        raw = correction_stats(b["P"], b["P"], b["gt"])["iou_before"]
-        m, g = b["candidates"], b["gt"][:, None]
-        inter = (m & g).flatten(2).sum(2).double()
-        union = (m | g).flatten(2).sum(2).double()
-        iou = torch.where(b["valid"], inter / union.clamp(min=1), torch.zeros_like(inter))
+        raw = iou_from_counts(*intersection_union(b["P"], b["gt"]))
+        m = b["candidates"]
+        per_candidate = intersection_union(
+            m.flatten(0, 1), b["gt"][:, None].expand_as(m).flatten(0, 1)
+        )
+        iou = iou_from_counts(*per_candidate).view(m.shape[:2])
+        iou = torch.where(b["valid"], iou, torch.zeros_like(iou))
         found.append(raw > 0.1)
         best.append(iou.amax(1) if iou.shape[1] else torch.zeros_like(raw))
     f, bst = torch.cat(found), torch.cat(best)
