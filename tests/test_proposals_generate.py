@@ -268,6 +268,27 @@ def test_a_store_made_from_other_image_files_is_refused_then_overwritten(tmp_pat
     assert (tmp_path / "notes" / "a.txt").read_text() == "keep me"
 
 
+def test_stale_images_reads_files_in_threads_and_names_an_unreadable_one(tmp_path, images):
+    """The training start checks every unlabeled image (17k for RefCOCO) with several threads:
+    the same answer as one thread, in id order, and a missing file is named."""
+    from semires.errors import DataError
+
+    out = tmp_path / "store"
+    generate_store(ClassicalGenerator(**SMALL), images, out, shard_size=3, progress=False)
+    store = ProposalStore.open(out)
+    changed = sorted(images)[1::3]
+    for image_id in changed:  # same size, other pixels
+        pixels = np.asarray(PILImage.open(images[image_id])).copy()
+        pixels[:3] = 255 - pixels[:3]
+        PILImage.fromarray(pixels).save(images[image_id])
+    wanted = {**images, 999: tmp_path / "not-in-store.png"}  # not in the store: not checked
+    assert store.stale_images(wanted, threads=1) == changed
+    assert store.stale_images(wanted, threads=8, progress=True) == changed
+    images[changed[0]].unlink()
+    with pytest.raises(DataError, match=rf"cannot read image {changed[0]} \(.*{changed[0]}"):
+        store.stale_images(images, threads=4)
+
+
 def test_a_store_without_fingerprints_still_reads(tmp_path, images):
     """Stores written before fingerprints existed (7-field index, no footer fingerprints)."""
     from semires.proposals.base import Proposals

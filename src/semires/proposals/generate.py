@@ -178,7 +178,7 @@ def generate_store(
             )
         delete_store(out_dir)
     store = ProposalStore.create(out_dir, generator.name, generator.params())
-    _check_same_images(store, image_paths)
+    _check_same_images(store, image_paths, progress=progress and rank.rank == 0)
     chunks = [
         c
         for k, c in enumerate(plan_chunks(list(image_paths), shard_size))
@@ -206,10 +206,12 @@ def generate_store(
     return report
 
 
-def _check_same_images(store: ProposalStore, image_paths: dict[int, str | Path]) -> None:
+def _check_same_images(
+    store: ProposalStore, image_paths: dict[int, str | Path], *, progress: bool
+) -> None:
     """A store being completed must hold candidates of these very image files."""
     done = {i: p for i, p in image_paths.items() if store.has(i)}
-    stale = store.stale_images(done)
+    stale = store.stale_images(done, progress=progress)
     if stale:
         raise ProposalError(
             f"proposal store {store.root}: {len(stale)} of the {len(done)} images already in it "

@@ -472,23 +472,48 @@ class ProposalStore:
         """:func:`image_fingerprint` of the file the candidates were made from (None: unknown)."""
         return self.entry(image_id).fingerprint
 
-    def stale_images(self, image_paths: Mapping[int, str | Path]) -> list[int]:
+    def stale_images(
+        self,
+        image_paths: Mapping[int, str | Path],
+        *,
+        threads: int = 8,
+        progress: bool = False,
+    ) -> list[int]:
         """The ids among ``image_paths`` (id -> image file now) whose candidates were made from
         another file: stored fingerprint != the file's. Images without a stored fingerprint (old
-        stores) or not in the store are not reported. An unreadable file is a ``DataError``."""
+        stores) or not in the store are not reported. An unreadable file is a ``DataError``.
+
+        Each check reads 16 KiB of one file; ``threads`` files are read at once (the reads wait
+        on the disk, not on Python), which matters on network file systems and for the ~17k
+        training images of RefCOCO. ``progress`` shows a bar (``fingerprints``)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from tqdm import tqdm
+
         from semires.errors import DataError
 
-        stale = []
-        for image_id, path in sorted(image_paths.items()):
-            entry = self._entries.get(int(image_id))
-            if entry is None:
-                continue
+        checked = [
+            (int(image_id), path, self._entries[int(image_id)])
+            for image_id, path in sorted(image_paths.items())
+            if int(image_id) in self._entries and self._entries[int(image_id)].fingerprint
+        ]
+
+        def other_file(item: tuple[int, str | Path, Entry]) -> bool:
+            image_id, path, entry = item
             try:
-                if made_from_other_file(entry, path):
-                    stale.append(int(image_id))
+                return made_from_other_file(entry, path)
             except OSError as exc:
                 raise DataError(f"cannot read image {image_id} ({path}): {exc}") from exc
-        return stale
+
+        bar = tqdm(
+            total=len(checked), desc="fingerprints", unit="img", disable=not progress, leave=False
+        )
+        with bar, ThreadPoolExecutor(max(1, min(threads, len(checked)))) as pool:
+            flags = []
+            for flag in pool.map(other_file, checked):
+                flags.append(flag)
+                bar.update(1)
+        return [image_id for (image_id, _, _), flag in zip(checked, flags, strict=True) if flag]
 
     # ------------------------------------------------------------------ reading
     def _shard_map(self, shard: str) -> mmap.mmap:

@@ -251,7 +251,7 @@ class Trainer:
                     "(or set semi.allow_proposal_mismatch=true to resize them)"
                 )
         paths = {i: self.index.image_path(i) for i in wanted}
-        stale = store.stale_images(paths)
+        stale = store.stale_images(paths, progress=self.progress and self.info.is_main)
         if stale:
             raise ProposalError(
                 f"proposal store {path}: the candidates of {len(stale)} of the {len(wanted)} "
