@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -190,3 +193,41 @@ def test_curve_points_continue_from_the_burn_in():
     assert scored == [(32, 20.0), (232, 25.0)]  # starts where the burn-in ended
     loss, scored = curve_points(burn_in, [], "val")
     assert loss == [(16, 0.5), (32, 0.3)] and scored == [(32, 20.0)]
+
+
+WORKERS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from semires.pipeline import run_in_workers
+
+    def work(x):
+        from tqdm import tqdm
+        tqdm.get_lock()  # a multiprocessing lock (a semaphore), as tqdm bars take in training
+        if x < 0:
+            raise ValueError(f"bad job {x}")
+        return 2 * x
+
+    if __name__ == "__main__":
+        ticks = []
+        jobs = {name: (int(name),) for name in sys.argv[1:]}
+        out = run_in_workers(work, jobs, processes=2, poll=lambda: ticks.append(1), interval=0.01)
+        print(json.dumps(out), bool(ticks))
+    """
+)
+
+
+def test_worker_processes_return_results_raise_errors_and_leak_nothing(tmp_path):
+    """The demo's three teacher-student runs go through run_in_workers; its workers must exit
+    cleanly (a terminated pool left Python warning of leaked semaphores after `make demo`)."""
+    script = tmp_path / "workers.py"
+    script.write_text(WORKERS_SCRIPT)
+    ok = subprocess.run(
+        [sys.executable, str(script), "1", "2", "3"], capture_output=True, text=True, timeout=120
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.split() == ['{"1":', "2,", '"2":', "4,", '"3":', "6}", "True"]
+    assert "leaked" not in ok.stderr and "Warning" not in ok.stderr, ok.stderr
+    bad = subprocess.run(
+        [sys.executable, str(script), "1", "-5"], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode != 0 and "ValueError: bad job -5" in bad.stderr

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -400,8 +401,6 @@ class Pipeline:
 
     def run_methods_parallel(self, methods: list[str]) -> dict[str, dict[str, Any]]:
         """Train several teacher-student methods at once in worker processes."""
-        import multiprocessing
-
         results: dict[str, dict[str, Any]] = {}
         todo: list[tuple[str, Config]] = []
         for m in methods:
@@ -418,19 +417,23 @@ class Pipeline:
         self.say(
             f"  training {', '.join(m for m, _ in todo)} ({min(self.cfg.parallel, len(todo))} at a time)"
         )
-        ctx = multiprocessing.get_context("spawn")
-        with ctx.Pool(processes=min(self.cfg.parallel, len(todo))) as pool:
-            jobs = {m: pool.apply_async(_train_worker, (cfg.to_dict(),)) for m, cfg in todo}
-            shown: dict[str, str] = {}
-            while not all(job.ready() for job in jobs.values()):
-                time.sleep(2.0)
-                for m, cfg in todo:
-                    line = _progress_line(m, cfg)
-                    if line and shown.get(m) != line:
-                        shown[m] = line
-                        self.say(line)
-            for m, job in jobs.items():
-                results[m], self.timings[m] = job.get()
+        shown: dict[str, str] = {}
+
+        def show_progress() -> None:
+            for m, cfg in todo:
+                line = _progress_line(m, cfg)
+                if line and shown.get(m) != line:
+                    shown[m] = line
+                    self.say(line)
+
+        done = run_in_workers(
+            _train_worker,
+            {m: (cfg.to_dict(),) for m, cfg in todo},
+            processes=self.cfg.parallel,
+            poll=show_progress,
+        )
+        for m, (result, seconds) in done.items():
+            results[m], self.timings[m] = result, seconds
         return results
 
     def _check_same_config(self, run_dir: Path, cfg: Config) -> None:
@@ -504,6 +507,36 @@ class Pipeline:
             return broadcast_object(summary, self.info)
         finally:
             cleanup(self.info)
+
+
+def run_in_workers(
+    fn: Callable[..., Any],
+    jobs: dict[str, tuple[Any, ...]],
+    *,
+    processes: int,
+    poll: Callable[[], None] | None = None,
+    interval: float = 2.0,
+) -> dict[str, Any]:
+    """``{name: fn(*args)}`` for every job, computed in at most ``processes`` spawned worker
+    processes; ``poll`` is called every ``interval`` seconds while they run (progress lines).
+
+    A worker's exception is raised here. The pool is closed and joined, not terminated, once
+    every job is done: terminated workers cannot release their semaphores (tqdm creates one in
+    every process), and Python then warns of "leaked semaphore objects" at exit.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes=max(1, min(processes, len(jobs)))) as pool:
+        pending = {name: pool.apply_async(fn, args) for name, args in jobs.items()}
+        while not all(job.ready() for job in pending.values()):
+            time.sleep(interval)
+            if poll is not None:
+                poll()
+        results = {name: job.get() for name, job in pending.items()}
+        pool.close()
+        pool.join()
+    return results
 
 
 def _train_worker(cfg_dict: dict[str, Any]) -> tuple[dict[str, Any], float]:
