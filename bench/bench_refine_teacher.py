@@ -42,7 +42,7 @@ from tqdm import tqdm
 from semires.evaluate.metrics import intersection_union, iou_from_counts
 from semires.train.config import load_config
 from semires.train.engine import Trainer
-from semires.train.refine import RefineConfig, correction_stats, refine
+from semires.train.refine import RefineConfig, candidate_overlaps, correction_stats, refine
 from semires.utils.io import atomic_write_json
 
 PAPER = RefineConfig()  # tau 0.5, t1 0.7, t2 0.7, both CPI rules
@@ -116,11 +116,9 @@ def ceilings(batches: list[dict[str, Any]]) -> dict[str, float]:
     found, best = [], []
     for b in batches:
         raw = iou_from_counts(*intersection_union(b["P"], b["gt"]))
-        m = b["candidates"]
-        per_candidate = intersection_union(
-            m.flatten(0, 1), b["gt"][:, None].expand_as(m).flatten(0, 1)
-        )
-        iou = iou_from_counts(*per_candidate).view(m.shape[:2])
+        # the refinement's own batched counts, with the ground truth in the pseudo-label's place
+        ov = candidate_overlaps(b["gt"], b["candidates"], b["valid"])
+        iou = iou_from_counts(ov.inter, ov.area_m + ov.area_p[:, None] - ov.inter)
         iou = torch.where(b["valid"], iou, torch.zeros_like(iou))
         found.append(raw > 0.1)
         best.append(iou.amax(1) if iou.shape[1] else torch.zeros_like(raw))

@@ -492,11 +492,8 @@ class ProposalStore:
 
         from semires.errors import DataError
 
-        checked = [
-            (int(image_id), path, self._entries[int(image_id)])
-            for image_id, path in sorted(image_paths.items())
-            if int(image_id) in self._entries and self._entries[int(image_id)].fingerprint
-        ]
+        entries = ((int(i), p, self._entries.get(int(i))) for i, p in sorted(image_paths.items()))
+        checked = [(i, p, e) for i, p, e in entries if e is not None and e.fingerprint is not None]
 
         def other_file(item: tuple[int, str | Path, Entry]) -> bool:
             image_id, path, entry = item
@@ -505,14 +502,17 @@ class ProposalStore:
             except OSError as exc:
                 raise DataError(f"cannot read image {image_id} ({path}): {exc}") from exc
 
-        bar = tqdm(
-            total=len(checked), desc="fingerprints", unit="img", disable=not progress, leave=False
-        )
-        with bar, ThreadPoolExecutor(max(1, min(threads, len(checked)))) as pool:
-            flags = []
-            for flag in pool.map(other_file, checked):
-                flags.append(flag)
-                bar.update(1)
+        with ThreadPoolExecutor(max(1, min(threads, len(checked)))) as pool:
+            flags = list(
+                tqdm(
+                    pool.map(other_file, checked),
+                    total=len(checked),
+                    desc="fingerprints",
+                    unit="img",
+                    disable=not progress,
+                    leave=False,
+                )
+            )
         return [image_id for (image_id, _, _), flag in zip(checked, flags, strict=True) if flag]
 
     # ------------------------------------------------------------------ reading
