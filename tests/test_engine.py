@@ -210,8 +210,20 @@ def test_checkpoint_from_another_model_config_is_rejected(supervised_run, synth_
         f"semi.burn_in={out / 'best.pt'}",
         f"data.split_dir={_split(synth_tiny, tmp_path)}",
     )
-    with pytest.raises(CheckpointError, match="does not match the model config"):
+    with pytest.raises(CheckpointError, match=r"made for another model \(backbone: checkpoint"):
         Trainer(cfg, progress=False)
+    # a difference no tensor shape shows (fusion heads) is refused too, naming the key
+    heads = make_cfg(
+        synth_tiny,
+        tmp_path / "semi2",
+        "model.overrides.fusion_heads=2",
+        "semi.enabled=true",
+        "semi.refine.strategy=none",
+        f"semi.burn_in={out / 'best.pt'}",
+        f"data.split_dir={_split(synth_tiny, tmp_path)}",
+    )
+    with pytest.raises(CheckpointError, match=r"fusion_heads: checkpoint 1, run 2"):
+        Trainer(heads, progress=False)
 
 
 def _split(root: Path, tmp_path: Path, ratio: str = "34%") -> Path:

@@ -27,7 +27,7 @@ def _timm_reference(name: str, **extra) -> torch.nn.Module:
     cfg = get_model_config(name)
     kwargs = dict(cfg.backbone_kwargs, **extra)
     if "swin" in cfg.backbone:
-        kwargs.update(img_size=cfg.img_size, strict_img_size=False)
+        kwargs.update(img_size=cfg.img_size, strict_img_size=False, always_partition=True)
     torch.manual_seed(7)
     return timm.create_model(cfg.backbone, pretrained=False, num_classes=10, **kwargs)
 

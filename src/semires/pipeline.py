@@ -114,6 +114,10 @@ class RunConfig:
     model: ModelSection = field(default_factory=ModelSection)
     #: the supervised burn-in stage (on the labeled images)
     burn_in: TrainConfig = field(default_factory=TrainConfig)
+    #: a trained burn-in to start from instead (a semires checkpoint, e.g. the SemiRES authors'
+    #: 1% burn-in converted by ``semires model import-lavt``): the supervised stage only scores
+    #: it, and every teacher-student run starts from it
+    burn_in_checkpoint: str | None = None
     #: the teacher-student stage (optimisation part); ``semi`` holds EMA, views, refinement
     teacher_student: TrainConfig = field(default_factory=TrainConfig)
     semi: SemiConfig = field(default_factory=SemiConfig)
@@ -205,7 +209,16 @@ def load_run_config(
 
         config = resolve_config_path(config)
     data = apply_overrides(read_yaml(config), list(overrides or []))
-    return load_dataclass(RunConfig, data)
+    cfg = load_dataclass(RunConfig, data)
+    tag = ratio_tag(cfg.labeled)
+    cfg.name, cfg.out = cfg.name.replace("{labeled}", tag), cfg.out.replace("{labeled}", tag)
+    return cfg
+
+
+def ratio_tag(labeled: str) -> str:
+    """A labeled share as a file-name part: ``1%`` -> ``1pct``, ``0.5%`` -> ``0p5pct``
+    (``{labeled}`` in a run config's ``name`` / ``out`` becomes this)."""
+    return str(labeled).strip().replace("%", "pct").replace(".", "p")
 
 
 # ---------------------------------------------------------------------------- stages
@@ -219,7 +232,7 @@ class Pipeline:
         self.out = Path(cfg.out)
         # under torchrun: one process group for every stage; rank 0 makes the data, the split
         # and the report, every rank makes its share of the proposals and trains
-        self.info, _ = init_distributed(cfg.burn_in.device)
+        self.info, self.device = init_distributed(cfg.burn_in.device)
         self.progress = progress and self.info.is_main
         self.timings: dict[str, float] = {}
         self.out.mkdir(parents=True, exist_ok=True)
@@ -276,6 +289,13 @@ class Pipeline:
             )
         data.split_dir = str(self.split_dir)
         return data
+
+    @property
+    def burn_in_path(self) -> Path:
+        """The checkpoint the teacher-student runs start from."""
+        if self.cfg.burn_in_checkpoint:
+            return Path(self.cfg.burn_in_checkpoint)
+        return self.out / "supervised" / "best.pt"
 
     @property
     def split_dir(self) -> Path:
@@ -367,7 +387,7 @@ class Pipeline:
             )
             semi = load_dataclass(SemiConfig, semi_dict, prefix="semi")
             semi.enabled = True
-            semi.burn_in = str(self.out / "supervised" / "best.pt")
+            semi.burn_in = str(self.burn_in_path)
             semi.proposals = (
                 str(self.proposals_dir) if METHODS[method]["strategy"] in ("iom", "cpi") else None
             )
@@ -387,9 +407,62 @@ class Pipeline:
             output=OutputConfig(dir=str(self.out / method)),
         )
 
+    def score_burn_in(self) -> dict[str, Any]:
+        """The supervised row when the burn-in is given (``burn_in_checkpoint``): the checkpoint
+        scored on the burn-in stage's final splits, cached in ``supervised/metrics.json``."""
+        from semires.data import load_index
+        from semires.evaluate.evaluate import evaluate_model, score_splits
+        from semires.train.checkpoint import load_model_checkpoint
+
+        path = self.burn_in_path
+        metrics = self.out / "supervised" / "metrics.json"
+        if metrics.is_file():
+            cached = json.loads(metrics.read_text())
+            if cached.get("checkpoint") != str(path):
+                raise ConfigError(
+                    f"{metrics} scores another burn-in ({cached.get('checkpoint')}); use another "
+                    "--out, or delete that folder"
+                )
+            self.say(f"  cached: {metrics}")
+            return cached
+        device = self.device
+        model, _ = load_model_checkpoint(path, map_location="cpu")
+        model = model.to(device)
+        train = self.cfg.burn_in
+        data = self.data_config()
+        index = load_index(data.spec())
+        self.say(f"  scoring the given burn-in {path}")
+
+        def run(split: str) -> dict[str, Any]:
+            return evaluate_model(
+                model,
+                index,
+                split,
+                size=data.img_size,
+                batch_size=train.eval_batch_size,
+                device=device,
+                info=self.info,
+                amp=train.amp,
+                protocol=train.protocol,
+                progress=self.progress,
+            )
+
+        splits = [data.val_split] if train.final_val or not data.test_splits else []
+        result = {
+            "checkpoint": str(path),
+            "best": {"score": None, "metric": None, "epoch": None, "step": None},
+            "eval_model": "given",
+            "splits": score_splits(run, splits, data.test_splits, train.protocol),
+        }
+        if self.info.is_main:
+            atomic_write_json(metrics, result)
+        return result
+
     def run_training(self, method: str) -> dict[str, Any]:
         from semires.train.engine import train
 
+        if method == "supervised" and self.cfg.burn_in_checkpoint:
+            return self.score_burn_in()
         cfg = self.train_config(method)
         run_dir = Path(cfg.output.dir)
         self._check_same_config(run_dir, cfg)

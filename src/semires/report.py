@@ -181,7 +181,7 @@ def plot_examples(pipe: Pipeline, method: str, path: Path, n: int) -> int:
         return 0
     rng = np.random.default_rng(0)
     picks = [refs[i] for i in sorted(rng.choice(len(refs), size=min(n, len(refs)), replace=False))]
-    teacher = load(pipe.out / "supervised" / "best.pt", device="cpu")
+    teacher = load(pipe.burn_in_path, device="cpu")
     final = load(pipe.out / method / "best.pt", device="cpu")
     store = ProposalStore.open(pipe.proposals_dir) if cfg.semi.proposals else None
     fig, axes = plt.subplots(len(picks), 5, figsize=(11, 2.3 * len(picks)), squeeze=False)
@@ -266,11 +266,23 @@ def write_report(pipe: Pipeline, results: dict[str, dict[str, Any]]) -> dict[str
         best = max(refined_methods, key=lambda m: results[m]["splits"][split]["oIoU"])
         if plot_examples(pipe, best, figures / "examples.png", pipe.cfg.report.qualitative):
             figs["examples"] = "figures/examples.png"
+    networks = {
+        m: {
+            "headline": results[m].get("eval_model", "student"),
+            results[m].get("eval_model", "student"): results[m]["splits"][split],
+            results[m]["companion"]["model"]: results[m]["companion"]["splits"][split],
+        }
+        for m in methods
+        if results[m].get("companion") and split in results[m]["companion"]["splits"]
+    }
     summary = {
         "name": pipe.cfg.name,
         "split": split,
         "protocol": first["splits"][split].get("protocol"),
         "methods": {m: results[m]["splits"] for m in methods},
+        "eval_model": {m: results[m].get("eval_model", "student") for m in methods},
+        "companions": {m: results[m]["companion"] for m in methods if results[m].get("companion")},
+        "networks": networks,
         "best_epochs": {m: results[m].get("best") for m in methods},
         "deltas_oIoU": deltas,
         "pseudo_labels": quality,
@@ -305,6 +317,24 @@ def _markdown(
         lines.append(
             f"| {METHOD_LABELS.get(m, m)} | {fmt(d['vs_supervised'])} | {fmt(d['vs_teacher_student'])} |"
         )
+    if summary.get("networks"):
+        lines += [
+            "",
+            "## Student and EMA teacher at the selected step",
+            "",
+            "The tables above report the network named in the headline column (`semi.eval_model`; "
+            "the SemiRES scripts select and report the teacher); the other one is scored from the "
+            "same checkpoint.",
+            "",
+            "| method | headline | student oIoU | teacher oIoU | student mIoU | teacher mIoU |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for m, n in summary["networks"].items():
+            st, te = n.get("student", {}), n.get("teacher", {})
+            lines.append(
+                f"| {METHOD_LABELS.get(m, m)} | {n['headline']} | {st.get('oIoU', 0):.2f} | "
+                f"{te.get('oIoU', 0):.2f} | {st.get('mIoU', 0):.2f} | {te.get('mIoU', 0):.2f} |"
+            )
     if quality:
         lines += [
             "",

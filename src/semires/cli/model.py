@@ -78,6 +78,37 @@ def pretrain_cmd(
     )
 
 
+@model_app.command("import-lavt")
+def import_lavt_cmd(
+    checkpoint: Path = typer.Argument(..., help="A LAVT or SemiRES checkpoint (.pth)."),
+    out: Path = typer.Option(..., "--out", help="The semires checkpoint to write (.pt)."),
+    tokenizer: str | None = typer.Option(
+        None,
+        "--tokenizer",
+        help="A folder with BERT's vocab.txt (e.g. a bert-base-uncased download). Default: the "
+        "checkpoint's args.bert_tokenizer from the Hugging Face hub or its local cache.",
+    ),
+) -> None:
+    """Convert an official LAVT / SemiRES checkpoint (lavt or lavt_one) into a semires one.
+
+    The result loads in `semires evaluate`, `semires predict`, `semires.load` and as the
+    burn-in of `semires run` (config key burn_in_checkpoint). The sizes come from the tensors,
+    the PWAM heads (--mha), fusion dropout and input size from the stored args.
+    """
+    from semires.model.lavt_import import import_lavt
+
+    summary = import_lavt(checkpoint, out, tokenizer=tokenizer)
+    swin, bert = summary["swin"], summary["bert"]
+    typer.echo(
+        f"{checkpoint}: {summary['variant']}, epoch {summary['epoch']}; Swin embed "
+        f"{swin['embed_dim']}, depths {swin['depths']}, window {swin['window_size']}; BERT "
+        f"{bert['num_hidden_layers']} layers x {bert['hidden_size']} ({bert['num_attention_heads']} "
+        f"heads); PWAM heads {summary['fusion_heads']}; decoder {summary['decoder_dim']}; "
+        f"{summary['img_size']} px; tokenizer {summary['tokenizer']}"
+    )
+    typer.echo(f"wrote {out} ({summary['tensors']} tensors)")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``semires model ...`` to the main app."""
     app.add_typer(model_app, name="model")

@@ -95,6 +95,11 @@ def predict(
     overlay_out: Path | None = typer.Option(
         None, "--overlay", help="Also write the image with the mask drawn."
     ),
+    prob_out: Path | None = typer.Option(
+        None,
+        "--prob-out",
+        help="Also write the foreground probability (float32 HxW .npy at the image's size).",
+    ),
     device: str = typer.Option("auto", "--device"),
 ) -> None:
     """Segment the object a sentence refers to in one image."""
@@ -107,9 +112,18 @@ def predict(
 
     seg = load(checkpoint, device=device)
     rgb = read_image(image)
-    mask = seg.predict(rgb, text)
+    prob = seg.predict_proba(rgb, text)
+    mask = prob > 0.5
     write_mask_png(out, mask)
     typer.echo(f"mask: {out} ({int(mask.sum())} of {mask.size} pixels)")
+    if prob_out is not None:
+        import numpy as np
+
+        from semires.utils.io import atomic_open
+
+        with atomic_open(prob_out, "wb") as fh:
+            np.save(fh, prob.astype(np.float32))
+        typer.echo(f"probability: {prob_out} (float32 {prob.shape[0]}x{prob.shape[1]})")
     if overlay_out is not None:
         with atomic_open(overlay_out, "wb") as fh:
             Image.fromarray(overlay(rgb, mask)).save(fh, format="PNG")

@@ -52,7 +52,7 @@ def evaluate_model(
     device: torch.device | str = "cpu",
     info: DistInfo | None = None,
     text: Any = None,
-    amp: str = "auto",
+    amp: str = "none",
     protocol: str = "lavt",
     max_sentences: int | None = None,
     pred_dir: str | Path | None = None,
@@ -126,6 +126,24 @@ def evaluate_model(
     report = merged.report(protocol)  # aggregates in percent
     per_sample = report.pop("per_sample")
     return {"metrics": report, "per_sample": per_sample, "panels": grid, "accumulator": merged}
+
+
+def score_splits(
+    evaluate: Any, splits: list[str], test_splits: list[str], protocol: str
+) -> dict[str, Any]:
+    """``{split: metrics}`` for ``splits`` then ``test_splits`` (``evaluate(split)`` returns what
+    :func:`evaluate_model` does), plus all test splits together (``"testA+testB"``) when there
+    are several."""
+    scores: dict[str, Any] = {}
+    combined = RESMetrics()
+    for split in [*splits, *test_splits]:
+        result = evaluate(split)
+        scores[split] = result["metrics"]
+        if split in test_splits:
+            combined.merge(result["accumulator"])
+    if len(test_splits) > 1:
+        scores["+".join(test_splits)] = combined.report(protocol)
+    return scores
 
 
 def evaluate_checkpoint(

@@ -63,10 +63,14 @@ class Segmenter:
         x = resize_image(rgb, self.img_size)[None].expand(len(sentences), -1, -1, -1)
         x = normalize(x.to(self.device), self.model.image_mean, self.model.image_std)
         logits = self.model(x, **self.text(sentences))
-        logits = F.interpolate(
-            logits.float(), size=rgb.shape[:2], mode="bilinear", align_corners=False
-        )
-        prob = logits.softmax(dim=1)[:, 1].cpu().numpy()
+        if tuple(logits.shape[-2:]) != tuple(rgb.shape[:2]):
+            logits = F.interpolate(
+                logits.float(),
+                size=rgb.shape[:2],
+                mode="bilinear",
+                align_corners=bool(getattr(self.model.config, "align_corners", False)),
+            )
+        prob = logits.float().softmax(dim=1)[:, 1].cpu().numpy()
         return prob[0] if isinstance(text, str) else prob
 
     def predict(self, image: ImageLike, text: str | list[str]) -> np.ndarray:
@@ -74,20 +78,21 @@ class Segmenter:
         return self.predict_proba(image, text) > 0.5
 
 
-def load(checkpoint: str | Path, device: str = "auto") -> Segmenter:
-    """Load a semires checkpoint (``best.pt`` / ``latest.pt``) for prediction."""
-    from semires.model import build_model
-    from semires.model.config import ModelConfig
-    from semires.train.checkpoint import load_checkpoint, load_model_state
+def load(checkpoint: str | Path, device: str = "auto", *, weights: str = "model") -> Segmenter:
+    """Load a semires checkpoint (``best.pt`` / ``latest.pt``, or one written by
+    ``semires model import-lavt``) for prediction.
+
+    ``weights="companion"``: the other network of a teacher-student ``best.pt`` (the student
+    when the teacher was selected, or the other way round).
+    """
+    from semires.train.checkpoint import load_model_checkpoint
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         torch.set_flush_denormal(True)
-    ck = load_checkpoint(checkpoint)
-    model = build_model(ModelConfig.from_dict(ck["model_config"]))
-    load_model_state(model, ck["model"], checkpoint, ck.get("text_from_source", False))
-    img_size = int(ck.get("config", {}).get("data", {}).get("img_size", model.config.img_size))
+    model, ck = load_model_checkpoint(checkpoint, weights=weights)
+    img_size = int((ck.get("config") or {}).get("data", {}).get("img_size", model.config.img_size))
     return Segmenter(model, img_size, torch.device(device), ck.get("config"))
 
 

@@ -7,6 +7,11 @@ without the classifier head and the final norm. Supported families:
 - Swin (``timm.models.swin_transformer``): ``patch_embed`` then ``layers[i]``, channels-last
   (NHWC). timm puts each patch merging at the start of the next stage, so ``layers[i]`` ends at
   stride ``4 * 2**i`` exactly where LAVT fuses (the original Swin merges at the end of a stage).
+  The shifted-window attention is LAVT's (:class:`LAVTSwinBlock`): pad the map to whole windows,
+  THEN shift, with the shift mask built on the padded grid, and every odd block shifts by half
+  the window whatever the map size. timm rolls before padding and shrinks the window / drops
+  the shift on small maps, which gives other outputs for the same weights wherever a map is
+  padded by something other than the shift (at 480 px: stage 4, 15x15 padded to 24x24).
 - ConvNeXt (``timm.models.convnext``): ``stem`` then ``stages[i]``, channels-first (NCHW).
 
 Weights files are read with timm's loader and converted with the family's own timm
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from semires.errors import CheckpointError, ConfigError
@@ -95,13 +101,71 @@ class StagedBackbone(nn.Module):
         return {k: v for k, v in converted.items() if not k.startswith(self.dropped_prefixes)}
 
 
+def _lavt_swin_block_class() -> type[nn.Module]:
+    """timm's ``SwinTransformerBlock`` with LAVT's window order (built on first use: timm is
+    imported lazily)."""
+    global _LAVT_BLOCK
+    if _LAVT_BLOCK is not None:
+        return _LAVT_BLOCK
+    from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
+
+    class LAVTSwinBlock(SwinTransformerBlock):
+        """A timm Swin block whose (shifted-)window attention is computed as LAVT computes it.
+
+        LAVT (``lib/backbone.py:199-238``, ``526``, ``565-584`` of yz93/LAVT-RIS): after
+        ``norm1`` the map is zero-padded on the bottom / right to whole windows, then rolled by
+        the shift; the shift mask (-100 between the three regions per axis) is built on the
+        padded grid; windows keep their full size and odd blocks always shift by half a window.
+        Everything else (weights, norms, MLP, relative-position bias, the attention kernel) is
+        timm's. Blocks must be built with ``always_partition=True`` (full windows and shifts); timm's own
+        ``attn_mask`` buffer is then unused.
+        """
+
+        def _attn(self, x: torch.Tensor) -> torch.Tensor:
+            _, h, w, c = x.shape
+            wh, ww = self.window_size
+            x = F.pad(x, (0, 0, 0, (ww - w % ww) % ww, 0, (wh - h % wh) % wh))
+            hp, wp = x.shape[1], x.shape[2]
+            shift = tuple(self.shift_size)
+            mask = None
+            if any(shift):
+                x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+                mask = self._padded_mask(x)
+            windows = window_partition(x, self.window_size).view(-1, self.window_area, c)
+            out = self.attn(windows, mask=mask).view(-1, wh, ww, c)
+            x = window_reverse(out, self.window_size, hp, wp)
+            if any(shift):
+                x = torch.roll(x, shifts=shift, dims=(1, 2))
+            return x[:, :h, :w, :].contiguous()
+
+        def _padded_mask(self, padded: torch.Tensor) -> torch.Tensor:
+            """The shift mask of a padded map's size (cached per size / device / dtype)."""
+            key = (padded.shape[1], padded.shape[2], padded.device, padded.dtype)
+            cache = self.__dict__.setdefault("_lavt_masks", {})
+            if key not in cache:
+                cache.clear()
+                cache[key] = self.get_attn_mask(padded[:1, :, :, :1])
+            return cache[key]
+
+    _LAVT_BLOCK = LAVTSwinBlock
+    return LAVTSwinBlock
+
+
+_LAVT_BLOCK: type[nn.Module] | None = None
+
+
 class SwinBackbone(StagedBackbone):
-    """timm Swin: ``patch_embed`` + ``layers[0..3]``, channels-last."""
+    """timm Swin: ``patch_embed`` + ``layers[0..3]``, channels-last, LAVT's window attention."""
 
     channels_last = True
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model, ("patch_embed", "layers"))
+        block_class = _lavt_swin_block_class()
+        for stage in self.layers:
+            for block in stage.blocks:
+                # same module, same parameters: only the window order of ``_attn`` changes
+                block.__class__ = block_class
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.patch_embed(images)
@@ -154,7 +218,8 @@ def build_backbone(name: str, img_size: int, kwargs: dict[str, Any]) -> StagedBa
     family = backbone_family(name)
     args: dict[str, Any] = {"pretrained": False, "num_classes": 0}
     if family == "swin":
-        args.update(img_size=img_size, strict_img_size=False)
+        # full windows and shifts on every map (LAVT); LAVTSwinBlock builds masks per size
+        args.update(img_size=img_size, strict_img_size=False, always_partition=True)
     args.update(kwargs)
     try:
         model = timm.create_model(name, **args)

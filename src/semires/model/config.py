@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from semires.errors import ConfigError
 from semires.utils.typed_config import load_dataclass, to_dict
@@ -38,20 +38,43 @@ class ModelConfig:
         otherwise extra ``AutoModel.from_pretrained`` arguments;
       - ``max_tokens``: sentences are padded / truncated to this many tokens, specials included
         (20 in LAVT);
+      - ``truncation``: how a sentence longer than ``max_tokens`` is cut: ``"keep_sep"`` (the
+        tokenizer's own truncation: the last token is still [SEP]) or ``"cut"`` (LAVT: encode
+        with the special tokens, keep the first ``max_tokens`` ids, so a long sentence loses its
+        [SEP]; zero padding);
+      - ``tokenizer``: where the tokenizer comes from when it is not the text encoder's own: a
+        folder holding a WordPiece ``vocab.txt`` (e.g. a ``bert-base-uncased`` download), a hub
+        name, or ``"embedded"`` (the vocabulary stored in the checkpoint, as
+        ``semires model import-lavt`` writes it; such a config is built by
+        :func:`semires.model.load_model_checkpoint`). Needed by ``text_encoder: "bert-config"``;
       - ``freeze_text``: no gradients into the text encoder, kept in eval mode (its features can
-        then be cached by the engine).
+        then be cached by the engine);
+      - ``text_train_layers``: train only the first N transformer layers of the text encoder; its
+        embeddings and later layers keep the values they were loaded with (None = all trained;
+        LAVT's optimiser holds BERT's ``encoder.layer[0..9]`` only, i.e. 10).
 
     Fusion and decoder:
       - ``fusion_dim``: query / key width of the pixel-word attention; None = the stage width (LAVT);
-      - ``fusion_heads``: attention heads of the pixel-word attention (1 in LAVT);
+      - ``fusion_heads``: attention heads of the pixel-word attention, one number or one per stage
+        (1 in LAVT; LAVT's ``--mha a-b-c-d`` gives one per stage);
+      - ``fusion_scale``: the attention logits' scale: ``"head"`` = head width ** -0.5 (standard
+        multi-head attention) or ``"key"`` = the whole key width ** -0.5 (LAVT, whatever the
+        number of heads; the same with one head);
       - ``fusion_dropout``: dropout after the visual and multimodal projections (0 in LAVT);
       - ``fusion_sentence``: also condition every pixel on the mean word feature in the fusion
         (not in LAVT, off for the paper's configs; lets a randomly initialised model learn to
         ground words quickly, see :class:`semires.model.fusion.PWAM`);
       - ``fusion_coords``: add a learned embedding of each pixel's normalised (x, y) position to
         the fusion's input (not in LAVT; helps "left", "top", "second from the right");
-      - ``decoder_dim``: channels of the top-down decoder (256 in LAVT);
+      - ``decoder_dim``: channels of the top-down decoder (LAVT: half the last stage's width,
+        512 for Swin-B);
+      - ``align_corners``: bilinear upsampling in the decoder and of the final logits with
+        ``align_corners=True`` (LAVT) instead of False;
       - ``num_classes``: output channels (2: background / referred object).
+
+    Text encoders: ``"bert-config"`` is a BERT built from BertConfig fields in ``text_kwargs``
+    with random weights (they come from a checkpoint) and the tokenizer named by ``tokenizer``:
+    what an imported LAVT checkpoint needs, without any download.
     """
 
     backbone: str = "convnext_atto"
@@ -62,21 +85,34 @@ class ModelConfig:
     text_encoder: str = "minilm"
     text_kwargs: dict[str, Any] = field(default_factory=dict)
     max_tokens: int = 20
+    truncation: Literal["keep_sep", "cut"] = "keep_sep"
+    tokenizer: str | None = None
     freeze_text: bool = False
+    text_train_layers: int | None = None
     fusion_dim: int | None = None
-    fusion_heads: int = 1
+    fusion_heads: int | list[int] = 1
+    fusion_scale: Literal["head", "key"] = "head"
     fusion_dropout: float = 0.0
     fusion_sentence: bool = False
     fusion_coords: bool = False
     decoder_dim: int = 256
+    align_corners: bool = False
     num_classes: int = 2
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone_weights, os.PathLike):
             self.backbone_weights = os.fspath(self.backbone_weights)
-        if isinstance(self.text_encoder, os.PathLike):
-            self.text_encoder = os.fspath(self.text_encoder)
+        for key in ("text_encoder", "tokenizer"):
+            if isinstance(getattr(self, key), os.PathLike):
+                setattr(self, key, os.fspath(getattr(self, key)))
+        if isinstance(self.fusion_heads, tuple):
+            self.fusion_heads = list(self.fusion_heads)
         self.validate()
+
+    def stage_heads(self, stages: int = 4) -> list[int]:
+        """The fusion heads of each of the ``stages`` stages."""
+        heads = self.fusion_heads
+        return list(heads) if isinstance(heads, list) else [heads] * stages
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line, naming the key) for an out-of-range value."""
@@ -85,7 +121,21 @@ class ModelConfig:
             ("frozen_stages", 0 <= self.frozen_stages <= 4, "an integer in 0..4"),
             ("max_tokens", self.max_tokens >= 2, "an integer >= 2"),
             ("fusion_dim", self.fusion_dim is None or self.fusion_dim >= 1, "None or >= 1"),
-            ("fusion_heads", self.fusion_heads >= 1, "an integer >= 1"),
+            (
+                "fusion_heads",
+                (isinstance(self.fusion_heads, int) and self.fusion_heads >= 1)
+                or (
+                    isinstance(self.fusion_heads, list)
+                    and len(self.fusion_heads) == 4
+                    and all(isinstance(h, int) and h >= 1 for h in self.fusion_heads)
+                ),
+                "an integer >= 1 or a list of 4 (one per stage)",
+            ),
+            (
+                "text_train_layers",
+                self.text_train_layers is None or self.text_train_layers >= 0,
+                "None or an integer >= 0",
+            ),
             ("fusion_dropout", 0.0 <= self.fusion_dropout < 1.0, "a number in [0, 1)"),
             ("decoder_dim", self.decoder_dim >= 1, "an integer >= 1"),
             ("num_classes", self.num_classes >= 2, "an integer >= 2"),

@@ -23,10 +23,16 @@ class TopDownDecoder(nn.Module):
 
     Starting from F_4: upsample bilinearly to the next finer feature, concatenate it, apply two
     conv-BN-ReLU layers; repeat down to stride 4; a 1x1 conv gives the class logits.
+    LAVT's ``SimpleDecoding`` (``lib/mask_predictor.py:6-64`` of yz93/LAVT-RIS) is this with
+    ``dim`` = half the last stage's width, 3x3 convolutions without bias, and
+    ``align_corners=True``; its modules map one to one (``semires.model.lavt_import``).
     """
 
-    def __init__(self, in_dims: Sequence[int], dim: int, num_classes: int) -> None:
+    def __init__(
+        self, in_dims: Sequence[int], dim: int, num_classes: int, align_corners: bool = False
+    ) -> None:
         super().__init__()
+        self.align_corners = align_corners
         in_dims = list(in_dims)
         widths = [in_dims[-1], *[dim] * (len(in_dims) - 2)]
         self.blocks = nn.ModuleList(
@@ -38,6 +44,9 @@ class TopDownDecoder(nn.Module):
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         x = feats[-1]
         for block, skip in zip(self.blocks, reversed(feats[:-1]), strict=True):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            if tuple(x.shape[-2:]) != tuple(skip.shape[-2:]):
+                x = F.interpolate(
+                    x, size=skip.shape[-2:], mode="bilinear", align_corners=self.align_corners
+                )
             x = block(torch.cat([x, skip], dim=1))
         return self.classifier(x)

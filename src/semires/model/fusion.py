@@ -30,9 +30,18 @@ def _instance_norm_tokens(x: torch.Tensor) -> torch.Tensor:
 
 
 class PixelWordAttention(nn.Module):
-    """Pixels [B, N, C] attend to words [B, T, D] (padding masked) -> [B, N, C]."""
+    """Pixels [B, N, C] attend to words [B, T, D] (padding masked) -> [B, N, C].
 
-    def __init__(self, vis_dim: int, text_dim: int, key_dim: int, heads: int) -> None:
+    LAVT's ``SpatialImageLanguageAttention`` (``lib/backbone.py:643-715`` of yz93/LAVT-RIS):
+    1x1 convolutions (here ``nn.Linear``) for query / key / value / output, instance norm without
+    affine on the query and output projections, keys and values of padding words zeroed and
+    their logits pushed to -1e4 (here: a boolean mask, the same softmax), logits scaled by
+    ``key_dim ** -0.5`` (``scale="key"``, LAVT) or by the head width ** -0.5 (``"head"``).
+    """
+
+    def __init__(
+        self, vis_dim: int, text_dim: int, key_dim: int, heads: int, scale: str = "head"
+    ) -> None:
         super().__init__()
         if key_dim % heads or vis_dim % heads:
             raise ConfigError(
@@ -40,6 +49,7 @@ class PixelWordAttention(nn.Module):
                 f"{key_dim} (query / key) and {vis_dim} (value)"
             )
         self.heads = heads
+        self.scale = key_dim**-0.5 if scale == "key" else None  # None: SDPA's head_dim ** -0.5
         self.query = nn.Linear(vis_dim, key_dim)
         self.key = nn.Linear(text_dim, key_dim)
         self.value = nn.Linear(text_dim, vis_dim)
@@ -56,7 +66,7 @@ class PixelWordAttention(nn.Module):
         q = self._split(_instance_norm_tokens(self.query(pixels)))
         k, v = self._split(self.key(words)), self._split(self.value(words))
         mask = word_mask.bool()[:, None, None, :]
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         attended = attended.transpose(1, 2).flatten(2)
         return _instance_norm_tokens(self.out(attended))
 
@@ -85,12 +95,13 @@ class PWAM(nn.Module):
         heads: int,
         dropout: float,
         sentence: bool = False,
+        scale: str = "head",
     ) -> None:
         super().__init__()
         self.vis_project = nn.Sequential(
             nn.Linear(vis_dim, vis_dim), nn.GELU(), nn.Dropout(dropout)
         )
-        self.attention = PixelWordAttention(vis_dim, text_dim, key_dim, heads)
+        self.attention = PixelWordAttention(vis_dim, text_dim, key_dim, heads, scale)
         self.sentence = nn.Linear(text_dim, vis_dim) if sentence else None
         self.mm_project = nn.Sequential(nn.Linear(vis_dim, vis_dim), nn.GELU(), nn.Dropout(dropout))
 
@@ -104,7 +115,8 @@ class PWAM(nn.Module):
 
 
 class LanguageGate(nn.Module):
-    """Per-element gate in (-1, 1): Linear-ReLU-Linear-tanh, no biases (LAVT's LG)."""
+    """Per-element gate in (-1, 1): Linear-ReLU-Linear-tanh, no biases (LAVT's LG,
+    ``res_gate`` in ``lib/backbone.py:545-550``)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -137,9 +149,10 @@ class StageFusion(nn.Module):
         gated: bool,
         sentence: bool = False,
         coords: bool = False,
+        scale: str = "head",
     ) -> None:
         super().__init__()
-        self.pwam = PWAM(vis_dim, text_dim, key_dim, heads, dropout, sentence)
+        self.pwam = PWAM(vis_dim, text_dim, key_dim, heads, dropout, sentence, scale)
         # a learned embedding of the normalised (x, y) position, added to the PWAM's input
         self.coords = nn.Linear(2, vis_dim) if coords else None
         self.gate = LanguageGate(vis_dim) if gated else None

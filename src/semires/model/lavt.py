@@ -5,6 +5,10 @@ words -> text encoder -> L [B, T, D]; image -> stage 1 -> fusion 1 -> stage 2 ->
 -> fusion 4, where fusion i gives the decoder feature F_i and (stages 1-3) feeds
 ``X_i + gate(F_i) * F_i`` to the next stage; the top-down decoder turns F_1..F_4 into 2-class
 logits at 1/4 resolution, upsampled bilinearly to the input size.
+
+With the ``lavt-*`` registry configs this computes what LAVT's code computes (yz93/LAVT-RIS,
+``lib/_utils.py``, ``lib/backbone.py``, ``lib/mask_predictor.py``; the fact-by-fact list is in
+docs/model.md), and LAVT / SemiRES checkpoints load with :mod:`semires.model.lavt_import`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ NO_DECAY_PATTERNS = (
     "*position_embeddings*",
 )
 
+#: LAVT's rule (``train.py:226-233``): no decay only for parameters of its backbone (which holds
+#: the fusion modules, gates and output norms: here ``backbone.*`` and ``fusion.*``) whose name
+#: contains one of these; everything else, BERT and the decoder included, decays
+LAVT_NO_DECAY_WORDS = ("norm", "absolute_pos_embed", "relative_position_bias_table")
+
 
 class RESModel(nn.Module):
     """Referring expression segmentation: (images, sentences) -> 2-class logits per pixel.
@@ -39,30 +48,51 @@ class RESModel(nn.Module):
     (one :class:`StageFusion` per stage) and ``decoder`` (:class:`TopDownDecoder`).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(
+        self, config: ModelConfig, *, embedded_tokenizer: dict[str, Any] | None = None
+    ) -> None:
+        """``embedded_tokenizer``: the stored vocabulary of an ``"embedded"`` tokenizer (a
+        checkpoint's ``tokenizer`` entry, see :func:`semires.model.text.tokenizer_data`)."""
         super().__init__()
         self.config = config
+        #: carried into checkpoints when the config's tokenizer is "embedded"
+        self.embedded_tokenizer = embedded_tokenizer if config.tokenizer == "embedded" else None
+        #: keep the text encoder in eval mode (no dropout) in training too (LAVT's burn-in)
+        self.text_eval = False
         backbone_family(config.backbone)  # fail on an unsupported backbone before loading text
-        self.text = build_text_encoder(config.text_encoder, config.text_kwargs, config.max_tokens)
+        self.text = build_text_encoder(
+            config.text_encoder,
+            config.text_kwargs,
+            config.max_tokens,
+            tokenizer=config.tokenizer,
+            truncation=config.truncation,
+            embedded=embedded_tokenizer,
+        )
+        if config.text_train_layers is not None and not config.freeze_text:
+            self.text.train_only_layers(config.text_train_layers)
         self.backbone = build_backbone(config.backbone, config.img_size, config.backbone_kwargs)
         if config.backbone_weights:
             load_backbone_weights(self.backbone, config.backbone_weights)
         self.backbone.freeze(config.frozen_stages)
         channels = self.backbone.channels
+        heads = config.stage_heads(len(channels))
         self.fusion = nn.ModuleList(
             StageFusion(
                 vis_dim=c,
                 text_dim=self.text.hidden_size,
                 key_dim=config.fusion_dim or c,
-                heads=config.fusion_heads,
+                heads=heads[i],
                 dropout=config.fusion_dropout,
                 sentence=config.fusion_sentence,
                 coords=config.fusion_coords,
                 gated=i < len(channels) - 1,
+                scale=config.fusion_scale,
             )
             for i, c in enumerate(channels)
         )
-        self.decoder = TopDownDecoder(channels, config.decoder_dim, config.num_classes)
+        self.decoder = TopDownDecoder(
+            channels, config.decoder_dim, config.num_classes, config.align_corners
+        )
         if config.freeze_text:
             self.text.requires_grad_(False)
             self.text.eval()
@@ -90,9 +120,10 @@ class RESModel(nn.Module):
         load_state_strict(self, state_dict, f"{source} does not fit this model")
 
     def train(self, mode: bool = True) -> RESModel:
-        """Set the training mode; a frozen text encoder always stays in eval mode."""
+        """Set the training mode; a frozen text encoder (or one with ``text_eval`` set) always
+        stays in eval mode."""
         super().train(mode)
-        if self.config.freeze_text:
+        if self.config.freeze_text or self.text_eval:
             self.text.eval()
         return self
 
@@ -137,15 +168,37 @@ class RESModel(nn.Module):
             x = self.backbone.from_nhwc(x)
             feats.append(feat.permute(0, 3, 1, 2))
         logits = self.decoder(feats)
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(
+            logits,
+            size=images.shape[-2:],
+            mode="bilinear",
+            align_corners=self.config.align_corners,
+        )
 
-    def param_groups(self, weight_decay: float) -> list[dict[str, Any]]:
+    def param_groups(self, weight_decay: float, rule: str = "default") -> list[dict[str, Any]]:
         """AdamW parameter groups over the trainable parameters, each exactly once.
 
-        No decay (as LAVT / the paper) on norm weights and all other 1-d parameters, biases,
-        and position tables (relative-position bias tables, absolute / BERT position
-        embeddings); ``weight_decay`` on the rest. Uses timm's ``param_groups_weight_decay``.
+        ``rule="default"``: no decay on norm weights and all other 1-d parameters, biases, and
+        position tables (relative-position bias tables, absolute / BERT position embeddings);
+        ``weight_decay`` on the rest (timm's ``param_groups_weight_decay``).
+        ``rule="lavt"``: LAVT's groups - no decay only on backbone / fusion parameters whose
+        name contains ``norm``, ``absolute_pos_embed`` or ``relative_position_bias_table``;
+        everything else (biases, BERT, the decoder) decays.
         """
+        if rule == "lavt":
+            no_decay, decay = [], []
+            for name, p in self.named_parameters():
+                if not p.requires_grad:
+                    continue
+                in_backbone = name.startswith(("backbone.", "fusion."))
+                if in_backbone and any(w in name for w in LAVT_NO_DECAY_WORDS):
+                    no_decay.append(p)
+                else:
+                    decay.append(p)
+            return [
+                {"params": no_decay, "weight_decay": 0.0},
+                {"params": decay, "weight_decay": weight_decay},
+            ]
         from timm.optim import param_groups_weight_decay
 
         return param_groups_weight_decay(

@@ -22,14 +22,23 @@ BERT_BASE_SIZES: dict[str, Any] = {
     "max_position_embeddings": 512,
 }
 
+#: LAVT as its code computes it (yz93/LAVT-RIS; docs/model.md lists each fact with its line):
+#: Swin-B window 12 (drop path 0.3) at 480 + BERT-base (20 tokens cut as LAVT cuts them, only
+#: encoder layers 0-9 trained), PWAM with one head and key-width scaling, the decoder at half
+#: the last stage's width (512), bilinear upsampling with align_corners=True
 _LAVT_SWIN_B = ModelConfig(
     backbone="swin_base_patch4_window12_384",
     backbone_kwargs={"drop_path_rate": 0.3},
     img_size=480,
     text_encoder="bert-base-uncased",
     max_tokens=20,
+    truncation="cut",
     freeze_text=False,
-    decoder_dim=256,
+    text_train_layers=10,
+    fusion_heads=1,
+    fusion_scale="key",
+    decoder_dim=512,
+    align_corners=True,
 )
 
 #: name -> config; extend with :func:`register_model`
@@ -40,9 +49,11 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
     "lavt-swin-b-random": _LAVT_SWIN_B.replace(
         text_encoder="random-bert", text_kwargs=BERT_BASE_SIZES
     ),
-    # LAVT's smaller variant: Swin-T window 7 at 480 + BERT-base
+    # LAVT's smaller variant: Swin-T window 7 at 480 + BERT-base (decoder 8 * 96 / 2 = 384)
     "lavt-swin-t": _LAVT_SWIN_B.replace(
-        backbone="swin_tiny_patch4_window7_224", backbone_kwargs={"drop_path_rate": 0.3}
+        backbone="swin_tiny_patch4_window7_224",
+        backbone_kwargs={"drop_path_rate": 0.3},
+        decoder_dim=384,
     ),
     # the CPU default: a small ConvNeXt at 128 px, pretrained on synthetic scenes (packaged, see
     # semires.model.pretrain), + the packaged MiniLM, frozen; multi-head fusion with coordinates
@@ -115,12 +126,18 @@ def get_model_config(name: str) -> ModelConfig:
     return MODEL_CONFIGS[name].replace()
 
 
-def build_model(cfg: ModelConfig | str, **overrides: Any) -> RESModel:
+def build_model(
+    cfg: ModelConfig | str,
+    *,
+    embedded_tokenizer: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> RESModel:
     """Build a :class:`RESModel` from a config or a registered name, with field overrides.
 
     Backbone weights (``backbone_weights``) and the text encoder's weights are loaded here;
     everything else is initialised from the current torch RNG state (seed before building for
-    reproducible weights).
+    reproducible weights). ``embedded_tokenizer`` is a checkpoint's stored vocabulary, for a
+    config whose ``tokenizer`` is ``"embedded"``.
     """
     base = get_model_config(cfg) if isinstance(cfg, str) else cfg
-    return RESModel(base.replace(**overrides))
+    return RESModel(base.replace(**overrides), embedded_tokenizer=embedded_tokenizer)

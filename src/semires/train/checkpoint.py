@@ -8,7 +8,12 @@ A checkpoint is a dict saved with ``torch.save``:
   can rebuild from its source (e.g. the packaged MiniLM) are left out (``text_from_source``),
   which keeps checkpoints of the CPU default small;
 - ``teacher`` (teacher-student stage), ``optimizer``, ``step``, ``epoch``, ``best``, ``history``,
-  ``rng`` (torch CPU / CUDA generator states) in resumable ``latest`` checkpoints.
+  ``rng`` (torch CPU / CUDA generator states) in resumable ``latest`` checkpoints;
+- ``companion`` in the ``best`` checkpoint of a teacher-student run: ``{"role": "student" |
+  "teacher", "model": state}``, the other network at the selected step (both are reported);
+- ``tokenizer`` (``{"vocab", "do_lower_case"}``) when the model config's tokenizer is
+  ``"embedded"`` (imported LAVT checkpoints: the file needs nothing else to load);
+- ``imported`` (where an imported checkpoint came from: file, variant, the original ``args``).
 
 ``latest.pt`` (everything needed to resume) and ``best.pt`` (weights for evaluation) live in the
 run folder and are written to a temporary file and renamed, so a kill never corrupts them.
@@ -86,6 +91,36 @@ def load_model_state(
             own = {k: v for k, v in model.state_dict().items() if k.startswith(skip)}
             state = {**own, **state}
     load_state_strict(model, state, f"checkpoint {source} does not match the model config")
+
+
+def load_model_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, weights: str = "model"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build the model a semires checkpoint describes and load its weights: ``(model, ckpt)``.
+
+    ``weights="companion"`` loads the other network stored in a teacher-student ``best``
+    checkpoint instead (CheckpointError when there is none). No weights file named by the model
+    config (backbone weights, a text encoder folder) is read when the checkpoint holds them.
+    """
+    from semires.model import build_model
+    from semires.model.config import ModelConfig
+
+    ck = load_checkpoint(path, map_location)
+    if "model_config" not in ck or "model" not in ck:
+        raise CheckpointError(f"{path} is not a model checkpoint (no 'model_config' / 'model')")
+    # the backbone's weights are in the checkpoint: do not read (or need) the file it started from
+    cfg = ModelConfig.from_dict(ck["model_config"]).replace(backbone_weights=None)
+    model = build_model(cfg, embedded_tokenizer=ck.get("tokenizer"))
+    state = ck["model"]
+    if weights == "companion":
+        companion = ck.get("companion")
+        if not companion:
+            raise CheckpointError(
+                f"{path} holds no second network (only teacher-student best.pt does)"
+            )
+        state = companion["model"]
+    load_model_state(model, state, path, ck.get("text_from_source", False))
+    return model, ck
 
 
 def rng_state() -> dict[str, Any]:

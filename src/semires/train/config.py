@@ -93,8 +93,25 @@ class TrainConfig:
     #: cross-entropy class weights (background, foreground)
     class_weights: tuple[float, float] = (0.9, 1.1)
     grad_clip: float | None = None
-    #: mixed precision: "auto" = bf16 on CUDA, fp32 on CPU
-    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
+    #: mixed precision: "none" = fp32 (LAVT and SemiRES train in fp32), "bf16" / "fp16" autocast
+    #: (an explicit choice, measured against fp32 in docs/results.md), "auto" = bf16 on CUDA
+    amp: Literal["auto", "bf16", "fp16", "none"] = "none"
+    #: optimizer steps accumulate this many micro-batches of ``batch_size`` (fewer GPUs reach the
+    #: paper's global batch: global = batch_size x grad_accum x processes)
+    grad_accum: int = 1
+    #: how the pixel cross-entropy is averaged: "weighted" = divided by the sum of the pixels'
+    #: class weights (LAVT's burn-in, torch's default), "plain" = a plain mean of the weighted
+    #: per-pixel CE (the SemiRES teacher-student scripts)
+    ce_mean: Literal["weighted", "plain"] = "weighted"
+    #: AdamW weight-decay groups: "default" (no decay on norms, biases, position tables) or
+    #: "lavt" (no decay only on backbone norms / position tables, LAVT's train.py)
+    decay_rule: Literal["default", "lavt"] = "default"
+    #: SyncBatchNorm across processes under DDP on CUDA (LAVT and SemiRES convert the model);
+    #: off, with a note, on CPU / gloo or in a single process
+    sync_bn: bool = False
+    #: dropout inside the text encoder while training: LAVT's burn-in keeps its separate BERT
+    #: in eval mode (from_pretrained), the SemiRES teacher-student scripts call .train() on it
+    text_dropout: bool = True
     #: steps per epoch (None = one pass over the labeled refs, or the unlabeled refs in the
     #: teacher-student stage)
     steps_per_epoch: int | None = None
@@ -123,7 +140,14 @@ class TrainConfig:
     text_cache: str | None = None
 
     def validate(self) -> None:
-        for key in ("epochs", "batch_size", "eval_every", "log_every", "eval_batch_size"):
+        for key in (
+            "epochs",
+            "batch_size",
+            "eval_every",
+            "log_every",
+            "eval_batch_size",
+            "grad_accum",
+        ):
             if getattr(self, key) < 1:
                 raise ConfigError(
                     f"config key 'train.{key}': expected >= 1, got {getattr(self, key)}"
@@ -178,8 +202,11 @@ class SemiConfig:
     refine: RefineConfig = field(default_factory=RefineConfig)
     #: at most this many candidates per image (the highest-scoring ones)
     max_candidates: int = 256
-    #: which network is evaluated, selected as ``best`` and exported
+    #: which network is evaluated, selected as ``best`` and exported (the SemiRES scripts:
+    #: the EMA teacher); the other one is scored at the same step too and reported beside it
     eval_model: Literal["student", "teacher"] = "student"
+    #: class weights in the PWA loss of unmatched samples (the SemiRES scripts: none)
+    pwa_class_weights: bool = True
 
     def validate(self) -> None:
         if not 0.0 <= self.ema <= 1.0:

@@ -78,6 +78,49 @@ def _setup_logging(run_dir: Path, main: bool) -> None:
     root.setLevel(logging.INFO)
 
 
+def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
+    """A collated batch cut into ``parts`` micro-batches along the first dimension (tensors and
+    lists alike); ``parts=1`` returns the batch itself."""
+    if parts == 1:
+        return [batch]
+    size = len(batch["sentence"])
+    if size % parts:
+        raise ValueError(f"a batch of {size} does not split into {parts} micro-batches")
+    step = size // parts
+    return [{k: v[i * step : (i + 1) * step] for k, v in batch.items()} for i in range(parts)]
+
+
+#: ModelConfig fields that decide what a set of weights computes (not where weights come from)
+ARCHITECTURE_FIELDS = (
+    "backbone",
+    "backbone_kwargs",
+    "img_size",
+    "max_tokens",
+    "truncation",
+    "fusion_dim",
+    "fusion_heads",
+    "fusion_scale",
+    "fusion_sentence",
+    "fusion_coords",
+    "decoder_dim",
+    "align_corners",
+    "num_classes",
+)
+
+
+def architecture_differences(a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    """(field, a's value, b's value) for each architecture field two ModelConfigs disagree on
+    (a single fusion head count equals the same count given per stage)."""
+    out = []
+    for key in ARCHITECTURE_FIELDS:
+        va, vb = getattr(a, key), getattr(b, key)
+        if key == "fusion_heads":
+            va, vb = a.stage_heads(), b.stage_heads()
+        if va != vb:
+            out.append((key, getattr(a, key), getattr(b, key)))
+    return out
+
+
 class Trainer:
     """One training run described by a :class:`~semires.train.config.Config`."""
 
@@ -155,7 +198,13 @@ class Trainer:
 
         # ---------------------------------------------------------------- model
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model.name, **cfg.model.overrides).to(self.device)
+        overrides = dict(cfg.model.overrides)
+        if cfg.semi.enabled:  # every weight comes from the burn-in: no backbone file needed
+            overrides["backbone_weights"] = None
+        self.model = build_model(cfg.model.name, **overrides).to(self.device)
+        self.model.text_eval = not cfg.train.text_dropout
+        if cfg.train.sync_bn:
+            self._sync_batchnorm()
         self.teacher: nn.Module | None = None
         self.ema: EMATeacher | None = None
         if cfg.semi.enabled:
@@ -163,7 +212,7 @@ class Trainer:
                 raise SemiresError(
                     "config key 'semi.burn_in': the teacher-student stage needs a burn-in checkpoint"
                 )
-            self._load_weights(self.model, cfg.semi.burn_in)
+            self._load_burn_in(cfg.semi.burn_in)
             self.teacher = copy.deepcopy(self.model)
             self.ema = EMATeacher(self.teacher, self.model, cfg.semi.ema)
         self.ddp_model: nn.Module = self.model
@@ -171,7 +220,9 @@ class Trainer:
             self.ddp_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
-        self.optimizer = build_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay)
+        self.optimizer = build_optimizer(
+            self.model, cfg.train.lr, cfg.train.weight_decay, cfg.train.decay_rule
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self._amp() == "fp16")
         self.class_weights = torch.tensor(
             cfg.train.class_weights, device=self.device, dtype=torch.float32
@@ -189,7 +240,8 @@ class Trainer:
 
         n = len(self.unlabeled_refs) if cfg.semi.enabled else len(self.labeled_refs)
         batch = cfg.semi.unlabeled_batch_size if cfg.semi.enabled else cfg.train.batch_size
-        self.steps_per_epoch = cfg.train.steps_per_epoch or max(1, n // (batch * self.info.world))
+        per_step = batch * cfg.train.grad_accum * self.info.world
+        self.steps_per_epoch = cfg.train.steps_per_epoch or max(1, n // per_step)
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         self.step = 0
         self.best: dict[str, Any] | None = None
@@ -284,9 +336,37 @@ class Trainer:
             self.text.load(path)
         self.text.precompute(sentences, progress=self.progress and self.info.is_main)
 
-    def _load_weights(self, model: nn.Module, path: str) -> None:
+    def _note(self, text: str) -> None:
+        """A one-off remark: in train.log, and on the console when showing progress."""
+        if self.info.is_main:
+            log.warning(text)
+            if self.progress:
+                print(f"[{self.cfg.name}] note: {text}", flush=True)
+
+    def _sync_batchnorm(self) -> None:
+        """SyncBatchNorm across processes (DDP on CUDA only; elsewhere a note says it is off)."""
+        if self.info.enabled and self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            return
+        where = "a single process" if not self.info.enabled else f"{self.device.type} / gloo"
+        self._note(f"train.sync_bn is off in {where} (it needs DDP on CUDA); plain BatchNorm")
+
+    def _load_burn_in(self, path: str) -> None:
+        """Start from the burn-in checkpoint; refuse one made for another architecture (knobs
+        that do not change tensor shapes, e.g. fusion heads, would otherwise load silently)."""
+        from semires.model.config import ModelConfig
+
         ck = ckpt_io.load_checkpoint(path)
-        ckpt_io.load_model_state(model, ck["model"], path, ck.get("text_from_source", False))
+        if "model_config" in ck:
+            theirs = ModelConfig.from_dict(ck["model_config"])
+            diffs = architecture_differences(theirs, self.model.config)
+            if diffs:
+                shown = "; ".join(f"{k}: checkpoint {a!r}, run {b!r}" for k, a, b in diffs[:3])
+                raise CheckpointError(
+                    f"burn-in checkpoint {path} was made for another model ({shown}); set "
+                    "model.overrides to match it"
+                )
+        ckpt_io.load_model_state(self.model, ck["model"], path, ck.get("text_from_source", False))
 
     @property
     def tb(self) -> Any:
@@ -308,6 +388,15 @@ class Trainer:
             "epoch": self.step // self.steps_per_epoch,
             "best": self.best,
         }
+        embedded = getattr(self.model, "embedded_tokenizer", None)
+        if embedded is not None:
+            payload["tokenizer"] = embedded
+        if not full and self.teacher is not None:
+            other = self.model if self.eval_net is self.teacher else self.teacher
+            payload["companion"] = {
+                "role": self._role(other),
+                "model": ckpt_io.model_state(other)[0],
+            }
         if full:
             payload["optimizer"] = self.optimizer.state_dict()
             payload["scaler"] = self.scaler.state_dict()
@@ -383,49 +472,45 @@ class Trainer:
     def _text_kwargs(self, text: TextInputs, sentences: list[str]) -> dict[str, Any]:
         return text(sentences)
 
+    def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return weighted_ce(logits, target, self.class_weights, self.cfg.train.ce_mean)
+
     def _unsup_loss(self, logits: torch.Tensor, result: Any) -> torch.Tensor:
         """L_unsup (METHOD.md section 3): refined samples by CE, unmatched ones by PWA-weighted CE;
         the two parts are averaged when a batch has both."""
         strategy = self.cfg.semi.refine.strategy
         labels = result.labels
         if strategy == "none":
-            return weighted_ce(logits, labels, self.class_weights)
+            return self._ce(logits, labels)
         if strategy == "confidence":
             return masked_ce(logits, labels, result.weights > 0, self.class_weights)
         parts = []
         matched = result.matched
         if matched.any():
-            parts.append(weighted_ce(logits[matched], labels[matched], self.class_weights))
+            parts.append(self._ce(logits[matched], labels[matched]))
         if (~matched).any():
             rest = ~matched
             if self.cfg.semi.refine.pwa:
+                weights = self.class_weights if self.cfg.semi.pwa_class_weights else None
                 parts.append(
-                    pixel_weighted_ce(
-                        logits[rest], labels[rest], result.weights[rest], self.class_weights
-                    )
+                    pixel_weighted_ce(logits[rest], labels[rest], result.weights[rest], weights)
                 )
             else:
-                parts.append(weighted_ce(logits[rest], labels[rest], self.class_weights))
+                parts.append(self._ce(logits[rest], labels[rest]))
         return torch.stack(parts).mean()
 
-    def train_step(
+    def _micro_loss(
         self, lab: dict[str, Any], unl: dict[str, Any] | None, stats: dict[str, torch.Tensor]
-    ) -> dict[str, float]:
-        """One optimizer step; returns scalar logs."""
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one (micro-)batch and its parts."""
         cfg = self.cfg
-        lr = set_lr(
-            self.optimizer,
-            cfg.train.lr,
-            poly_factor(self.step, self.total_steps, cfg.train.poly_power, cfg.train.warmup_steps),
-        )
-        self.ddp_model.train()
-        logs: dict[str, float] = {"lr": lr}
+        parts: dict[str, float] = {}
         x_l = self._norm(lab["image"])
         y_l = lab["mask"].to(self.device)
         with _autocast(self.device, cfg.train.amp):
             if unl is None:
                 logits = self.ddp_model(x_l, **self._text_kwargs(self.text, lab["sentence"]))
-                loss_sup = weighted_ce(logits, y_l, self.class_weights)
+                loss_sup = self._ce(logits, y_l)
                 loss = loss_sup
             else:
                 result = self._pseudo_labels(unl, stats)
@@ -435,19 +520,48 @@ class Trainer:
                     torch.cat([x_l, x_s]), **self._text_kwargs(self.text, sentences)
                 )
                 b = x_l.shape[0]
-                loss_sup = weighted_ce(logits[:b], y_l, self.class_weights)
+                loss_sup = self._ce(logits[:b], y_l)
                 loss_unsup = self._unsup_loss(logits[b:], result)
                 loss = cfg.semi.sup_weight * loss_sup + cfg.semi.unsup_weight * loss_unsup
-                logs["loss_unsup"] = float(loss_unsup.detach())
-        logs["loss_sup"] = float(loss_sup.detach())
-        logs["loss"] = float(loss.detach())
-        if not math.isfinite(logs["loss"]):
+                parts["loss_unsup"] = float(loss_unsup.detach())
+        parts["loss_sup"] = float(loss_sup.detach())
+        parts["loss"] = float(loss.detach())
+        if not math.isfinite(parts["loss"]):
             raise TrainingError(
-                f"non-finite loss ({logs['loss']}) at step {self.step}; the last good checkpoint "
+                f"non-finite loss ({parts['loss']}) at step {self.step}; the last good checkpoint "
                 f"{self.run_dir / 'latest.pt'} is intact (try a lower train.lr or train.amp=none)"
             )
+        return loss, parts
+
+    def train_step(
+        self, lab: dict[str, Any], unl: dict[str, Any] | None, stats: dict[str, torch.Tensor]
+    ) -> dict[str, float]:
+        """One optimizer step over ``train.grad_accum`` micro-batches; returns scalar logs."""
+        cfg = self.cfg
+        lr = set_lr(
+            self.optimizer,
+            cfg.train.lr,
+            poly_factor(self.step, self.total_steps, cfg.train.poly_power, cfg.train.warmup_steps),
+        )
+        self.ddp_model.train()
+        logs: dict[str, float] = {"lr": lr}
+        n = cfg.train.grad_accum
+        labs = split_batch(lab, n)
+        unls = split_batch(unl, n) if unl is not None else [None] * n
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        for i, (part_l, part_u) in enumerate(zip(labs, unls, strict=True)):
+            last = i == n - 1
+            # under DDP only the last micro-batch all-reduces the gradients
+            sync = (
+                self.ddp_model.no_sync()
+                if self.info.enabled and not last
+                else contextlib.nullcontext()
+            )
+            with sync:
+                loss, parts = self._micro_loss(part_l, part_u, stats)
+                self.scaler.scale(loss / n if n > 1 else loss).backward()
+            for k, v in parts.items():
+                logs[k] = logs.get(k, 0.0) + v / n
         if cfg.train.grad_clip:
             self.scaler.unscale_(self.optimizer)
             logs["grad_norm"] = float(
@@ -546,11 +660,14 @@ class Trainer:
         cfg = self.cfg
         epoch = self.step // self.steps_per_epoch
         start, stop = self.step, (epoch + 1) * self.steps_per_epoch
-        lab_loader = self._loader(self.labeled_ds, cfg.train.batch_size, LABELED, start, stop)
+        accum = cfg.train.grad_accum
+        lab_loader = self._loader(
+            self.labeled_ds, cfg.train.batch_size * accum, LABELED, start, stop
+        )
         loaders: Any = lab_loader
         if self.unlabeled_ds is not None:
             unl_loader = self._loader(
-                self.unlabeled_ds, cfg.semi.unlabeled_batch_size, UNLABELED, start, stop
+                self.unlabeled_ds, cfg.semi.unlabeled_batch_size * accum, UNLABELED, start, stop
             )
             loaders = zip(lab_loader, unl_loader, strict=True)
         stats = self._new_stats()
@@ -621,12 +738,18 @@ class Trainer:
         return out
 
     def evaluate(
-        self, split: str, *, max_sentences: int | None = None, pred_dir: str | Path | None = None
+        self,
+        split: str,
+        *,
+        max_sentences: int | None = None,
+        pred_dir: str | Path | None = None,
+        net: nn.Module | None = None,
     ) -> dict[str, Any]:
-        """Evaluate the current student (or teacher, see ``semi.eval_model``) on a split."""
+        """Evaluate the current student (or teacher, see ``semi.eval_model``; or ``net``) on a
+        split."""
         from semires.evaluate.evaluate import evaluate_model
 
-        model = self.eval_net
+        model = self.eval_net if net is None else net
         text = self.teacher_text if model is self.teacher else self.text
         return evaluate_model(
             model,
@@ -652,6 +775,9 @@ class Trainer:
         if self.teacher is not None and self.cfg.semi.eval_model == "teacher":
             return self.teacher
         return self.model
+
+    def _role(self, net: nn.Module) -> str:
+        return "teacher" if net is self.teacher else "student"
 
     def _log_eval(self, split: str, result: dict[str, Any]) -> None:
         if self.tb is None:
@@ -731,34 +857,48 @@ class Trainer:
 
     def final_evaluation(self) -> dict[str, Any]:
         """Load ``best.pt`` and evaluate the val split (unless ``train.final_val`` is off) and
-        every test split; write metrics.json."""
-        cfg = self.cfg
-        best = ckpt_io.load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
-        ckpt_io.load_model_state(
-            self.eval_net,
-            best["model"],
-            self.run_dir / "best.pt",
-            best.get("text_from_source", False),
-        )
-        out: dict[str, Any] = {"best": self.best, "splits": {}}
-        from semires.evaluate.metrics import RESMetrics
+        every test split; write metrics.json.
 
-        combined = RESMetrics()  # all test splits together, e.g. "testA+testB"
-        splits = [cfg.data.val_split] if cfg.train.final_val or not cfg.data.test_splits else []
-        for split in [*splits, *cfg.data.test_splits]:
-            result = self.evaluate(split)
-            out["splits"][split] = result["metrics"]
-            self._log_eval(f"final_{split}", result)
-            if split in cfg.data.test_splits:
-                combined.merge(result["accumulator"])
-            if self.info.is_main:
-                m = result["metrics"]
-                log.info("final %s: oIoU %.2f mIoU %.2f", split, m["oIoU"], m["mIoU"])
-        if len(cfg.data.test_splits) > 1:
-            out["splits"]["+".join(cfg.data.test_splits)] = combined.report(cfg.train.protocol)
+        In a teacher-student run the other network of the selected step (``companion`` in
+        ``best.pt``) is scored on the same splits: ``metrics.json`` holds ``eval_model`` (the
+        network of ``splits``, the headline) and ``companion`` ``{"model", "splits"}``.
+        """
+        best = ckpt_io.load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
+        source = self.run_dir / "best.pt"
+        from_source = best.get("text_from_source", False)
+        ckpt_io.load_model_state(self.eval_net, best["model"], source, from_source)
+        out: dict[str, Any] = {
+            "best": self.best,
+            "eval_model": self._role(self.eval_net),
+            "splits": self._final_splits(self.eval_net),
+        }
+        companion = best.get("companion")
+        if companion is not None and self.teacher is not None:
+            other = self.model if self.eval_net is self.teacher else self.teacher
+            ckpt_io.load_model_state(other, companion["model"], source, from_source)
+            out["companion"] = {"model": self._role(other), "splits": self._final_splits(other)}
         if self.info.is_main:
             atomic_write_json(self.run_dir / "metrics.json", out)
         return out
+
+    def _final_splits(self, net: nn.Module) -> dict[str, Any]:
+        """Metrics of ``net`` on the final splits (and all test splits together)."""
+        from semires.evaluate.evaluate import score_splits
+
+        cfg = self.cfg
+        role = self._role(net)
+        tag = "final" if net is self.eval_net else f"final_{role}"
+
+        def run(split: str) -> dict[str, Any]:
+            result = self.evaluate(split, net=net)
+            self._log_eval(f"{tag}_{split}", result)
+            if self.info.is_main:
+                m = result["metrics"]
+                log.info("final %s (%s): oIoU %.2f mIoU %.2f", split, role, m["oIoU"], m["mIoU"])
+            return result
+
+        splits = [cfg.data.val_split] if cfg.train.final_val or not cfg.data.test_splits else []
+        return score_splits(run, splits, cfg.data.test_splits, cfg.train.protocol)
 
 
 def train(cfg: Config, *, progress: bool = True) -> dict[str, Any]:

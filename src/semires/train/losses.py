@@ -7,13 +7,22 @@ import torch.nn.functional as F
 
 
 def weighted_ce(
-    logits: torch.Tensor, target: torch.Tensor, class_weights: torch.Tensor
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    class_weights: torch.Tensor,
+    mean: str = "weighted",
 ) -> torch.Tensor:
     """Pixel cross-entropy with class weights (background 0.9, foreground 1.1 in the paper).
 
-    ``logits`` (B, 2, H, W), ``target`` (B, H, W) bool/long. The mean is the weighted mean
-    (divided by the sum of the target pixels' class weights), as ``nn.CrossEntropyLoss(weight=...)``.
+    ``logits`` (B, 2, H, W), ``target`` (B, H, W) bool/long. ``mean="weighted"``: divided by the
+    sum of the target pixels' class weights, as ``F.cross_entropy(weight=...)`` (LAVT's
+    ``train.py:62-64``); ``mean="plain"``: the plain mean over pixels of the class-weighted CE
+    (the SemiRES scripts' criterion, ``CrossEntropyLoss(weight, reduction='none').mean()``,
+    ``train_semi_CPI.py:246-249``).
     """
+    if mean == "plain":
+        ce = F.cross_entropy(logits.float(), target.long(), weight=class_weights, reduction="none")
+        return ce.mean()
     return F.cross_entropy(logits.float(), target.long(), weight=class_weights)
 
 
@@ -21,9 +30,11 @@ def pixel_weighted_ce(
     logits: torch.Tensor,
     target: torch.Tensor,
     pixel_weights: torch.Tensor,
-    class_weights: torch.Tensor,
+    class_weights: torch.Tensor | None,
 ) -> torch.Tensor:
-    """mean over pixels of w(x) * CE(x): the PWA loss (class weights applied per pixel too)."""
+    """mean over pixels of w(x) * CE(x): the PWA loss, with the class weights applied per pixel
+    too, or without them (``class_weights=None``: the SemiRES scripts' ``weighted_ce_loss``,
+    ``loss/bce_loss.py:9-14``)."""
     ce = F.cross_entropy(logits.float(), target.long(), weight=class_weights, reduction="none")
     return (ce * pixel_weights).mean()
 

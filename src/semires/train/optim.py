@@ -23,10 +23,13 @@ def poly_factor(step: int, total: int, power: float = 0.9, warmup: int = 0) -> f
     return factor
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over the model's trainable parameters; no decay on norms, biases, position tables."""
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, rule: str = "default"
+) -> torch.optim.AdamW:
+    """AdamW over the model's trainable parameters: no decay on norms, biases, position tables
+    (``rule="default"``), or LAVT's groups (``rule="lavt"``, see ``RESModel.param_groups``)."""
     groups = (
-        model.param_groups(weight_decay)
+        model.param_groups(weight_decay, rule)
         if hasattr(model, "param_groups")
         else [
             {
