@@ -129,22 +129,43 @@ def test_other_synthetic_data_in_the_same_folder_is_refused_before_any_stage(tin
     assert yaml.safe_load((out / "run.yaml").read_text()) == recorded
 
 
-@pytest.mark.parametrize("pct", ["0p5", "1", "2", "5", "10"])
-def test_paper_configs_expand_to_the_paper_settings(pct, tmp_path):
-    cfg = load_run_config(config=f"semires_refcoco_{pct}pct", overrides=[f"out={tmp_path}"])
-    assert cfg.labeled == f"{pct.replace('p', '.')}%"
+@pytest.mark.parametrize(
+    ("config", "labeled", "tag", "dataset", "tests"),
+    [
+        ("semires_refcoco", None, "1pct", "refcoco", ["testA", "testB"]),
+        ("semires_refcoco", "0.5%", "0p5pct", "refcoco", ["testA", "testB"]),
+        ("semires_refcocop", "10%", "10pct", "refcoco+", ["testA", "testB"]),
+        ("semires_refcocog", "2%", "2pct", "refcocog", ["test"]),
+    ],
+)
+def test_paper_configs_expand_to_the_paper_settings(config, labeled, tag, dataset, tests, tmp_path):
+    extra = [f"labeled={labeled}"] if labeled else []
+    cfg = load_run_config(config=config, overrides=extra)
+    # one file per dataset; the ratio is an override and names the run folder
+    assert cfg.labeled == (labeled or "1%")
+    assert cfg.out == f"runs/{config}_{tag}" and cfg.name == f"{config}_{tag}"
+    cfg.out = str(tmp_path)
     pipe = Pipeline(cfg, progress=False)
     sup = pipe.train_config("supervised")
     assert sup.model.name == "lavt-swin-b" and sup.data.img_size == 480
+    assert sup.data.dataset == dataset and sup.data.test_splits == tests
     assert sup.train.lr == pytest.approx(5e-5) and sup.train.epochs == 40 and not sup.semi.enabled
+    # the authors' training, stage by stage (docs/reproduce.md)
+    assert (sup.train.batch_size, sup.train.amp, sup.train.ce_mean) == (2, "none", "weighted")
+    assert sup.train.decay_rule == "lavt" and sup.train.sync_bn and not sup.train.text_dropout
     iom, cpi, ts = (pipe.train_config(m) for m in ("iom", "cpi", "teacher_student"))
     assert iom.semi.sup_weight == 10.0 and cpi.semi.sup_weight == 1.0  # as the paper's two scripts
     assert iom.semi.refine.strategy == "iom" and cpi.semi.refine.strategy == "cpi"
     assert ts.semi.refine.strategy == "none" and ts.semi.proposals is None
     assert cpi.semi.ema == pytest.approx(0.9996) and cpi.semi.unlabeled_batch_size == 3
+    assert cpi.semi.eval_model == "teacher" and not cpi.semi.pwa_class_weights
+    assert cpi.train.ce_mean == "plain" and cpi.train.text_dropout and cpi.train.batch_size == 3
     assert cpi.semi.burn_in == str(tmp_path / "supervised" / "best.pt")
     assert cpi.semi.proposals == str(tmp_path / "proposals")
-    assert "testA" in cpi.data.test_splits and cpi.data.val_split == "val"
+    assert cpi.data.val_split == "val"
+    # a given burn-in replaces the supervised stage
+    cfg.burn_in_checkpoint = str(tmp_path / "authors_burn_in.pt")
+    assert Pipeline(cfg, progress=False).train_config("cpi").semi.burn_in == cfg.burn_in_checkpoint
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,10 @@ def run(
         None, "--preset", help="A shipped run preset: demo (the embedded default) or hard."
     ),
     config: str | None = typer.Option(
-        None, "--config", "-c", help="A run config YAML (e.g. configs/semires_refcoco_1pct.yaml)."
+        None,
+        "--config",
+        "-c",
+        help="A run config YAML, or a shipped one by name (e.g. semires_refcoco labeled=1%).",
     ),
     out: Path | None = typer.Option(
         None, "--out", help="Run folder (default: the config's `out`)."

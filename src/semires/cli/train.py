@@ -53,16 +53,35 @@ def evaluate(
     ),
     batch_size: int = typer.Option(16, "--batch-size"),
     device: str = typer.Option("auto", "--device"),
+    fmt: str | None = typer.Option(
+        None,
+        "--format",
+        help="refer or semires; default: the checkpoint's (an imported LAVT checkpoint has none).",
+    ),
     root: str | None = typer.Option(
-        None, "--root", help="Override the data root stored in the checkpoint."
+        None, "--root", help="refer: the folder holding <dataset>/ (overrides the checkpoint's)."
     ),
+    dataset: str | None = typer.Option(None, "--dataset", help="refer: e.g. refcoco."),
+    split_by: str | None = typer.Option(None, "--split-by", help="refer: unc, umd, google."),
     ann: str | None = typer.Option(
-        None, "--ann", help="Override the semires json stored in the checkpoint."
+        None, "--ann", help="semires: the json file (overrides the checkpoint's)."
     ),
-    image_root: str | None = typer.Option(None, "--image-root", help="Override the image root."),
+    image_root: str | None = typer.Option(None, "--image-root", help="The image folder."),
+    mask_root: str | None = typer.Option(None, "--mask-root", help="semires: the mask folder."),
+    weights: str = typer.Option(
+        "model",
+        "--weights",
+        help="model (the network best.pt was selected for) or companion (the other network of "
+        "a teacher-student best.pt).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Evaluate a checkpoint on every sentence of every ref of a split (oIoU, mIoU, Prec@X)."""
+    """Evaluate a checkpoint on every sentence of every ref of a split (oIoU, mIoU, Prec@X).
+
+    The dataset is the one stored in the checkpoint, with the options above overriding it; a
+    checkpoint made by `semires model import-lavt` needs them, e.g. --format refer --root
+    data/refer --dataset refcoco --split-by unc.
+    """
     from semires.evaluate.evaluate import evaluate_checkpoint
     from semires.evaluate.report import format_metrics_table
 
@@ -72,7 +91,16 @@ def evaluate(
         protocol=protocol,
         batch_size=batch_size,
         device=device,
-        data_overrides={"root": root, "ann": ann, "image_root": image_root},
+        weights=weights,
+        data_overrides={
+            "format": fmt,
+            "root": root,
+            "dataset": dataset,
+            "split_by": split_by,
+            "ann": ann,
+            "image_root": image_root,
+            "mask_root": mask_root,
+        },
         pred_dir=pred_dir,
         gt_dir=gt_dir,
         json_out=json_out,

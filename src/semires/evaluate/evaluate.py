@@ -153,24 +153,40 @@ def evaluate_checkpoint(
     protocol: str = "lavt",
     batch_size: int = 16,
     device: str = "auto",
+    weights: str = "model",
     data_overrides: dict[str, Any] | None = None,
     pred_dir: str | Path | None = None,
     gt_dir: str | Path | None = None,
     json_out: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Load a checkpoint and the dataset named in its config, evaluate a split, write json."""
+    """Load a checkpoint and the dataset named in its config (``data_overrides``: DataConfig
+    fields that replace it), evaluate a split, write json."""
     from semires.data import load_index
+    from semires.errors import ConfigError
     from semires.evaluate.predict import load
-    from semires.train.config import config_from_dict
+    from semires.train.config import DataConfig
     from semires.utils.io import atomic_write_json
+    from semires.utils.typed_config import load_dataclass
 
-    seg = load(checkpoint, device=device)
-    cfg = config_from_dict(seg.config)
-    for key, value in (data_overrides or {}).items():
-        if value is not None:
-            setattr(cfg.data, key, value)
-    index = load_index(cfg.data.spec())
+    if weights not in ("model", "companion"):
+        raise ConfigError(f"--weights: expected model or companion, got {weights!r}")
+    seg = load(checkpoint, device=device, weights=weights)
+    stored = dict((seg.config or {}).get("data") or {})
+    given = {k: v for k, v in (data_overrides or {}).items() if v is not None}
+    if "ann" in given and "format" not in given:
+        given["format"] = "semires"  # --ann names a semires json
+    if not stored and not given:
+        raise ConfigError(
+            f"{checkpoint} names no dataset (an imported checkpoint): give --format refer --root "
+            "DIR --dataset NAME --split-by BY, or --format semires --ann FILE"
+        )
+    data = load_dataclass(DataConfig, {**stored, **given}, prefix="data")
+    if not (data.root or data.ann):
+        raise ConfigError(
+            "the dataset location is incomplete: give --root (refer) or --ann (semires)"
+        )
+    index = load_index(data.spec())
     result = evaluate_model(
         seg.model,
         index,

@@ -44,7 +44,8 @@ class ModelConfig:
         [SEP]; zero padding);
       - ``tokenizer``: where the tokenizer comes from when it is not the text encoder's own: a
         folder holding a WordPiece ``vocab.txt`` (e.g. a ``bert-base-uncased`` download), a hub
-        name, or ``"embedded"`` (the vocabulary stored in the checkpoint, as
+        name, ``"minilm"`` (the packaged MiniLM's tokenizer: the bert-base-uncased vocabulary,
+        offline), or ``"embedded"`` (the vocabulary stored in the checkpoint, as
         ``semires model import-lavt`` writes it; such a config is built by
         :func:`semires.model.load_model_checkpoint`). Needed by ``text_encoder: "bert-config"``;
       - ``freeze_text``: no gradients into the text encoder, kept in eval mode (its features can

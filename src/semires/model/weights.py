@@ -30,9 +30,9 @@ def load_state_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what
     expected = module.state_dict()
     missing, unexpected = set(expected) - set(state), set(state) - set(expected)
     if missing or unexpected:
-        raise CheckpointError(
-            f"{what}: missing keys {_key_summary(missing)}, unexpected keys {_key_summary(unexpected)}"
-        )
+        parts = [f"missing keys {_key_summary(missing)}"] if missing else []
+        parts += [f"unexpected keys {_key_summary(unexpected)}"] if unexpected else []
+        raise CheckpointError(f"{what}: {', '.join(parts)}")
     wrong = sorted(k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape))
     if wrong:
         key = wrong[0]

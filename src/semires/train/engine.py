@@ -108,14 +108,23 @@ ARCHITECTURE_FIELDS = (
 )
 
 
+#: backbone_kwargs that only regularise training (not what the weights compute)
+_TRAINING_ONLY_KWARGS = ("drop_path_rate", "drop_rate", "attn_drop_rate", "proj_drop_rate")
+
+
 def architecture_differences(a: Any, b: Any) -> list[tuple[str, Any, Any]]:
     """(field, a's value, b's value) for each architecture field two ModelConfigs disagree on
-    (a single fusion head count equals the same count given per stage)."""
+    (a single fusion head count equals the same count given per stage; dropout rates are not
+    architecture)."""
     out = []
     for key in ARCHITECTURE_FIELDS:
         va, vb = getattr(a, key), getattr(b, key)
         if key == "fusion_heads":
             va, vb = a.stage_heads(), b.stage_heads()
+        if key == "backbone_kwargs":
+            va, vb = (
+                {k: v for k, v in d.items() if k not in _TRAINING_ONLY_KWARGS} for d in (va, vb)
+            )
         if va != vb:
             out.append((key, getattr(a, key), getattr(b, key)))
     return out
