@@ -14,7 +14,7 @@ import torch
 from semires.train.refine import pwa_weights
 from semires.utils.io import atomic_write_bytes
 
-MARKED = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)  # the values METHOD.md section 4 quotes
+MARKED = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)  # the values docs/method.md section 4 quotes
 
 
 def main() -> None:

@@ -482,3 +482,64 @@ def test_two_process_gloo_run_matches_single_process_evaluation(synth_tiny, tmp_
     single = evaluate_checkpoint(out / "best.pt", "val", progress=False)
     assert metrics["splits"]["val"]["oIoU"] == pytest.approx(single["metrics"]["oIoU"], abs=1e-6)
     assert metrics["splits"]["val"]["n"] == single["metrics"]["n"]
+
+
+def test_gradient_accumulation_and_the_authors_switches(synth_tiny, tmp_path, monkeypatch):
+    """grad_accum=2 feeds two micro-batches of train.batch_size per optimizer step (one epoch
+    has half the steps), and the steps match one batch of twice the size where nothing depends
+    on the batch (BatchNorm in eval mode); sync_bn off on CPU says so once; text_dropout off
+    keeps the text encoder in eval mode while training."""
+    seen: list[int] = []
+    original = Trainer._micro_loss
+
+    def record(self, lab, unl, stats):
+        seen.append(len(lab["sentence"]))
+        return original(self, lab, unl, stats)
+
+    monkeypatch.setattr(Trainer, "_micro_loss", record)
+    common = [
+        "train.steps_per_epoch=null",
+        "train.epochs=1",
+        "train.skip_eval=true",
+        "train.lr=1e-2",
+        "train.ce_mean=plain",  # equal micro-batches: the mean of their means is the batch mean
+    ]
+    one = Trainer(
+        make_cfg(synth_tiny, tmp_path / "one", *common, "train.batch_size=4"), progress=False
+    )
+    two = Trainer(
+        make_cfg(
+            synth_tiny,
+            tmp_path / "two",
+            *common,
+            "train.batch_size=2",
+            "train.grad_accum=2",
+            "train.sync_bn=true",
+            "train.text_dropout=false",
+        ),
+        progress=False,
+    )
+    assert two.steps_per_epoch == one.steps_per_epoch
+    two.model.train()
+    assert not two.model.text.training and one.model.train().text.training
+    assert (
+        "train.sync_bn is off in a single process" in (tmp_path / "two" / "train.log").read_text()
+    )
+    one.model.text_eval = True  # no dropout in either, so the two steps are comparable
+    for trainer in (one, two):  # BatchNorm frozen: the two ways compute the same gradient
+        trainer.model.train()
+        trainer.model.decoder.eval()
+        trainer.model.train = lambda mode=True, m=trainer.model: m  # keep the eval-mode BN
+    grads: list[dict[str, torch.Tensor]] = []
+    for trainer in (one, two):  # the gradient the optimizer is handed
+        trainer.scaler.step = lambda opt, m=trainer.model: grads.append(
+            {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+        )
+    lab_one = next(iter(one._loader(one.labeled_ds, 4, engine_mod.LABELED, 0, 1)))
+    seen.clear()
+    one.train_step(lab_one, None, one._new_stats())
+    two.train_step(lab_one, None, two._new_stats())
+    assert seen == [4, 2, 2]
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-7, msg=name)

@@ -130,6 +130,32 @@ def test_losses_match_their_definitions():
     keep = torch.rand(2, 4, 4) > 0.3
     expect = (ce * w_pix * keep).sum() / (w_pix * keep).sum()
     assert masked_ce(logits, target, keep, cw) == pytest.approx(float(expect), rel=1e-5)
+    # the SemiRES scripts' forms: a plain mean of the class-weighted CE, PWA without class weights
+    assert weighted_ce(logits, target, cw, mean="plain") == pytest.approx(
+        float((ce * w_pix).mean()), rel=1e-5
+    )
+    assert pixel_weighted_ce(logits, target, pw, None) == pytest.approx(
+        float((ce * pw).mean()), rel=1e-5
+    )
+    assert float(weighted_ce(logits, target, cw, mean="plain")) != pytest.approx(
+        float(weighted_ce(logits, target, cw)), rel=1e-4
+    )
+
+
+def test_split_batch_cuts_every_field():
+    from semires.train.engine import split_batch
+
+    batch = {
+        "image": torch.arange(12).view(6, 2),
+        "sentence": list("abcdef"),
+        "mask": torch.ones(6, 3),
+    }
+    parts = split_batch(batch, 3)
+    assert [p["sentence"] for p in parts] == [["a", "b"], ["c", "d"], ["e", "f"]]
+    assert torch.equal(torch.cat([p["image"] for p in parts]), batch["image"])
+    assert split_batch(batch, 1) == [batch]
+    with pytest.raises(ValueError, match="does not split"):
+        split_batch(batch, 4)
 
 
 def test_checkpoint_atomic_and_errors(tmp_path):

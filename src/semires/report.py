@@ -304,7 +304,7 @@ def _markdown(
     lines = [
         f"# SemiRES run: {pipe.cfg.name}",
         "",
-        f"Split **{summary['split']}**, protocol **{summary['protocol']}** (METHOD.md section 1); "
+        f"Split **{summary['split']}**, protocol **{summary['protocol']}** (docs/method.md section 1); "
         f"checkpoints selected on **{pipe.cfg.data.val_split}**; labeled share {pipe.cfg.labeled}.",
         "",
         table,

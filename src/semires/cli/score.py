@@ -18,7 +18,7 @@ def score(
         None, "--json", help="Also write the scores (percent) and per-sample IoU to this json."
     ),
 ) -> None:
-    """Score predicted masks against ground-truth masks (RES metrics, METHOD.md section 1)."""
+    """Score predicted masks against ground-truth masks (RES metrics, docs/method.md section 1)."""
     from semires.evaluate.score import score_folders
     from semires.utils.io import atomic_write_json
 

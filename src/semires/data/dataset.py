@@ -216,7 +216,7 @@ class UnlabeledDataset(Dataset):
 
 
 class EvalDataset(Dataset):
-    """Every (ref, sentence) of a split: the unit of the RES metrics (METHOD.md section 1)."""
+    """Every (ref, sentence) of a split: the unit of the RES metrics (docs/method.md section 1)."""
 
     def __init__(
         self,

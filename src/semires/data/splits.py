@@ -1,4 +1,4 @@
-"""Labeled / unlabeled splits of a train split, drawn by image (METHOD.md section 2).
+"""Labeled / unlabeled splits of a train split, drawn by image (docs/method.md section 2).
 
 ``make_split`` takes the sorted unique image ids of the train split, permutes them with
 ``numpy.random.default_rng(seed)`` and labels the first ``max(1, floor(ratio * N))``: every ref

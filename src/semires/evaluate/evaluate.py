@@ -1,4 +1,4 @@
-"""Evaluation of a RES model on a split: every sentence of every ref (METHOD.md section 1).
+"""Evaluation of a RES model on a split: every sentence of every ref (docs/method.md section 1).
 
 Predictions are made at the model's input size; the 2-class logits are then resized bilinearly
 to the protocol's resolution and arg-maxed: 480x480 for the ``lavt`` protocol (the ground truth is

@@ -1,4 +1,4 @@
-"""Referring-expression-segmentation metrics: oIoU, mIoU and Prec@X (METHOD.md section 1).
+"""Referring-expression-segmentation metrics: oIoU, mIoU and Prec@X (docs/method.md section 1).
 
 Per sample (one sentence), with binary masks ``pred`` and ``gt``::
 

@@ -23,7 +23,7 @@ class TopDownDecoder(nn.Module):
 
     Starting from F_4: upsample bilinearly to the next finer feature, concatenate it, apply two
     conv-BN-ReLU layers; repeat down to stride 4; a 1x1 conv gives the class logits.
-    LAVT's ``SimpleDecoding`` (``lib/mask_predictor.py:6-64`` of yz93/LAVT-RIS) is this with
+    LAVT's ``SimpleDecoding`` (``lib/mask_predictor.py:6-72`` of yz93/LAVT-RIS) is this with
     ``dim`` = half the last stage's width, 3x3 convolutions without bias, and
     ``align_corners=True``; its modules map one to one (``semires.model.lavt_import``).
     """

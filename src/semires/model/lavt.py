@@ -1,6 +1,6 @@
 """The LAVT-style referring segmentation model: backbone + text encoder + fusion + decoder.
 
-Forward pass (Yang et al., LAVT, CVPR 2022; the RES model of SemiRES, METHOD.md section 3):
+Forward pass (Yang et al., LAVT, CVPR 2022; the RES model of SemiRES, docs/method.md section 3):
 words -> text encoder -> L [B, T, D]; image -> stage 1 -> fusion 1 -> stage 2 -> ... -> stage 4
 -> fusion 4, where fusion i gives the decoder feature F_i and (stages 1-3) feeds
 ``X_i + gate(F_i) * F_i`` to the next stage; the top-down decoder turns F_1..F_4 into 2-class

@@ -1,4 +1,4 @@
-"""Class-agnostic candidate masks, computed once per training image (METHOD.md section 4).
+"""Class-agnostic candidate masks, computed once per training image (docs/method.md section 4).
 
 - :mod:`.base`      the :class:`MaskGenerator` interface, :class:`Proposals`, the registry
   (``classical``, ``sam``, ``sam2``; each generator's module is imported when it is built);

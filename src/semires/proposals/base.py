@@ -1,7 +1,7 @@
 """The mask-generator interface, the candidate container and the generator registry.
 
 A generator turns one RGB image into class-agnostic candidate masks ("segment everything",
-METHOD.md section 4). Every generator has a ``name``, a ``params()`` dict holding everything
+docs/method.md section 4). Every generator has a ``name``, a ``params()`` dict holding everything
 that determines its output (recorded in a store's manifest) and ``generate(image)``.
 
 Generators are registered by name; their modules are imported only when built, so that the

@@ -2,7 +2,7 @@
 
 Like SAM's "segment everything", it returns whole objects AND their parts, and, like SAM, hardly
 any mask that glues an object to another object or to its background, so that both IOM and CPI
-(METHOD.md section 4) work with it. Steps:
+(docs/method.md section 4) work with it. Steps:
 
 1. the image (downscaled so that its longer side is at most ``max_side``) is over-segmented
    into small regions (Felzenszwalb's graph segmentation at each of ``scales``);

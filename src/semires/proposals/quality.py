@@ -1,4 +1,4 @@
-"""How good are the candidates? The ceiling of IOM and CPI (METHOD.md section 4).
+"""How good are the candidates? The ceiling of IOM and CPI (docs/method.md section 4).
 
 For every ground-truth object of a split whose image has candidates:
 

@@ -3,7 +3,7 @@
 The official ``segment_anything`` package: a model from ``sam_model_registry[model_type]``
 (vit_h / vit_l / vit_b) with weights from ``checkpoint`` and ``SamAutomaticMaskGenerator`` with
 every knob exposed at the library's defaults (32 x 32 points, pred_iou_thresh 0.88,
-stability_score_thresh 0.95, box_nms_thresh 0.7, no crops: the setting of METHOD.md section 4).
+stability_score_thresh 0.95, box_nms_thresh 0.7, no crops: the setting of docs/method.md section 4).
 
 ``bf16=True`` runs the image encoder (nearly all of the compute) under bfloat16 autocast on the
 model's device; the prompt encoder, the mask decoder and all thresholds stay in float32, so the

@@ -131,7 +131,7 @@ class TrainConfig:
     #: the final evaluation of ``best`` also scores the whole val split (the test splits always);
     #: off saves an evaluation where val only selects the checkpoint (the demo pipeline)
     final_val: bool = True
-    #: evaluation protocol (METHOD.md section 1): "lavt" (480x480) or "original" resolution
+    #: evaluation protocol (docs/method.md section 1): "lavt" (480x480) or "original" resolution
     protocol: Literal["lavt", "original"] = "lavt"
     #: the metric that selects ``best``
     select_metric: Literal["oIoU", "mIoU"] = "oIoU"
@@ -198,7 +198,7 @@ class SemiConfig:
     sup_weight: float = 1.0
     unsup_weight: float = 1.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    #: pseudo-label refinement (METHOD.md section 4), see :class:`semires.train.refine.RefineConfig`
+    #: pseudo-label refinement (docs/method.md section 4), see :class:`semires.train.refine.RefineConfig`
     refine: RefineConfig = field(default_factory=RefineConfig)
     #: at most this many candidates per image (the highest-scoring ones)
     max_candidates: int = 256

@@ -1,4 +1,4 @@
-"""Exponential moving average of the student into the teacher (METHOD.md section 3).
+"""Exponential moving average of the student into the teacher (docs/method.md section 3).
 
 theta_T <- a * theta_T + (1 - a) * theta_S after every optimizer step, for parameters AND
 floating-point buffers (e.g. batch-norm running statistics); integer buffers (e.g.

@@ -485,7 +485,7 @@ class Trainer:
         return weighted_ce(logits, target, self.class_weights, self.cfg.train.ce_mean)
 
     def _unsup_loss(self, logits: torch.Tensor, result: Any) -> torch.Tensor:
-        """L_unsup (METHOD.md section 3): refined samples by CE, unmatched ones by PWA-weighted CE;
+        """L_unsup (docs/method.md section 3): refined samples by CE, unmatched ones by PWA-weighted CE;
         the two parts are averaged when a batch has both."""
         strategy = self.cfg.semi.refine.strategy
         labels = result.labels

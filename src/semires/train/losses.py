@@ -1,4 +1,4 @@
-"""Losses (METHOD.md section 3): class-weighted pixel cross-entropy and its PWA-weighted form."""
+"""Losses (docs/method.md section 3): class-weighted pixel cross-entropy and its PWA-weighted form."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SAM-guided pseudo-label refinement: IOM, CPI and PWA (METHOD.md section 4).
+"""SAM-guided pseudo-label refinement: IOM, CPI and PWA (docs/method.md section 4).
 
 Small pure functions of batched tensors, each next to its equation. Notation (per sample b):
 
@@ -250,7 +250,7 @@ class RefineConfig:
 
     ``strategy``: ``none`` (plain teacher-student: P with weight 1), ``iom``, ``cpi``, or
     ``confidence`` (P with pixels below ``confidence`` ignored). ``pwa`` weights the unmatched
-    samples of ``iom`` / ``cpi``. Defaults are the paper's (METHOD.md section 4).
+    samples of ``iom`` / ``cpi``. Defaults are the paper's (docs/method.md section 4).
     """
 
     strategy: Strategy = "cpi"
