@@ -1,4 +1,4 @@
-"""IOM / CPI / PWA refinement on hand-made masks, against the formulas of METHOD.md section 4."""
+"""IOM / CPI / PWA refinement on hand-made masks, against the formulas of docs/method.md section 4."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from semires.train.refine import (
     confidence_filter,
     correction_stats,
     cpi,
+    expression_consensus,
     iom,
     pwa_weights,
     refine,
+    soft_iom,
 )
 
 
@@ -321,3 +323,58 @@ def test_correction_stats() -> None:
     assert stats["iou_before"].tolist() == pytest.approx([2 / 3, 1.0, 1.0, 0.0])
     assert stats["iou_after"].tolist() == pytest.approx([1.0, 0.5, 1.0, 0.0])
     assert (stats["positive"], stats["negative"], stats["no_change"]) == (1, 1, 2)
+
+
+# --- beyond the paper: soft-IoU selection and consensus over expressions ------------------------
+
+
+def test_soft_iom_uses_the_probability_not_the_label() -> None:
+    # two look-alike objects; the teacher is torn: 0.55 on the wrong one (its label P), 0.45 on
+    # the right one, and P covers only part of the wrong object
+    left = grid("##....", "##....", "......", "......")
+    right = grid("......", "......", "....##", "....##")
+    p = torch.zeros(4, 6, dtype=torch.float64)
+    p[left] = 0.55
+    p[right] = 0.45
+    label = grid("#.....", "##....", "......", "......")
+    P, M, valid = batch(label, right, left)
+    result = soft_iom(P, p[None], M, valid, tau=0.3)
+    # softIoU(left) = 2.2 / (4 + 4 - 2.2) = 0.379; softIoU(right) = 1.8 / (4 + 4 - 1.8) = 0.290
+    assert result.index.tolist() == [1] and result.matched.tolist() == [True]
+    assert result.score.tolist() == pytest.approx([2.2 / 5.8])
+    assert torch.equal(result.refined[0], left)
+    # sure of the right object: the right candidate wins even though P overlaps the left one
+    p2 = torch.zeros(4, 6, dtype=torch.float64)
+    p2[right] = 0.95
+    p2[label] = 0.51
+    result = soft_iom(P, p2[None], M, valid, tau=0.3)
+    assert result.index.tolist() == [0] and torch.equal(result.refined[0], right)
+    # below tau: no match, P kept; no candidates: no match, index -1
+    assert soft_iom(P, p[None], M, valid, tau=0.5).matched.tolist() == [False]
+    P0_, M0, v0 = batch(label)
+    empty = soft_iom(P0_, p[None], M0, v0)
+    assert empty.index.tolist() == [-1] and torch.equal(empty.refined, P0_)
+
+
+def test_soft_iom_ignores_padding_slots() -> None:
+    left = grid("##....", "##....", "......", "......")
+    p = left.double() * 0.9
+    P, M, _ = batch(left, left, left)
+    valid = torch.tensor([[False, True]])
+    result = soft_iom(P, p[None], M, valid)
+    assert result.index.tolist() == [1]
+
+
+def test_expression_consensus_is_the_mean_per_object() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    b = torch.tensor([[0.0, 1.0], [0.0, 0.0]])
+    c = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    probs = torch.stack([a, b, a, c])
+    owner = torch.tensor([0, 0, 0, 1])  # object 0 has three expressions, object 1 one
+    out = expression_consensus(probs, owner, 3)
+    assert torch.allclose(out[0], (2 * a + b) / 3)
+    assert torch.equal(out[1], c) and torch.equal(out[2], torch.zeros(2, 2))
+    # the outvoted expression's object falls below 0.5: the consensus label is the majority's
+    assert ((out[0] > 0.5) == (a > 0.5)).all()
+    with pytest.raises(ValueError, match="expected probs"):
+        expression_consensus(probs, owner[:2], 3)

@@ -23,6 +23,7 @@ Run folder::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -593,16 +594,26 @@ def run_in_workers(
     """``{name: fn(*args)}`` for every job, computed in at most ``processes`` spawned worker
     processes; ``poll`` is called every ``interval`` seconds while they run (progress lines).
 
-    A worker's exception is raised here. The pool is closed and joined, not terminated, once
-    every job is done: terminated workers cannot release their semaphores (tqdm creates one in
-    every process), and Python then warns of "leaked semaphore objects" at exit.
+    The workers die with this process, however it ends (SIGKILL included;
+    :func:`semires.utils.workers.die_with_parent`), so a killed run leaves no trainer behind.
+    A worker's exception is raised here as soon as it happens (the other jobs are stopped). The
+    pool is closed and joined, not terminated, once every job is done: terminated workers cannot
+    release their semaphores (tqdm creates one in every process), and Python then warns of
+    "leaked semaphore objects" at exit.
     """
     import multiprocessing
+    import os
+
+    from semires.utils.workers import die_with_parent
 
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(processes=max(1, min(processes, len(jobs)))) as pool:
+    size = max(1, min(processes, len(jobs)))
+    with ctx.Pool(processes=size, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         pending = {name: pool.apply_async(fn, args) for name, args in jobs.items()}
         while not all(job.ready() for job in pending.values()):
+            for job in pending.values():
+                if job.ready() and not job.successful():
+                    job.get()  # raises the worker's exception; leaving the block stops the rest
             time.sleep(interval)
             if poll is not None:
                 poll()
@@ -613,7 +624,8 @@ def run_in_workers(
 
 
 def _train_worker(cfg_dict: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """One training run in a worker process (see :meth:`Pipeline.run_methods_parallel`)."""
+    """One training run in a worker process (see :meth:`Pipeline.run_methods_parallel`); the
+    run takes its folder's lock, so a second run of the same folder is refused."""
     from semires.train.config import config_from_dict
     from semires.train.engine import train
 
@@ -664,5 +676,18 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
 
 
 def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Run the whole experiment described by ``cfg``."""
-    return Pipeline(cfg, progress=progress).run()
+    """Run the whole experiment described by ``cfg``; the run folder is locked meanwhile (a
+    second run of the same folder is refused, naming this one's PID)."""
+    with run_folder_lock(cfg.out):
+        return Pipeline(cfg, progress=progress).run()
+
+
+def run_folder_lock(out: str | Path) -> contextlib.AbstractContextManager[Any]:
+    """The lock of a run folder (:mod:`semires.utils.lock`); under torchrun rank 0 holds it."""
+    import os
+
+    from semires.utils.lock import folder_lock
+
+    if os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return folder_lock(out)

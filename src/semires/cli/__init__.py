@@ -28,6 +28,25 @@ import typer
 
 from semires import __version__
 
+
+def _flags_take_no_value() -> None:
+    """typer's help panel prints a type after every option, so flags (``--quiet``, ``--help``)
+    read ``<bool>`` as if they took a value; show no type for them."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_semires_flags", False):
+        return
+
+    def display_type_rich(self, ctx):  # type: ignore[no-untyped-def]
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._semires_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_take_no_value()
+
 app = typer.Typer(
     name="semires",
     help="SemiRES: semi-supervised referring expression segmentation with SAM-guided pseudo-labels.",
@@ -53,10 +72,25 @@ def _root(
 
 
 def _register() -> None:
-    from semires.cli import data, model, proposals, run, score, train
+    from semires.cli import data, model, proposals, run, score, serve, train
 
-    for module in (data, proposals, model, train, score, run):
+    for module in (data, proposals, model, train, score, run, serve):
         module.register(app)
+    _reflow_help(app)
+
+
+def _reflow_help(group: typer.Typer) -> None:
+    """Command help from docstrings, one paragraph per line: typer's help panel keeps the
+    docstring's line breaks after the first paragraph, which then wrap a second time."""
+    import inspect
+
+    for cmd in group.registered_commands:
+        doc = cmd.help or inspect.getdoc(cmd.callback)
+        if doc:
+            paragraphs = [" ".join(p.split()) for p in doc.split("\n\n")]
+            cmd.help = "\n\n".join(paragraphs)
+    for sub in group.registered_groups:
+        _reflow_help(sub.typer_instance)
 
 
 _register()
@@ -93,4 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
+    from semires.utils.progress import quiet_third_party_bars
+
+    quiet_third_party_bars()  # before tqdm is imported: no bars in a redirected log
     sys.exit(main())

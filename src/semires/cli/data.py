@@ -14,9 +14,12 @@ from semires.cli.options import (
     FormatOpt,
     ImageRootOpt,
     MaskRootOpt,
+    QuietOpt,
     RootOpt,
     SplitByOpt,
     data_spec,
+    output_file,
+    progress,
 )
 
 data_app = typer.Typer(
@@ -37,14 +40,16 @@ def stats(
         Path | None, typer.Option("--json", help="Also write the stats here.")
     ] = None,
     no_masks: Annotated[bool, typer.Option("--no-masks", help="Skip the mask areas.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Per split: images, refs, sentences, mean sentence length, mask area quantiles."""
     from semires.data import load_index
     from semires.data.stats import compute_stats, format_stats
     from semires.utils.io import atomic_write_json
 
+    output_file(json_out, "--json", report=True)
     index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
-    result = compute_stats(index, masks=not no_masks)
+    result = compute_stats(index, masks=not no_masks, progress=progress(quiet))
     typer.echo(format_stats(result))
     if json_out is not None:
         atomic_write_json(json_out, result)
@@ -69,6 +74,7 @@ def split(
         Path | None,
         typer.Option("--semires-json", help="Also write labeled train + val/test as SemiRES json."),
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Draw labeled images from the train split and write the labeled / unlabeled id lists."""
     from semires.data import load_index
@@ -87,7 +93,7 @@ def split(
     if semires_json is not None:
         subset = labeled_index(drawn, index)
         with_masks = masks_available(subset)
-        write_semires_json(subset, semires_json, masks=with_masks)
+        write_semires_json(subset, semires_json, masks=with_masks, progress=progress(quiet))
         typer.echo(f"wrote {semires_json}" + ("" if with_masks else " (no masks: none available)"))
     write_split(drawn, out)
     typer.echo(

@@ -14,9 +14,13 @@ from semires.cli.options import (
     FormatOpt,
     ImageRootOpt,
     MaskRootOpt,
+    QuietOpt,
     RootOpt,
     SplitByOpt,
+    at_least,
     data_spec,
+    output_file,
+    progress,
 )
 
 
@@ -36,6 +40,7 @@ def synth(
         int | None,
         typer.Option("--workers", help="Processes (default: one per CPU for >= 200 images)."),
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Generate the synthetic benchmark (refer layout) and print its statistics per split.
 
@@ -45,12 +50,14 @@ def synth(
     from semires.data.synth import is_complete, load, make_config, synthesize
     from semires.data.synth.config import parse_knob_args
 
+    at_least(workers, 1, "--workers")
     overrides = parse_knob_args(list(ctx.args))
     cfg = make_config(preset, **overrides)
     cached = not force and is_complete(out, cfg, seed)
-    synthesize(out, preset, seed, force=force, progress=True, workers=workers, **overrides)
+    shown = progress(quiet)
+    synthesize(out, preset, seed, force=force, progress=shown, workers=workers, **overrides)
     typer.echo(f"{'cached' if cached else 'wrote'} {out} (preset {preset}, seed {seed})")
-    typer.echo(format_stats(compute_stats(load(out))))
+    typer.echo(format_stats(compute_stats(load(out), progress=shown)))
 
 
 def show(
@@ -76,6 +83,10 @@ def show(
     from semires.data import load_index
     from semires.data.show import render_grid
     from semires.data.synth import DATASET, SPLIT_BY
+
+    output_file(out, "--out")
+    for value, option in ((n, "--n"), (cols, "--cols"), (sentences, "--sentences")):
+        at_least(value, 1, option)
 
     if data is not None:
         spec = data_spec(DataFormat.refer, data, DATASET, SPLIT_BY, image_root, None, None)

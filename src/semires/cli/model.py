@@ -52,16 +52,24 @@ def pretrain_cmd(
     ),
     lr: float | None = typer.Option(None, "--lr", help="Default: as for the packaged weights."),
     threads: int | None = typer.Option(None, "--threads", help="torch threads (default: all)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Pretrain a backbone on dense synthetic labels (shape, colour, pattern per pixel).
 
-    The packaged ``semires:convnext-atto-synth`` weights of the ``tiny`` model were made with the
-    defaults (``PretrainConfig`` and ``PRETRAIN_DATA`` in semires.model.pretrain; docs/model.md).
-    Use the file with ``model.backbone_weights=PATH``.
+    The packaged semires:convnext-atto-synth weights of the tiny model were made with the
+    defaults (PretrainConfig and PRETRAIN_DATA in semires.model.pretrain; docs/model.md).
+
+    Use the file in a training config with model.overrides.backbone_weights=PATH.
     """
+    from semires.cli.options import at_least, output_file, progress
     from semires.model.pretrain import PretrainConfig, pretrain_on_synth
     from semires.model.registry import get_model_config
 
+    output_file(out, "--out")
+    for value, option in ((steps, "--steps"), (batch_size, "--batch-size"), (images, "--images")):
+        at_least(value, 1, option)
+    at_least(threads, 1, "--threads")
+    at_least(lr, 0, "--lr", strict=True)
     cfg = get_model_config(model).replace(backbone_weights=None)
     given = {"steps": steps, "batch_size": batch_size, "lr": lr, "threads": threads}
     data = {"seed": seed, "images_train": images}
@@ -71,6 +79,7 @@ def pretrain_cmd(
         data_dir,
         PretrainConfig(**{k: v for k, v in given.items() if v is not None}),
         data={k: v for k, v in data.items() if v is not None},
+        progress=progress(quiet),
     )
     typer.echo(
         f"wrote {out} ({summary['steps']} steps, {summary['seconds']:.0f} s); "
@@ -95,8 +104,10 @@ def import_lavt_cmd(
     burn-in of `semires run` (config key burn_in_checkpoint). The sizes come from the tensors,
     the PWAM heads (--mha), fusion dropout and input size from the stored args.
     """
+    from semires.cli.options import output_file
     from semires.model.lavt_import import import_lavt
 
+    output_file(out, "--out")
     summary = import_lavt(checkpoint, out, tokenizer=tokenizer)
     swin, bert = summary["swin"], summary["bert"]
     typer.echo(

@@ -58,3 +58,47 @@ def data_spec(
         image_root=text(image_root),
         mask_root=text(mask_root),
     )
+
+
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress bars (they are off anyway when not a terminal)."
+    ),
+]
+
+
+def progress(quiet: bool) -> bool:
+    """Whether a command draws progress bars (:func:`semires.utils.progress.show_progress`)."""
+    from semires.utils.progress import show_progress
+
+    return show_progress(not quiet)
+
+
+def output_file(path: Path | None, option: str, *, report: bool = False) -> Path | None:
+    """A file a command will write, checked before any work: not a folder, and (a mask, an
+    image, weights) in a folder that exists, so a mistyped path fails at once instead of
+    making folders silently. A ``report`` (``--json``, ``--plot``) may go into a new folder,
+    as result folders do. The file itself is replaced atomically."""
+    from semires.errors import DataError
+
+    if path is None:
+        return None
+    if path.is_dir():
+        raise DataError(f"{option} {path}: is a folder; expected a file name")
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{option} {path}: {folder} is not a folder")
+    if not report and not folder.is_dir():
+        raise DataError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    return path
+
+
+def at_least(value: float | None, minimum: float, option: str, *, strict: bool = False) -> None:
+    """A numeric option below ``minimum`` (or equal to it, when ``strict``) is a one-line error;
+    None (an option not given) passes."""
+    from semires.errors import ConfigError
+
+    if value is not None and not (value > minimum if strict else value >= minimum):
+        relation = ">" if strict else ">="
+        raise ConfigError(f"{option}: expected a value {relation} {minimum}, got {value}")

@@ -14,9 +14,13 @@ from semires.cli.options import (
     FormatOpt,
     ImageRootOpt,
     MaskRootOpt,
+    QuietOpt,
     RootOpt,
     SplitByOpt,
+    at_least,
     data_spec,
+    output_file,
+    progress,
 )
 
 proposals_app = typer.Typer(
@@ -92,12 +96,15 @@ def propose(
     image_root: ImageRootOpt = None,
     ann: AnnOpt = None,
     mask_root: MaskRootOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Generate candidate masks for the training images (resumable; torchrun-aware)."""
     from semires.data import load_index
     from semires.proposals.base import build_generator
     from semires.proposals.generate import generate_store, image_paths, select_images
 
+    at_least(workers, 1, "--workers")
+    at_least(shard_size, 1, "--shard-size")
     knobs = _knobs(generator, knob or [], checkpoint, model_type)
     index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
     ids = select_images(index, split, split_dir, all_images)
@@ -109,6 +116,7 @@ def propose(
         shard_size=shard_size,
         workers=workers,
         overwrite=overwrite,
+        progress=progress(quiet),
     )
     per_image = report.candidates / report.generated if report.generated else 0.0
     typer.echo(
@@ -132,6 +140,7 @@ def verify(
     image_root: ImageRootOpt = None,
     ann: AnnOpt = None,
     mask_root: MaskRootOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Check every shard and entry (with data options: also against the images' sizes and files)."""
     from semires.errors import ProposalError
@@ -149,9 +158,9 @@ def verify(
         def image_path(image_id: int) -> Path | None:
             return index.image_path(image_id) if image_id in index.images else None
 
-    report = verify_store(store_dir, image_size, progress=True, image_path=image_path)
-    for problem in report.problems:
-        typer.echo(f"problem: {problem}", err=True)
+    report = verify_store(store_dir, image_size, progress=progress(quiet), image_path=image_path)
+    for problem in report.problems:  # the report on stdout; the one-line error on stderr
+        typer.echo(f"problem: {problem}")
     if not report.ok:
         raise ProposalError(
             f"{len(report.problems)} problem(s) in proposal store {store_dir}; "
@@ -181,12 +190,16 @@ def show(
 ) -> None:
     """Draw an image's candidates over it (and each referred object with its best candidate)."""
     from semires.data import load_index
+    from semires.proposals.quality import check_store_images
     from semires.proposals.show import figure
     from semires.proposals.store import ProposalStore
     from semires.utils.io import atomic_write_bytes
 
+    output_file(out, "--out")
+    at_least(max_masks, 1, "--max")
     index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
     store = ProposalStore.open(store_dir)
+    check_store_images(store, index, [image])
     pixels = index.load_image(image)
     props = store.read(image, expect_size=pixels.shape[:2])
     objects = sorted({r.object_id for r in index.refs.values() if r.image_id == image})
@@ -213,16 +226,27 @@ def quality(
     image_root: ImageRootOpt = None,
     ann: AnnOpt = None,
     mask_root: MaskRootOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Best IoU and CPI-union IoU per ground-truth object, candidates per image."""
     from semires.data import load_index
-    from semires.proposals.quality import evaluate_quality, format_summary, plot_quality, summarise
+    from semires.proposals.quality import (
+        check_threshold,
+        evaluate_quality,
+        format_summary,
+        plot_quality,
+        summarise,
+    )
     from semires.proposals.store import ProposalStore
     from semires.utils.io import atomic_write_json
 
+    t1, t2 = check_threshold("t1", t1), check_threshold("t2", t2)
+    output_file(json_out, "--json", report=True)
+    output_file(plot_out, "--plot", report=True)
     index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
     store = ProposalStore.open(store_dir)
-    report = evaluate_quality(store, index, None if split == "all" else split, t1, t2)
+    chosen = None if split == "all" else split
+    report = evaluate_quality(store, index, chosen, t1, t2, progress=progress(quiet))
     summary = summarise(report)
     typer.echo(format_summary(summary))
     if json_out is not None:

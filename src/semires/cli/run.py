@@ -29,13 +29,19 @@ def run(
     teacher-student method, evaluate and write the report. Every stage is cached and resumable."""
     from semires.pipeline import load_run_config
     from semires.pipeline import run as run_pipeline
+    from semires.train.config import check_config_kind, resolve_config_path
+    from semires.utils.typed_config import read_yaml
 
     extra = list(overrides or [])
     if out is not None:
         extra.append(f"out={out}")
     if preset is None and config is None:
         preset = "demo"
+    if config is not None and preset is None:
+        path = resolve_config_path(config)
+        check_config_kind(read_yaml(path), path, "run")
     cfg = load_run_config(config=config, preset=preset, overrides=extra)
+    # stage headers and epoch lines always (unless -q); bars only on a terminal (cli.entry)
     summary = run_pipeline(cfg, progress=not quiet)
     typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'} and {Path(cfg.out) / 'report.html'}")
     if quiet:

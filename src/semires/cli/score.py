@@ -17,12 +17,15 @@ def score(
     json_out: Path | None = typer.Option(
         None, "--json", help="Also write the scores (percent) and per-sample IoU to this json."
     ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Score predicted masks against ground-truth masks (RES metrics, docs/method.md section 1)."""
+    from semires.cli.options import output_file, progress
     from semires.evaluate.score import score_folders
     from semires.utils.io import atomic_write_json
 
-    report = score_folders(pred, gt, protocol=protocol, progress=True)
+    output_file(json_out, "--json", report=True)
+    report = score_folders(pred, gt, protocol=protocol, progress=progress(quiet))
     _print_table(report)
     if json_out is not None:
         atomic_write_json(json_out, report)

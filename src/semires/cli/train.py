@@ -25,7 +25,7 @@ def train(
     from semires.train.engine import train as run_training
 
     cfg = load_config(resolve_config_path(config), overrides or [])
-    result = run_training(cfg, progress=not quiet)
+    result = run_training(cfg, progress=not quiet)  # bars: only on a terminal (cli.entry)
     if result.get("splits"):
         typer.echo(
             format_metrics_table(
@@ -51,8 +51,8 @@ def evaluate(
     gt_dir: Path | None = typer.Option(
         None, "--gt-dir", help="Write the matching ground-truth PNGs."
     ),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(16, "--batch-size", help="Sentences per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     fmt: str | None = typer.Option(
         None,
         "--format",
@@ -74,7 +74,7 @@ def evaluate(
         help="model (the network best.pt was selected for) or companion (the other network of "
         "a teacher-student best.pt).",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Evaluate a checkpoint on every sentence of every ref of a split (oIoU, mIoU, Prec@X).
 
@@ -82,9 +82,11 @@ def evaluate(
     checkpoint made by `semires model import-lavt` needs them, e.g. --format refer --root
     data/refer --dataset refcoco --split-by unc.
     """
+    from semires.cli.options import output_file, progress
     from semires.evaluate.evaluate import evaluate_checkpoint
     from semires.evaluate.report import format_metrics_table
 
+    output_file(json_out, "--json", report=True)
     result = evaluate_checkpoint(
         checkpoint,
         split,
@@ -104,7 +106,7 @@ def evaluate(
         pred_dir=pred_dir,
         gt_dir=gt_dir,
         json_out=json_out,
-        progress=not quiet,
+        progress=progress(quiet),
     )
     typer.echo(
         format_metrics_table(
@@ -128,26 +130,28 @@ def predict(
         "--prob-out",
         help="Also write the foreground probability (float32 HxW .npy at the image's size).",
     ),
-    device: str = typer.Option("auto", "--device"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Segment the object a sentence refers to in one image."""
     from PIL import Image
 
+    from semires.cli.options import output_file
     from semires.data.images import read_image
     from semires.data.masks import write_mask_png
-    from semires.evaluate.predict import load, overlay
+    from semires.evaluate.predict import check_expression, load, overlay
     from semires.utils.io import atomic_open
 
-    seg = load(checkpoint, device=device)
+    check_expression(text)
+    for path, option in ((out, "--out"), (overlay_out, "--overlay"), (prob_out, "--prob-out")):
+        output_file(path, option)
     rgb = read_image(image)
+    seg = load(checkpoint, device=device)
     prob = seg.predict_proba(rgb, text)
     mask = prob > 0.5
     write_mask_png(out, mask)
     typer.echo(f"mask: {out} ({int(mask.sum())} of {mask.size} pixels)")
     if prob_out is not None:
         import numpy as np
-
-        from semires.utils.io import atomic_open
 
         with atomic_open(prob_out, "wb") as fh:
             np.save(fh, prob.astype(np.float32))

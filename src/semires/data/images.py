@@ -47,14 +47,8 @@ def read_image(path: str | Path) -> np.ndarray:
             with Image.open(path) as im:
                 im.load()
                 return to_rgb_array(im, path)
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombWarning,
-    ) as exc:
-        raise DataError(f"cannot decode image {path}: {exc}") from exc
+    except _UNREADABLE as exc:
+        raise DataError(f"cannot decode image {path}: {_one_line(exc)}") from exc
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -63,8 +57,26 @@ def image_size(path: str | Path) -> tuple[int, int]:
     if not path.is_file():
         raise missing(path, "image")
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"cannot decode image {path}: {exc}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # pixels not read
+            with Image.open(path) as im:
+                w, h = im.size
+    except _UNREADABLE as exc:
+        raise DataError(f"cannot decode image {path}: {_one_line(exc)}") from exc
     return h, w
+
+
+#: what PIL raises on a truncated, corrupt, unknown or absurdly large image file
+_UNREADABLE = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    Image.DecompressionBombWarning,
+    Image.DecompressionBombError,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -103,6 +103,8 @@ class RESIndex:
         self.image_root = Path(image_root) if image_root is not None else None
         self.source = source  # where the index was read from, for error messages
         self._rle_cache: dict[int, mask_ops.RLE] = {}
+        self._header_sizes: dict[int, tuple[int, int] | None] = {}  # image files' own sizes
+        self._mask_sizes: dict[int, tuple[int, int]] = {}  # size of the first checked mask
 
     # ------------------------------------------------------------------ queries
     def __repr__(self) -> str:
@@ -191,8 +193,34 @@ class RESIndex:
                 ) from exc
         else:
             raise DataError(f"object {object_id} in {self.source or self.name} has no mask")
+        where = f"object {object_id} (image {ob.image_id}) in {self.source or self.name}"
+        if ob.mask_file is not None:
+            where += f", mask file {ob.mask_file}"
+        mask_ops.validate_mask(rle, self._known_image_size(ob.image_id), where)
+        self._mask_sizes.setdefault(ob.image_id, (int(rle["size"][0]), int(rle["size"][1])))
         self._rle_cache[object_id] = rle
         return rle
+
+    def _known_image_size(self, image_id: int) -> tuple[int, int] | None:
+        """(height, width) of an image without reading any mask of its own: the index's
+        size, else the image file's header, else the size of a mask of the image already
+        checked (None when there is nothing to compare with)."""
+        im = self.images.get(image_id)
+        if im is not None and im.height is not None and im.width is not None:
+            return im.height, im.width
+        if image_id not in self._header_sizes:
+            from semires.data.images import image_size
+
+            size = None
+            if im is not None and self.image_root is not None:
+                path = self.image_root / im.file_name
+                if path.is_file():
+                    try:
+                        size = image_size(path)
+                    except DataError:
+                        size = None  # an unreadable image fails where it is read
+            self._header_sizes[image_id] = size
+        return self._header_sizes[image_id] or self._mask_sizes.get(image_id)
 
     def mask(self, object_id: int) -> np.ndarray:
         """The object's (H, W) uint8 mask in {0, 1}."""
@@ -245,6 +273,8 @@ class RESIndex:
             source=self.source,
         )
         out._rle_cache = {k: v for k, v in self._rle_cache.items() if k in obj_ids}
+        out._header_sizes = {k: v for k, v in self._header_sizes.items() if k in img_ids}
+        out._mask_sizes = {k: v for k, v in self._mask_sizes.items() if k in img_ids}
         return out
 
     def with_image_root(self, image_root: str | Path | None) -> RESIndex:

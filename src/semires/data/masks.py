@@ -101,23 +101,32 @@ def from_segmentation(segmentation: Any, height: int, width: int) -> RLE:
 def read_mask_file(path: str | Path) -> np.ndarray:
     """Read a binary mask from ``.npy`` or an image file (PNG ...) as (H, W) uint8 in {0, 1}.
 
-    PNG masks may be stored as 0/1 or 0/255. Anything else (empty, several values, not 2-D) is
-    rejected with an error naming the file.
+    A ``.npy`` mask is a 2-D array; PNG masks may be stored as 0/1 or 0/255, grey or as a colour
+    image whose channels agree. Anything else (not an array, a pickle, empty, several values, the
+    wrong number of dimensions) is rejected with a one-line :class:`DataError` naming the file.
     """
     path = Path(path)
     if not path.is_file():
         raise missing(path, "mask file")
+    npy = path.suffix.lower() == ".npy"
     try:
-        if path.suffix.lower() == ".npy":
+        if npy:
             arr = np.load(path, allow_pickle=False)
         else:
             from PIL import Image
 
             with Image.open(path) as im:
                 arr = np.asarray(im)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):  # an object array: numpy's advice would be unsafe
+            raise DataError(
+                f"cannot read mask file {path}: it holds Python objects (a pickle), not a "
+                "numeric array; masks are read without unpickling"
+            ) from exc
+        raise DataError(f"cannot read mask file {path}: {_one_line(exc)}") from exc
     except Exception as exc:
-        raise DataError(f"cannot read mask file {path}: {exc}") from exc
-    if arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
+        raise DataError(f"cannot read mask file {path}: {_one_line(exc)}") from exc
+    if not npy and arr.ndim == 3 and arr.shape[2] in (1, 3, 4):
         # A colour PNG of a binary mask: every channel identical (alpha ignored).
         rgb = arr[..., : min(3, arr.shape[2])]
         if not (rgb == rgb[..., :1]).all():
@@ -131,11 +140,37 @@ def read_mask_file(path: str | Path) -> np.ndarray:
         )
     if arr.dtype == bool:
         return arr.astype(np.uint8)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"mask file {path}: expected a numeric 0/1 mask, got dtype {arr.dtype}")
     values = np.unique(arr)
     if not set(values.tolist()) <= {0, 1} and not set(values.tolist()) <= {0, 255}:
         shown = values[:6].tolist()
         raise DataError(f"mask file {path}: expected binary values (0/1 or 0/255), found {shown}")
     return (arr > 0).astype(np.uint8)
+
+
+def validate_mask(rle: RLE, image_size: tuple[int, int] | None, where: str) -> RLE:
+    """Check an object's mask against its image; returns ``rle``.
+
+    The mask must have the image's (height, width) when that is known, and at least one
+    foreground pixel. Every reader's masks pass here (:meth:`RESIndex.rle`), whatever their
+    source (polygons, RLE, mask files), so no command sees a mask of the wrong size or an
+    empty one; the :class:`DataError` names ``where`` (the object and its file).
+    """
+    height, width = (int(v) for v in rle["size"])
+    if image_size is not None and (height, width) != (int(image_size[0]), int(image_size[1])):
+        raise DataError(
+            f"{where}: the mask is {height}x{width} but its image is "
+            f"{int(image_size[0])}x{int(image_size[1])} (height x width); a mask must have its "
+            "image's size"
+        )
+    if area(rle) == 0:
+        raise DataError(f"{where}: the mask is empty (no foreground pixel)")
+    return rle
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def write_mask_png(path: str | Path, mask: np.ndarray) -> None:

@@ -267,6 +267,8 @@ def read_refer(
     path = refs_file(root, dataset, split_by)
     chosen = path.name[len("refs(") : -len(").p")]
     raw_refs = load_refs_pickle(path)
+    if not raw_refs:
+        raise DataError(f"refs file {path} holds no refs (an empty list)")
     refs = [_parse_ref(r, f"{path}: refs[{i}]") for i, r in enumerate(raw_refs)]
     unique_by_id(refs, "ref", str(path))
     images, objects, categories = _parse_instances(path.parent / INSTANCES)

@@ -139,6 +139,12 @@ def read_semires_json(
             continue
         for i, entry in enumerate(require_list(entries, "", f"{path}: split {split!r}")):
             n_sentences += _add_entry(groups, split, entry, f"{path}: {split}[{i}]", n_sentences)
+    if not groups:
+        found = ", ".join(repr(k) for k in data) or "nothing"
+        raise DataError(
+            f"semires json {path}: no entries (found {found}); expected split name -> list of "
+            "entries with iid, bbox, cat_id, refs, mask_id"
+        )
     masks = Path(mask_root) if mask_root is not None else path.parent / "masks"
     objects, refs = [], []
     for mask_id, g in groups.items():
@@ -231,16 +237,17 @@ def write_semires_json(
     mask_root: str | Path | None = None,
     splits: list[str] | None = None,
     masks: bool = True,
+    progress: bool = True,
 ) -> Path:
     """Write ``index`` (all splits, or ``splits``) as a LAVT/SemiRES json; returns its path.
 
     With ``masks=True`` every written ref's mask goes to ``<mask_root>/<ref id>.npy`` (default
     ``mask_root``: ``<folder of out_json>/masks``); all masks are checked to be readable before
-    anything is written, and every file is written atomically (the json last).
+    anything is written, and every file is written atomically (the json last). ``progress``:
+    bars while the masks are checked and written (only on a terminal).
     """
-    from tqdm import tqdm
-
     from semires.data import masks as mask_ops
+    from semires.utils.progress import progress_bar
 
     out = Path(out_json)
     chosen = splits if splits is not None else index.splits()
@@ -253,10 +260,14 @@ def write_semires_json(
             data[key] = value
     if masks:
         root = Path(mask_root) if mask_root is not None else out.parent / "masks"
-        with tqdm(refs, desc="checking masks", unit="mask", leave=False) as bar:
+        with progress_bar(
+            refs, enabled=progress, desc="checking masks", unit="mask", leave=False
+        ) as bar:
             for ref in bar:
                 index.rle(ref.object_id)
-        with tqdm(refs, desc=f"writing masks to {root}", unit="mask", leave=False) as bar:
+        with progress_bar(
+            refs, enabled=progress, desc=f"writing masks to {root}", unit="mask", leave=False
+        ) as bar:
             for ref in bar:
                 mask_ops.write_mask_npy(root / f"{ref.id}.npy", index.mask(ref.object_id))
     atomic_write_json(out, data, indent=None)

@@ -53,12 +53,16 @@ def _split_counts(index: RESIndex, split: str) -> dict[str, Any]:
     }
 
 
-def _split_areas(index: RESIndex, split: str, notes: list[str]) -> dict[str, Any]:
-    from tqdm import tqdm
+def _split_areas(
+    index: RESIndex, split: str, notes: list[str], progress: bool = True
+) -> dict[str, Any]:
+    from semires.utils.progress import progress_bar
 
     refs = index.refs_in(split)
     have = [r for r in refs if mask_available(index, r.object_id)]
-    with tqdm(have, desc=f"{split}: mask areas", unit="mask", leave=False) as bar:
+    with progress_bar(
+        have, enabled=progress, desc=f"{split}: mask areas", unit="mask", leave=False
+    ) as bar:
         fractions = [mask_area_fraction(index, r.object_id) for r in bar]
     if len(have) < len(refs):
         action = "area quantiles skipped" if not have else "area quantiles over the rest"
@@ -66,20 +70,21 @@ def _split_areas(index: RESIndex, split: str, notes: list[str]) -> dict[str, Any
     return {"masks": len(have), "mask_area_quantiles": area_quantiles(fractions)}
 
 
-def compute_stats(index: RESIndex, *, masks: bool = True) -> dict[str, Any]:
+def compute_stats(index: RESIndex, *, masks: bool = True, progress: bool = True) -> dict[str, Any]:
     """Statistics of every split of ``index`` as a json-ready dict.
 
     ``{"dataset", "source", "splits": {split: {"images", "refs", "sentences",
     "mean_sentence_length", "masks", "mask_area_quantiles"}}, "notes": [...]}``. With
     ``masks=False``, or for refs whose mask file is absent, no mask is read; ``notes`` says so and
-    ``mask_area_quantiles`` is None where no mask was measured.
+    ``mask_area_quantiles`` is None where no mask was measured. ``progress``: a bar while the
+    masks are read (:func:`semires.utils.progress.show_progress`).
     """
     notes: list[str] = []
     splits: dict[str, dict[str, Any]] = {}
     for split in index.splits():
         splits[split] = _split_counts(index, split)
         if masks:
-            splits[split].update(_split_areas(index, split, notes))
+            splits[split].update(_split_areas(index, split, notes, progress))
         else:
             splits[split].update({"masks": 0, "mask_area_quantiles": None})
     if not masks:

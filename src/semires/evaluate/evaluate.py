@@ -171,6 +171,9 @@ def evaluate_checkpoint(
 
     if weights not in ("model", "companion"):
         raise ConfigError(f"--weights: expected model or companion, got {weights!r}")
+    check_protocol(protocol)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"--batch-size: expected an integer >= 1, got {batch_size!r}")
     seg = load(checkpoint, device=device, weights=weights)
     stored = dict((seg.config or {}).get("data") or {})
     given = {k: v for k, v in (data_overrides or {}).items() if v is not None}

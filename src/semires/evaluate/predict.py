@@ -17,6 +17,7 @@ from PIL import Image
 
 from semires.data.images import read_image, to_rgb_array
 from semires.data.transforms import normalize, resize_image
+from semires.errors import DataError
 
 ImageLike = str | Path | np.ndarray | Image.Image
 
@@ -34,6 +35,17 @@ def _as_rgb(image: ImageLike) -> np.ndarray:
     if arr.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image array, got {arr.dtype}")
     return np.ascontiguousarray(arr[..., :3])
+
+
+def check_expression(text: str) -> str:
+    """A referring expression given by a user (``predict --text``) must hold words: an empty one
+    is a :class:`DataError` (the model itself accepts any string)."""
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(
+            f"empty referring expression {text!r}: give the words that pick out the object, "
+            "e.g. 'the red ball on the left'"
+        )
+    return text
 
 
 class Segmenter:
@@ -86,14 +98,14 @@ def load(checkpoint: str | Path, device: str = "auto", *, weights: str = "model"
     when the teacher was selected, or the other way round).
     """
     from semires.train.checkpoint import load_model_checkpoint
+    from semires.train.distributed import resolve_device
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
+    dev = resolve_device(device, "--device")
+    if dev.type == "cpu":
         torch.set_flush_denormal(True)
     model, ck = load_model_checkpoint(checkpoint, weights=weights)
     img_size = int((ck.get("config") or {}).get("data", {}).get("img_size", model.config.img_size))
-    return Segmenter(model, img_size, torch.device(device), ck.get("config"))
+    return Segmenter(model, img_size, dev, ck.get("config"))
 
 
 def overlay(

@@ -103,7 +103,7 @@ def select_images(
 def plan_chunks(image_ids: list[int], shard_size: int) -> list[list[int]]:
     """The sorted unique ids cut into chunks of ``shard_size`` (the last one may be shorter)."""
     if shard_size < 1:
-        raise ConfigError(f"shard size must be >= 1, got {shard_size}")
+        raise ConfigError(f"shard size (--shard-size): expected an integer >= 1, got {shard_size}")
     ids = sorted(set(image_ids))
     return [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
 
@@ -112,9 +112,14 @@ def plan_chunks(image_ids: list[int], shard_size: int) -> list[list[int]]:
 _WORKER_GENERATOR: MaskGenerator | None = None
 
 
-def _init_worker(generator: MaskGenerator) -> None:
+def _init_worker(generator: MaskGenerator, parent_pid: int | None = None) -> None:
+    """A worker's start: its generator, and (in a pool) death with the parent process."""
     global _WORKER_GENERATOR
     _WORKER_GENERATOR = generator
+    if parent_pid is not None:
+        from semires.utils.workers import die_with_parent
+
+        die_with_parent(parent_pid)
 
 
 def _propose_one(job: tuple[int, str]) -> tuple[int, Proposals | str]:
@@ -142,7 +147,10 @@ def _results(
 
     context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(generator,)
+        max_workers=workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(generator, os.getpid()),
     ) as pool:
         yield from pool.map(_propose_one, jobs, chunksize=4)
 
@@ -167,9 +175,16 @@ def generate_store(
     process only) and makes it again. With several ranks, each handles its chunks and rank 0
     finalises the index.
     """
-    from tqdm import tqdm
+    from semires.utils.progress import progress_bar
 
     rank = rank or Rank.from_env()
+    # every setting and the images are checked before the store is created or changed
+    plan = plan_chunks(list(image_paths), shard_size)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers (--workers): expected an integer >= 1, got {workers!r}")
+    if workers > 1 and str(getattr(generator, "device", "cpu")).startswith("cuda"):
+        raise ConfigError("--workers > 1 is for CPU generators; use torchrun for several GPUs")
+    _check_images_exist(image_paths)
     if overwrite:
         if rank.world_size > 1:
             raise ConfigError(
@@ -178,24 +193,22 @@ def generate_store(
             )
         delete_store(out_dir)
     store = ProposalStore.create(out_dir, generator.name, generator.params())
-    _check_same_images(store, image_paths, progress=progress and rank.rank == 0)
-    chunks = [
-        c
-        for k, c in enumerate(plan_chunks(list(image_paths), shard_size))
-        if k % rank.world_size == rank.rank
-    ]
+    store.check_same_images(
+        image_paths,
+        "use another --out, or --overwrite (overwrite=True) to make it again",
+        progress=progress and rank.rank == 0,
+    )
+    chunks = [c for k, c in enumerate(plan) if k % rank.world_size == rank.rank]
     todo = [[i for i in chunk if not store.has(i)] for chunk in chunks]
     jobs = [(i, str(image_paths[i])) for chunk in todo for i in chunk]
     report = GenerationReport(store.root, sum(map(len, chunks)))
     report.already_done = report.wanted - len(jobs)
-    if workers > 1 and str(getattr(generator, "device", "cpu")).startswith("cuda"):
-        raise ConfigError("--workers > 1 is for CPU generators; use torchrun for several GPUs")
     start = time.perf_counter()
-    bar = tqdm(
+    bar = progress_bar(
         total=len(jobs),
+        enabled=progress and rank.rank == 0,
         unit="img",
         desc=f"propose {generator.name}" + (f" [rank {rank.rank}]" if rank.world_size > 1 else ""),
-        disable=not progress or rank.rank != 0,
         dynamic_ncols=True,
     )
     with bar:
@@ -203,22 +216,25 @@ def generate_store(
         _write_chunks(store, todo, results, image_paths, bar, report, rank)
     report.seconds = time.perf_counter() - start
     _finish(store, report, rank)
+    if jobs and report.generated == 0 and rank.world_size == 1:
+        first = min(report.failed)
+        raise ProposalError(
+            f"proposal store {store.root}: none of the {len(jobs)} images could be read "
+            f"(e.g. image {first}: {report.failed[first]}); see {store.root / FAILED_FILE}"
+        )
     return report
 
 
-def _check_same_images(
-    store: ProposalStore, image_paths: dict[int, str | Path], *, progress: bool
-) -> None:
-    """A store being completed must hold candidates of these very image files."""
-    done = {i: p for i, p in image_paths.items() if store.has(i)}
-    stale = store.stale_images(done, progress=progress)
-    if stale:
-        raise ProposalError(
-            f"proposal store {store.root}: {len(stale)} of the {len(done)} images already in it "
-            f"were made from other image files (e.g. image {stale[0]}, now {done[stale[0]]}): "
-            "it belongs to other images with the same ids; use another --out, or --overwrite "
-            "(overwrite=True) to make it again"
-        )
+def _check_images_exist(image_paths: dict[int, str | Path]) -> None:
+    """At least one of the wanted image files must exist (else the image root is wrong); a
+    missing one among others is skipped and listed, as an unreadable one is."""
+    if not image_paths or any(Path(p).is_file() for p in image_paths.values()):
+        return
+    first = min(image_paths)
+    raise ProposalError(
+        f"none of the {len(image_paths)} images to propose for exists (e.g. image {first}: "
+        f"{image_paths[first]}); check --image-root / the dataset's image folder"
+    )
 
 
 def delete_store(root: str | Path) -> None:

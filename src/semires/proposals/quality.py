@@ -75,6 +75,39 @@ def object_quality(
     return float(iou[best]), best, cpi, len(chosen)
 
 
+def check_store_images(
+    store: ProposalStore, index: RESIndex, image_ids: list[int], *, progress: bool = False
+) -> None:
+    """The candidates of these images must have been made from the index's image files (as
+    ``verify``, ``propose`` and training check): a :class:`~semires.errors.ProposalError`
+    otherwise. Images without candidates or without a file on disk are not checked."""
+    paths = {}
+    if index.image_root is not None:
+        for image_id in image_ids:
+            if store.has(image_id) and image_id in index.images:
+                path = index.image_path(image_id)
+                if path.is_file():
+                    paths[image_id] = path
+    store.check_same_images(
+        paths,
+        f"make it again with `semires propose ... --overwrite --out {store.root}`",
+        progress=progress,
+    )
+
+
+def check_threshold(name: str, value: float) -> float:
+    """A CPI threshold (``t1`` / ``t2``) must be a number in [0, 1], as ``semi.refine.<name>``
+    of a training config must: a :class:`~semires.errors.ConfigError` otherwise (nan too)."""
+    from semires.errors import ConfigError
+
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not 0.0 <= value <= 1.0:
+        raise ConfigError(
+            f"--{name} {value!r}: expected a number in [0, 1] (as semi.refine.{name} of a config)"
+        )
+    return float(value)
+
+
 def evaluate_quality(
     store: ProposalStore,
     index: RESIndex,
@@ -85,17 +118,20 @@ def evaluate_quality(
 ) -> QualityReport:
     """Score the candidates of ``store`` against the referred objects of ``split`` of ``index``.
 
-    Candidates are read at the stored size; an image whose real size differs raises a
+    Candidates are read at the stored size; an image whose real size differs, or whose
+    candidates were made from another image file, raises a
     :class:`~semires.errors.ProposalError`. Images of the split without candidates are listed
     in ``missing_images`` and left out of the numbers.
     """
-    from tqdm import tqdm
+    from semires.utils.progress import progress_bar
 
+    t1, t2 = check_threshold("t1", t1), check_threshold("t2", t2)
     report = QualityReport(store.generator, split, t1=t1, t2=t2)
     objects_of: dict[int, set[int]] = {}
     for ref in index.refs_in(split):
         objects_of.setdefault(ref.image_id, set()).add(ref.object_id)
-    for image_id in tqdm(sorted(objects_of), desc="quality", unit="img", disable=not progress):
+    check_store_images(store, index, list(objects_of), progress=progress)
+    for image_id in progress_bar(sorted(objects_of), enabled=progress, desc="quality", unit="img"):
         if not store.has(image_id):
             report.missing_images.append(image_id)
             continue

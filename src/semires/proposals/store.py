@@ -488,9 +488,8 @@ class ProposalStore:
         training images of RefCOCO. ``progress`` shows a bar (``fingerprints``)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from tqdm import tqdm
-
         from semires.errors import DataError
+        from semires.utils.progress import progress_bar
 
         entries = ((int(i), p, self._entries.get(int(i))) for i, p in sorted(image_paths.items()))
         checked = [(i, p, e) for i, p, e in entries if e is not None and e.fingerprint is not None]
@@ -504,16 +503,32 @@ class ProposalStore:
 
         with ThreadPoolExecutor(max(1, min(threads, len(checked)))) as pool:
             flags = list(
-                tqdm(
+                progress_bar(
                     pool.map(other_file, checked),
+                    enabled=progress,
                     total=len(checked),
                     desc="fingerprints",
                     unit="img",
-                    disable=not progress,
                     leave=False,
                 )
             )
         return [image_id for (image_id, _, _), flag in zip(checked, flags, strict=True) if flag]
+
+    def check_same_images(
+        self, image_paths: Mapping[int, str | Path], hint: str, *, progress: bool = False
+    ) -> None:
+        """Refuse a store whose candidates of some of ``image_paths`` (image id -> its file now)
+        were made from other files (:meth:`stale_images`): a :class:`ProposalError` naming how
+        many and one of them, ending with ``hint`` (what to do). The one check of every command
+        that reads or completes a store for a dataset (propose, show, quality)."""
+        done = {int(i): p for i, p in image_paths.items() if self.has(i)}
+        stale = self.stale_images(done, progress=progress)
+        if stale:
+            raise ProposalError(
+                f"proposal store {self.root}: {len(stale)} of the {len(done)} images already in "
+                f"it were made from other image files (e.g. image {stale[0]}, now "
+                f"{done[stale[0]]}): it belongs to other images with the same ids; {hint}"
+            )
 
     # ------------------------------------------------------------------ reading
     def _shard_map(self, shard: str) -> mmap.mmap:
@@ -705,7 +720,7 @@ def verify_store(
     now) the file is the one the candidates were made from (stored fingerprint). Problems are
     collected (one line each), not raised.
     """
-    from tqdm import tqdm
+    from semires.utils.progress import progress_bar
 
     root = Path(root)
     manifest = ProposalStore.read_manifest(root)
@@ -714,7 +729,7 @@ def verify_store(
     problems: list[str] = []
     footers: dict[int, Entry] = {}
     n_candidates = 0
-    for name in tqdm(shards, desc="verify", unit="shard", disable=not progress):
+    for name in progress_bar(shards, enabled=progress, desc="verify", unit="shard"):
         path = shard_dir / name
         try:
             entries = read_footer(path)

@@ -21,6 +21,8 @@ run folder and are written to a temporary file and renamed, so a kill never corr
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +66,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
+        # weights_only: tensors and plain containers only, so a crafted file cannot run code
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # anything torch / zipfile / pickle raise on a damaged file
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if isinstance(exc, pickle.UnpicklingError) and refused:
+            raise CheckpointError(
+                f"checkpoint {path}: refused to load {refused.group(1)} (a semires checkpoint "
+                "holds only tensors, numbers, strings and plain containers)"
+            ) from exc
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a complete torch checkpoint (truncated, "
+            "damaged or another kind of file)"
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a semires checkpoint (no 'format': '{FORMAT}')")
     return ckpt

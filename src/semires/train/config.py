@@ -8,13 +8,20 @@ Unknown keys and wrong types are errors that name the key. See ``configs/*.yaml`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from semires.errors import ConfigError
 from semires.train.refine import RefineConfig
-from semires.utils.typed_config import apply_overrides, load_dataclass, read_yaml, to_dict
+from semires.utils.typed_config import (
+    apply_overrides,
+    invalid,
+    load_dataclass,
+    read_yaml,
+    to_dict,
+)
 
 
 @dataclass
@@ -59,13 +66,12 @@ class DataConfig:
 
     def validate(self) -> None:
         if self.img_size < 32 or self.img_size % 32:
-            raise ConfigError(
-                f"config key 'data.img_size': expected a multiple of 32 >= 32, got {self.img_size}"
-            )
+            raise invalid("img_size", f"expected a multiple of 32 >= 32, got {self.img_size}")
         if self.val_split in self.test_splits:
-            raise ConfigError(
-                f"config key 'data.val_split': {self.val_split!r} is also a test split; "
-                "checkpoints must not be selected on a reported test split"
+            raise invalid(
+                "val_split",
+                f"{self.val_split!r} is also a test split; checkpoints must not be selected on a "
+                "reported test split",
             )
 
 
@@ -76,6 +82,33 @@ class ModelSection:
     name: str = "tiny"
     #: overrides of ModelConfig fields, e.g. {backbone_weights: path, text_encoder: path}
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """The model name and every override are checked when the config is read, and errors
+        name the keys as written (``model.overrides.fusion_heads``), not as the model config
+        calls them."""
+        import dataclasses
+
+        from semires.model.config import ModelConfig
+        from semires.model.registry import get_model_config
+
+        try:
+            base = get_model_config(self.name)
+        except ConfigError as err:
+            raise invalid("name", str(err)) from None
+        known = sorted(f.name for f in dataclasses.fields(ModelConfig))
+        unknown = sorted(set(self.overrides) - set(known))
+        if unknown:
+            raise invalid(
+                f"overrides.{unknown[0]}", f"not a model setting; valid: {', '.join(known)}"
+            )
+        try:
+            base.replace(**self.overrides)
+        except ConfigError as err:  # "[model ]config key '[model.]<field>': <what is wrong>"
+            found = re.search(r"config key '(?:model\.)?([^']+)': (.*)", str(err))
+            if found is None:
+                raise invalid("overrides", str(err)) from None
+            raise invalid(f"overrides.{found.group(1)}", found.group(2)) from None
 
 
 @dataclass
@@ -149,11 +182,23 @@ class TrainConfig:
             "grad_accum",
         ):
             if getattr(self, key) < 1:
-                raise ConfigError(
-                    f"config key 'train.{key}': expected >= 1, got {getattr(self, key)}"
-                )
-        if self.lr <= 0:
-            raise ConfigError(f"config key 'train.lr': expected > 0, got {self.lr}")
+                raise invalid(key, f"expected >= 1, got {getattr(self, key)}")
+        for key in ("steps_per_epoch", "threads"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise invalid(key, f"expected null or >= 1, got {getattr(self, key)}")
+        if self.checkpoint_every < 0 or self.num_panels < 0:
+            key = "checkpoint_every" if self.checkpoint_every < 0 else "num_panels"
+            raise invalid(key, f"expected >= 0, got {getattr(self, key)}")
+        if not self.lr > 0:
+            raise invalid("lr", f"expected > 0, got {self.lr}")
+        from semires.train.distributed import resolve_device
+
+        try:  # the spelling only: whether this machine has the device is checked at start
+            resolve_device(self.device, available=False)
+        except ConfigError:
+            raise invalid(
+                "device", f"unknown device {self.device!r}; expected auto, cpu, cuda or cuda:N"
+            ) from None
 
 
 @dataclass
@@ -172,13 +217,9 @@ class AugmentConfig:
         for key in ("blur_p", "jitter_p", "brightness", "contrast", "saturation"):
             v = getattr(self, key)
             if not 0.0 <= v <= 1.0:
-                raise ConfigError(
-                    f"config key 'semi.augment.{key}': expected a value in [0, 1], got {v}"
-                )
+                raise invalid(key, f"expected a value in [0, 1], got {v}")
         if not 0.0 <= self.hue <= 0.5:
-            raise ConfigError(
-                f"config key 'semi.augment.hue': expected a value in [0, 0.5], got {self.hue}"
-            )
+            raise invalid("hue", f"expected a value in [0, 0.5], got {self.hue}")
 
 
 @dataclass
@@ -210,11 +251,11 @@ class SemiConfig:
 
     def validate(self) -> None:
         if not 0.0 <= self.ema <= 1.0:
-            raise ConfigError(f"config key 'semi.ema': expected a value in [0, 1], got {self.ema}")
+            raise invalid("ema", f"expected a value in [0, 1], got {self.ema}")
         if self.unlabeled_batch_size < 1:
-            raise ConfigError(
-                f"config key 'semi.unlabeled_batch_size': expected >= 1, got {self.unlabeled_batch_size}"
-            )
+            raise invalid("unlabeled_batch_size", f"expected >= 1, got {self.unlabeled_batch_size}")
+        if self.max_candidates < 1:
+            raise invalid("max_candidates", f"expected >= 1, got {self.max_candidates}")
 
 
 @dataclass
@@ -246,16 +287,42 @@ class Config:
             and not self.semi.proposals
             and self.semi.refine.strategy in ("iom", "cpi")
         ):
-            raise ConfigError(
-                f"config key 'semi.proposals': strategy {self.semi.refine.strategy!r} needs a proposal store"
+            raise invalid(
+                "semi.proposals",
+                f"strategy {self.semi.refine.strategy!r} needs a proposal store",
             )
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or start from the defaults), apply ``key=value`` overrides, validate."""
     data = read_yaml(path) if path is not None else {}
+    if path is not None:
+        check_config_kind(data, path, "train")
     data = apply_overrides(data, list(overrides or []))
     return load_dataclass(Config, data)
+
+
+def check_config_kind(data: dict[str, Any], path: str | Path, command: str) -> None:
+    """Refuse, with a hint, a ``semires run`` config given to ``semires train`` (it has
+    ``burn_in``, ``methods``, ...) or a training config given to ``semires run`` (``train``,
+    ``output``): the keys of the other kind would only be reported as unknown."""
+    import dataclasses
+
+    from semires.pipeline import RunConfig
+
+    train_keys = {f.name for f in dataclasses.fields(Config)}
+    run_keys = {f.name for f in dataclasses.fields(RunConfig)}
+    other, own = (
+        ("run", run_keys - train_keys) if command == "train" else ("train", train_keys - run_keys)
+    )
+    found = sorted(set(data) & own)
+    if found:
+        shipped = Path(path).parent == shipped_configs_dir()
+        name = Path(path).stem if shipped else path
+        raise ConfigError(
+            f"{name} is a `semires {other}` config (it has {found[0]!r}), not one for "
+            f"`semires {command}`: use `semires {other} -c {name}`"
+        )
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -8,6 +8,7 @@ variables everything runs as a single process and the helpers are no-ops.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,18 +31,52 @@ class DistInfo:
         return self.world > 1
 
 
-def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
-    """Initialise the process group when launched by torchrun; pick this process's device."""
+def resolve_device(
+    device: str, what: str = "--device", *, available: bool = True
+) -> torch.device | None:
+    """The torch device ``device`` names: ``auto`` (CUDA when available, else CPU), ``cpu``,
+    ``cuda`` or ``cuda:N``. Anything else, or a CUDA device this machine does not have, is a
+    one-line :class:`~semires.errors.ConfigError` naming ``what`` (the option or config key).
+    ``available=False`` checks the spelling only (a config read on another machine) and
+    returns None."""
+    from semires.errors import ConfigError
+
+    text = str(device).strip().lower()
+    match = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", text)
+    if match is None:
+        raise ConfigError(f"{what}: unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
+    if not available:
+        return None
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(
+                f"{what}: {device!r} asks for a GPU but this machine has no usable CUDA device "
+                "(torch.cuda.is_available() is False); use cpu or auto"
+            )
+        if match.group(1) is not None and int(match.group(1)) >= count:
+            raise ConfigError(
+                f"{what}: {device!r} but this machine has {count} CUDA device(s): "
+                f"cuda:0..cuda:{count - 1}"
+            )
+    return torch.device(text)
+
+
+def init_distributed(
+    device: str = "auto", what: str = "config key 'train.device'"
+) -> tuple[DistInfo, torch.device]:
+    """Initialise the process group when launched by torchrun; pick this process's device
+    (:func:`resolve_device`; ``what`` names the setting in errors)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if ":" not in device:
-            device = f"cuda:{local_rank}"
-        torch.cuda.set_device(torch.device(device))
-    dev = torch.device(device)
+    dev = resolve_device(device, what)
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = resolve_device(f"cuda:{local_rank}", f"{what} (LOCAL_RANK {local_rank})")
+        torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)

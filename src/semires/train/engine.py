@@ -50,6 +50,7 @@ from semires.train.losses import masked_ce, pixel_weighted_ce, weighted_ce
 from semires.train.optim import build_optimizer, poly_factor, set_lr
 from semires.train.textcache import TextInputs
 from semires.utils.io import atomic_write_json, atomic_write_text
+from semires.utils.lock import folder_lock
 
 log = logging.getLogger("semires.train")
 
@@ -76,6 +77,31 @@ def _setup_logging(run_dir: Path, main: bool) -> None:
     root.handlers = [h for h in root.handlers if not isinstance(h, logging.FileHandler)]
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+class _HoldRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _held_log_records() -> Iterator[list[logging.LogRecord]]:
+    """The records of the ``semires`` loggers, kept in a list instead of being written (while a
+    run starts: its train.log is made only once the start succeeded)."""
+    logger = logging.getLogger("semires")
+    hold = _HoldRecords()
+    saved = (logger.handlers, logger.level, logger.propagate)
+    logger.handlers, logger.propagate = [hold], False
+    logger.setLevel(logging.INFO)
+    try:
+        yield hold.records
+    finally:
+        logger.handlers, level, logger.propagate = saved
+        logger.setLevel(level)
 
 
 def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
@@ -136,9 +162,6 @@ class Trainer:
     def __init__(self, cfg: Config, *, progress: bool = True) -> None:
         import torch.distributed as dist
 
-        from semires.data import load_index
-        from semires.model import build_model
-
         self.cfg = cfg
         self.progress = progress
         # a process group made by a caller (e.g. the `semires run` pipeline) outlives this run
@@ -149,8 +172,25 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.run_dir = Path(cfg.output.dir)
+        # One run per folder: rank 0 holds the folder's lock until fit() ends. Nothing is
+        # written into the folder before every input has been read and checked (the log of the
+        # start is held meanwhile), so a failed start leaves it as it was: no config.yaml, no
+        # empty train.log, and no folder at all where there was none.
+        created: list[Path] = []
+        self._lock = None
         if self.info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            created = [p for p in (self.run_dir, *self.run_dir.parents) if not p.exists()]
+            self._lock = folder_lock(self.run_dir).acquire()
+        try:
+            with _held_log_records() as held:
+                self._start(cfg)
+        except BaseException:
+            self._release_lock()
+            for folder in created:  # deepest first; only folders this start made, if empty
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+        if self.info.is_main:
             import yaml
 
             atomic_write_text(
@@ -158,6 +198,18 @@ class Trainer:
             )
         barrier(self.info)
         _setup_logging(self.run_dir, self.info.is_main)
+        for record in held:
+            logging.getLogger("semires").handle(record)
+
+    def _release_lock(self) -> None:
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+
+    def _start(self, cfg: Config) -> None:
+        """Read the data, build the model(s), open the proposals, resume: every check of the
+        inputs, before anything is written into the run folder."""
+        from semires.data import load_index
+        from semires.model import build_model
 
         # ---------------------------------------------------------------- data
         self.index = load_index(cfg.data.spec())
@@ -848,6 +900,7 @@ class Trainer:
                 self._tb.close()
             if self._owns_group:
                 cleanup(self.info)
+            self._release_lock()
 
     def _log_record(self, record: dict[str, Any]) -> None:
         if not self.info.is_main:

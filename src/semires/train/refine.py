@@ -32,6 +32,7 @@ from torch import Tensor
 
 from semires.errors import ConfigError
 from semires.evaluate.metrics import intersection_union, iou_from_counts
+from semires.utils.typed_config import FieldError
 
 Strategy = Literal["none", "iom", "cpi", "confidence"]
 STRATEGIES: tuple[str, ...] = ("none", "iom", "cpi", "confidence")
@@ -225,6 +226,64 @@ def cpi(
     return _cpi(P, M, by_u, by_o, use_u, use_o)
 
 
+class SoftIOMResult(NamedTuple):
+    """Output of :func:`soft_iom`."""
+
+    refined: Tensor  # [B, H, W] bool: M_k* where matched, else P
+    matched: Tensor  # [B] bool: softIoU_k* > tau
+    index: Tensor  # [B] int64: k*, -1 when a sample has no valid candidate
+    score: Tensor  # [B] float64: softIoU_k* (0 without candidates)
+
+
+def soft_iom(P: Tensor, p: Tensor, M: Tensor, valid: Tensor, tau: float = 0.3) -> SoftIOMResult:
+    """Soft IoU matching (ours, beyond the paper): choose the candidate that best agrees with
+    the teacher's PROBABILITY, not with its thresholded label.
+
+    ``softIoU_k = sum_x p(x) M_k(x) / (|M_k| + sum_x p(x) - sum_x p(x) M_k(x))`` (the IoU of M_k
+    with p read as a fuzzy set), ``k* = argmax_k softIoU_k``; matched iff ``softIoU_k* > tau``;
+    refined label = ``M_k*`` where matched, else ``P``. A teacher unsure between two objects
+    (p near 0.5 on both) scores both candidates lower than one it is sure of, where IOM's
+    binary P may have kept only the wrong one.
+    """
+    _check_inputs(P, M, valid)
+    batch, k = valid.shape
+    has_any = valid.any(1)
+    if k == 0:
+        none = torch.full((batch,), -1, dtype=torch.int64, device=P.device)
+        return SoftIOMResult(
+            P.bool().clone(), has_any, none, torch.zeros(batch, dtype=torch.float64)
+        )
+    pf = p.double().flatten(1)  # [B, N]
+    inter = torch.einsum("bkn,bn->bk", M.flatten(2).double(), pf)
+    area = M.flatten(2).sum(-1, dtype=torch.float64)
+    score = _ratio(inter, area + pf.sum(1, keepdim=True) - inter).masked_fill(~valid, -1.0)
+    index = score.argmax(1)
+    best_score = score.gather(1, index[:, None])[:, 0].clamp(min=0.0)
+    matched = has_any & (best_score > tau)
+    best = M.flatten(0, 1).index_select(0, torch.arange(batch, device=M.device) * k + index)
+    refined = _keep_unmatched(matched, best.bool(), P)
+    return SoftIOMResult(refined, matched, index.masked_fill(~has_any, -1), best_score)
+
+
+def expression_consensus(probs: Tensor, owner: Tensor, batch: int) -> Tensor:
+    """The teacher's probability for each OBJECT: the mean of its probability maps over all the
+    expressions of the object (ours, beyond the paper).
+
+    ``probs`` [N, H, W] are the teacher's foreground probabilities for N (image, expression)
+    pairs; ``owner`` [N] int64 says which of the ``batch`` samples (objects) each pair belongs
+    to. Returns [batch, H, W]: ``p_b = mean_{n : owner_n = b} probs_n`` (a sample without
+    pairs gets 0). Every expression names the same object, so where they agree the object is;
+    one expression's mistake (the wrong one of two look-alikes) is outvoted.
+    """
+    if probs.dim() != 3 or owner.shape != probs.shape[:1]:
+        raise ValueError(
+            f"expected probs [N, H, W] and owner [N]; got {tuple(probs.shape)}, {tuple(owner.shape)}"
+        )
+    total = probs.new_zeros(batch, *probs.shape[1:]).index_add_(0, owner, probs)
+    count = torch.bincount(owner, minlength=batch).to(probs.dtype).clamp(min=1)
+    return total / count[:, None, None]
+
+
 def pwa_weights(p: Tensor, sigma2: float = 0.1, offset: float = 1.3) -> Tensor:
     """Pixel-wise adjustment (PWA) weights for samples without a match.
 
@@ -266,31 +325,43 @@ class RefineConfig:
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
-            raise ConfigError(
-                f"refine.strategy = {self.strategy!r}: expected one of {', '.join(STRATEGIES)}"
+            raise FieldError(
+                "strategy",
+                "{key} = {value}: expected one of " + ", ".join(STRATEGIES),
+                value=repr(self.strategy),
             )
         for key in ("tau", "t1", "t2", "confidence"):
             value = getattr(self, key)
             if not _is_number(value) or not 0.0 <= value <= 1.0:
-                raise ConfigError(f"refine.{key} = {value!r}: expected a number in [0, 1]")
+                raise FieldError(
+                    key, "{key} = {value}: expected a number in [0, 1]", value=repr(value)
+                )
         for key in ("cpi_u", "cpi_o", "pwa"):
             if not isinstance(getattr(self, key), bool):
-                raise ConfigError(f"refine.{key} = {getattr(self, key)!r}: expected true or false")
+                raise FieldError(
+                    key, "{key} = {value}: expected true or false", value=repr(getattr(self, key))
+                )
         if self.strategy == "cpi" and not (self.cpi_u or self.cpi_o):
-            raise ConfigError("refine.cpi_u and refine.cpi_o are both false: CPI needs one rule")
+            raise FieldError("cpi_u", "{key} and cpi_o are both false: CPI needs one rule")
         self._check_pwa()
 
     def _check_pwa(self) -> None:
         sigma2, offset = self.pwa_sigma2, self.pwa_offset
         if not _is_number(sigma2) or not 0.0 < sigma2 < math.inf:
-            raise ConfigError(f"refine.pwa_sigma2 = {sigma2!r}: expected a positive number")
+            raise FieldError(
+                "pwa_sigma2", "{key} = {value}: expected a positive number", value=repr(sigma2)
+            )
         if not _is_number(offset) or not math.isfinite(offset):
-            raise ConfigError(f"refine.pwa_offset = {offset!r}: expected a finite number")
+            raise FieldError(
+                "pwa_offset", "{key} = {value}: expected a finite number", value=repr(offset)
+            )
         peak = 1.0 / math.sqrt(2.0 * math.pi * sigma2)
         if offset < peak:
-            raise ConfigError(
-                f"refine.pwa_offset = {offset!r}: PWA weights would be negative near p = 0.5 "
-                f"(need pwa_offset >= {peak:.4f} for pwa_sigma2 = {sigma2!r})"
+            raise FieldError(
+                "pwa_offset",
+                "{key} = {value}: PWA weights would be negative near p = 0.5 "
+                f"(need pwa_offset >= {peak:.4f} for pwa_sigma2 = {sigma2!r})",
+                value=repr(offset),
             )
 
     @classmethod
@@ -300,7 +371,10 @@ class RefineConfig:
         for key in values:
             if key not in known:
                 raise ConfigError(f"refine.{key}: unknown key (expected one of {sorted(known)})")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except FieldError as err:
+            raise err.under("refine") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict (for saving next to a run)."""

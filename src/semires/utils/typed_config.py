@@ -21,6 +21,31 @@ from semires.errors import ConfigError
 T = TypeVar("T")
 
 
+class FieldError(ConfigError):
+    """A bad value found by a dataclass's own checks (``validate`` / ``__post_init__``), keyed
+    relative to that dataclass (``"lr"``, ``"overrides.fusion_heads"``). :func:`load_dataclass`
+    puts the path of the section in front, so the message names the key as the user wrote it
+    (``burn_in.lr``, ``semi.refine.t1``, ``model.overrides.fusion_heads``); ``message`` holds
+    ``{key}`` where the key goes."""
+
+    def __init__(self, key: str, message: str = "config key '{key}': {detail}", **parts: Any):
+        self.key, self.template, self.parts = key, message, parts
+        text = message.replace("{key}", key)
+        for name, value in parts.items():
+            text = text.replace("{" + name + "}", str(value))
+        super().__init__(text)
+
+    def under(self, prefix: str) -> FieldError:
+        """The same error with the key inside section ``prefix``."""
+        key = f"{prefix}.{self.key}" if prefix else self.key
+        return FieldError(key, self.template, **self.parts)
+
+
+def invalid(key: str, detail: str) -> FieldError:
+    """``config key '<path>.<key>': <detail>`` (see :class:`FieldError`)."""
+    return FieldError(key, detail=detail)
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
@@ -129,10 +154,13 @@ def load_dataclass(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _convert(value, hints[name], f"{prefix}.{name}" if prefix else name)
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
+    try:
+        obj = cls(**kwargs)
+        validate = getattr(obj, "validate", None)
+        if callable(validate):
+            validate()
+    except FieldError as err:  # the class's own checks know only their own keys
+        raise err.under(prefix) from None
     return obj
 
 
