@@ -233,7 +233,7 @@ class Pipeline:
         self.out = Path(cfg.out)
         # under torchrun: one process group for every stage; rank 0 makes the data, the split
         # and the report, every rank makes its share of the proposals and trains
-        self.info, self.device = init_distributed(cfg.burn_in.device)
+        self.info, self.device = init_distributed(cfg.burn_in.device, "config key 'burn_in.device'")
         self.progress = progress and self.info.is_main
         self.timings: dict[str, float] = {}
         self.out.mkdir(parents=True, exist_ok=True)
