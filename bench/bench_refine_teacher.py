@@ -42,7 +42,8 @@ from tqdm import tqdm
 from semires.evaluate.metrics import intersection_union, iou_from_counts
 from semires.train.config import load_config
 from semires.train.engine import Trainer
-from semires.train.refine import RefineConfig, candidate_overlaps, correction_stats, refine
+from semires.train.refine import RefineConfig, candidate_overlaps, correction_stats
+from semires.train.strategies import refine
 from semires.utils.io import atomic_write_json
 
 PAPER = RefineConfig()  # tau 0.5, t1 0.7, t2 0.7, both CPI rules
@@ -159,7 +160,7 @@ def main() -> None:
         cfg = load_config(config, [*args.overrides, *extra])
         if not cfg.semi.enabled:
             sys.exit(f"{config}: not a teacher-student config (semi.enabled is false)")
-        trainer = Trainer(cfg, progress=False)
+        trainer = Trainer.from_config(cfg, progress=False)
         batches = collect(trainer, args.batches)
     n = sum(len(b["P"]) for b in batches)
     print(

@@ -26,11 +26,11 @@ import torch
 
 
 def step_fn(model, optimizer, images, text, target, device, amp):
-    from semires.train.engine import _autocast
+    from semires.runtime.precision import autocast
     from semires.train.losses import weighted_ce
 
     weights = torch.tensor([0.9, 1.1], device=device)
-    with _autocast(device, amp):
+    with autocast(device, amp):
         logits = model(images, **text)
         loss = weighted_ce(logits, target, weights)
     optimizer.zero_grad(set_to_none=True)
@@ -87,8 +87,8 @@ def bench(
     profile: int = 0,
 ) -> dict:
     from semires.model import build_model
+    from semires.runtime.textcache import TextInputs
     from semires.train.optim import build_optimizer
-    from semires.train.textcache import TextInputs
 
     torch.manual_seed(0)
     model = build_model(model_name, img_size=size).to(device).train()

@@ -17,7 +17,7 @@ from semires.cli import main
 from semires.data import DataSpec, load_index
 from semires.data.masks import encode, validate_mask
 from semires.errors import ConfigError, DataError
-from semires.train.distributed import resolve_device
+from semires.runtime.distributed import resolve_device
 from semires.utils.lock import LOCK_NAME, FolderLock, FolderLockedError
 
 REFER = ["--root", "{root}", "--dataset", "synthref", "--split-by", "synth"]

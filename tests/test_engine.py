@@ -18,8 +18,8 @@ import torch
 
 from semires.data import DataSpec, load_index
 from semires.errors import CheckpointError, DataError, ProposalError
+from semires.runtime.checkpoint import load_checkpoint
 from semires.train import engine as engine_mod
-from semires.train.checkpoint import load_checkpoint
 from semires.train.config import load_config
 from semires.train.engine import Trainer, TrainingError, train
 
@@ -118,19 +118,21 @@ def test_resume_after_a_crash_is_exact(synth_tiny, tmp_path, monkeypatch, superv
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
     synth_tiny, tmp_path, monkeypatch
 ):
+    from semires.train.strategies import PixelLosses
+
     out = tmp_path / "nan"
     cfg = make_cfg(synth_tiny, out, "train.checkpoint_every=1")
-    real = engine_mod.weighted_ce
     calls = {"n": 0}
 
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] == 3 else loss
+    class Flaky(PixelLosses):  # the loss is injected: the step only calls it
+        def ce(self, logits, target):
+            calls["n"] += 1
+            loss = super().ce(logits, target)
+            return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(engine_mod, "weighted_ce", flaky)
+    losses = Flaky(torch.tensor([0.9, 1.1]))
     with pytest.raises(TrainingError, match="at step 2") as err:
-        train(cfg, progress=False)
+        Trainer.from_config(cfg, progress=False, losses=losses).fit()
     assert "latest.pt" in str(err.value)
     assert load_checkpoint(out / "latest.pt")["step"] == 2
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -211,7 +213,7 @@ def test_checkpoint_from_another_model_config_is_rejected(supervised_run, synth_
         f"data.split_dir={_split(synth_tiny, tmp_path)}",
     )
     with pytest.raises(CheckpointError, match=r"made for another model \(backbone: checkpoint"):
-        Trainer(cfg, progress=False)
+        Trainer.from_config(cfg, progress=False)
     # a difference no tensor shape shows (fusion heads) is refused too, naming the key
     heads = make_cfg(
         synth_tiny,
@@ -223,7 +225,7 @@ def test_checkpoint_from_another_model_config_is_rejected(supervised_run, synth_
         f"data.split_dir={_split(synth_tiny, tmp_path)}",
     )
     with pytest.raises(CheckpointError, match=r"fusion_heads: checkpoint 1, run 2"):
-        Trainer(heads, progress=False)
+        Trainer.from_config(heads, progress=False)
 
 
 def _split(root: Path, tmp_path: Path, ratio: str = "34%") -> Path:
@@ -280,13 +282,13 @@ def test_proposals_made_from_other_image_files_are_refused(supervised_run, synth
     ]
     with pytest.raises(
         ProposalError,
-        match=rf"candidates of {len(unl)} of the {len(unl)} unlabeled images were made from "
+        match=rf"{len(unl)} of the {len(unl)} images already in it were made from "
         rf"other image files \(e.g. image {unl[0]}, now .*{index.images[unl[0]].file_name}\).*"
         "--overwrite",
     ):
-        Trainer(make_cfg(synth_tiny, tmp_path / "bad", *common), progress=False)
+        Trainer.from_config(make_cfg(synth_tiny, tmp_path / "bad", *common), progress=False)
     cfg = make_cfg(synth_tiny, tmp_path / "ok", *common, "semi.allow_proposal_mismatch=true")
-    assert Trainer(cfg, progress=False).proposals is not None
+    assert Trainer.from_config(cfg, progress=False).proposals is not None
 
 
 def test_teacher_student_with_refinement_logs_pseudo_label_quality(
@@ -307,7 +309,7 @@ def test_teacher_student_with_refinement_logs_pseudo_label_quality(
         "semi.ema=0.9",
     ]
     with pytest.raises(ProposalError, match="no entry for 1 of"):
-        Trainer(
+        Trainer.from_config(
             make_cfg(synth_tiny, tmp_path / "bad", *common, f"semi.proposals={props}"),
             progress=False,
         )
@@ -321,7 +323,7 @@ def test_teacher_student_with_refinement_logs_pseudo_label_quality(
         "semi.refine.strategy=cpi",
         "train.epochs=1",
     )
-    trainer = Trainer(cfg, progress=False)
+    trainer = Trainer.from_config(cfg, progress=False)
     burn = weights(out / "best.pt")
     teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
     result = trainer.fit()
@@ -411,7 +413,7 @@ def test_teacher_batches_show_what_refinement_gets_and_train_nothing(
         "semi.unlabeled_batch_size=4",
         f"semi.proposals={props}",
     )
-    trainer = Trainer(cfg, progress=False)
+    trainer = Trainer.from_config(cfg, progress=False)
     before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
     first = list(trainer.teacher_batches(2))
     assert len(first) == 2
@@ -434,7 +436,7 @@ def test_teacher_batches_show_what_refinement_gets_and_train_nothing(
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert trainer.step == 0 and not (tmp_path / "cpi" / "latest.pt").exists()
 
-    supervised = Trainer(make_cfg(synth_tiny, tmp_path / "sup"), progress=False)
+    supervised = Trainer.from_config(make_cfg(synth_tiny, tmp_path / "sup"), progress=False)
     with pytest.raises(SemiresError, match=r"semi\.enabled"):
         next(supervised.teacher_batches(1))
 
@@ -443,7 +445,9 @@ def test_empty_labeled_split_is_an_error(synth_tiny, tmp_path):
     split_dir = _split(synth_tiny, tmp_path)
     (split_dir / "labeled.txt").write_text("# nothing\n")
     with pytest.raises(DataError):
-        Trainer(make_cfg(synth_tiny, tmp_path / "x", f"data.split_dir={split_dir}"), progress=False)
+        Trainer.from_config(
+            make_cfg(synth_tiny, tmp_path / "x", f"data.split_dir={split_dir}"), progress=False
+        )
 
 
 def test_two_process_gloo_run_matches_single_process_evaluation(synth_tiny, tmp_path):
@@ -492,9 +496,9 @@ def test_gradient_accumulation_and_the_authors_switches(synth_tiny, tmp_path, mo
     seen: list[int] = []
     original = Trainer._micro_loss
 
-    def record(self, lab, unl, stats):
+    def record(self, lab, unl):
         seen.append(len(lab["sentence"]))
-        return original(self, lab, unl, stats)
+        return original(self, lab, unl)
 
     monkeypatch.setattr(Trainer, "_micro_loss", record)
     common = [
@@ -504,10 +508,10 @@ def test_gradient_accumulation_and_the_authors_switches(synth_tiny, tmp_path, mo
         "train.lr=1e-2",
         "train.ce_mean=plain",  # equal micro-batches: the mean of their means is the batch mean
     ]
-    one = Trainer(
+    one = Trainer.from_config(
         make_cfg(synth_tiny, tmp_path / "one", *common, "train.batch_size=4"), progress=False
     )
-    two = Trainer(
+    two = Trainer.from_config(
         make_cfg(
             synth_tiny,
             tmp_path / "two",
@@ -537,8 +541,8 @@ def test_gradient_accumulation_and_the_authors_switches(synth_tiny, tmp_path, mo
         )
     lab_one = next(iter(one._loader(one.labeled_ds, 4, engine_mod.LABELED, 0, 1)))
     seen.clear()
-    one.train_step(lab_one, None, one._new_stats())
-    two.train_step(lab_one, None, two._new_stats())
+    one.train_step(lab_one, None)
+    two.train_step(lab_one, None)
     assert seen == [4, 2, 2]
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name, g in grads[0].items():

@@ -22,7 +22,7 @@ from semires.cli import main
 from semires.errors import CheckpointError, ConfigError
 from semires.model import build_model, get_model_config
 from semires.model.lavt_import import export_lavt_state, import_lavt
-from semires.train.checkpoint import load_model_checkpoint
+from semires.runtime.checkpoint import load_model_checkpoint
 
 LONG = (
     "the brown dog sitting on the wooden bench next to the tall man who is holding a "

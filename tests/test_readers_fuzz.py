@@ -241,7 +241,7 @@ def test_proposal_store_fuzz(tmp_path: Path) -> None:
 def test_checkpoint_fuzz(tmp_path: Path) -> None:
     import torch
 
-    from semires.train.checkpoint import load_checkpoint, save_checkpoint
+    from semires.runtime.checkpoint import load_checkpoint, save_checkpoint
 
     good = tmp_path / "good.pt"
     payload = {"model": {"w": torch.arange(12.0).reshape(3, 4)}, "step": 7, "best": {"score": 1.5}}

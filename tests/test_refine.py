@@ -18,9 +18,10 @@ from semires.train.refine import (
     expression_consensus,
     iom,
     pwa_weights,
-    refine,
     soft_iom,
 )
+from semires.train.strategies import STRATEGIES, refine
+from semires.utils.typed_config import load_dataclass
 
 
 def grid(*rows: str) -> torch.Tensor:
@@ -293,25 +294,28 @@ def test_refine_weights_and_counts_per_strategy() -> None:
     [
         ({"tau": 1.5}, r"refine\.tau = 1\.5: expected a number in \[0, 1\]"),
         ({"t1": -0.1}, r"refine\.t1 = -0\.1"),
-        ({"t2": True}, r"refine\.t2 = True"),
-        ({"confidence": "high"}, r"refine\.confidence = 'high'"),
-        ({"strategy": "sam"}, r"refine\.strategy = 'sam': expected one of none, iom, cpi"),
+        ({"t2": True}, r"'refine\.t2': expected a number, got True"),
+        ({"confidence": "high"}, r"'refine\.confidence': expected a number, got 'high'"),
+        ({"strategy": "sam"}, r"'refine\.strategy': expected one of 'none' \| 'iom' \| 'cpi' .*, got 'sam'"),
         ({"cpi_u": False, "cpi_o": False}, "CPI needs one rule"),
-        ({"pwa": "yes"}, r"refine\.pwa = 'yes': expected true or false"),
+        ({"pwa": "yes"}, r"'refine\.pwa': expected true or false, got 'yes'"),
         ({"pwa_sigma2": 0.0}, r"refine\.pwa_sigma2 = 0\.0: expected a positive number"),
         ({"pwa_offset": 1.0}, r"refine\.pwa_offset = 1\.0: PWA weights would be negative"),
-        ({"taus": 0.5}, r"refine\.taus: unknown key"),
+        ({"taus": 0.5}, r"unknown config key 'refine\.taus'"),
+        ({"soft_tau": 1.5}, r"refine\.soft_tau = 1\.5"),
     ],
 )
 def test_config_validation(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        RefineConfig.from_dict(values)
+        load_dataclass(RefineConfig, values, prefix="refine")
 
 
 def test_config_defaults_and_round_trip() -> None:
     cfg = RefineConfig()
     assert (cfg.tau, cfg.t1, cfg.t2, cfg.pwa_sigma2, cfg.pwa_offset) == (0.5, 0.7, 0.7, 0.1, 1.3)
-    assert RefineConfig.from_dict(cfg.to_dict()) == cfg
+    assert load_dataclass(RefineConfig, cfg.to_dict(), prefix="refine") == cfg
+    # every strategy name a config accepts has its labels and loss in semires.train.strategies
+    assert set(STRATEGIES) == set(refine_module.STRATEGIES)
     assert RefineConfig(strategy="iom", cpi_u=False, cpi_o=False).strategy == "iom"
 
 

@@ -27,7 +27,7 @@ from semires.pipeline import load_run_config
 from semires.pipeline import run as run_pipeline
 from semires.proposals.store import ProposalStore
 from semires.train.config import load_config
-from semires.train.refine import refine
+from semires.train.strategies import refine
 
 # gradio's own pandas use warns in its server thread
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
@@ -159,7 +159,7 @@ def test_a_run_folder_of_another_model_is_refused(run_dir, tmp_path, capsys):
     """A checkpoint whose network differs from the run's (here: another decoder width)."""
     pytest.importorskip("gradio")
     from semires.model import ModelConfig, build_model
-    from semires.train.checkpoint import load_checkpoint, model_state, save_checkpoint
+    from semires.runtime.checkpoint import load_checkpoint, model_state, save_checkpoint
 
     ck = load_checkpoint(run_dir / "cpi" / "best.pt")
     cfg = ModelConfig.from_dict(ck["model_config"]).replace(decoder_dim=8)

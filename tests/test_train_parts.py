@@ -12,7 +12,7 @@ from torch import nn
 from semires.data.dataset import SampleKey, StepBatchSampler, batch_indices, collate
 from semires.data.transforms import color_jitter, gaussian_blur, normalize, resize_mask
 from semires.errors import CheckpointError
-from semires.train import checkpoint as ckpt_io
+from semires.runtime import checkpoint as ckpt_io
 from semires.train.ema import EMATeacher
 from semires.train.losses import masked_ce, pixel_weighted_ce, weighted_ce
 from semires.train.optim import poly_factor

@@ -227,7 +227,7 @@ class Pipeline:
     """Runs the stages of a :class:`RunConfig` in its run folder."""
 
     def __init__(self, cfg: RunConfig, *, progress: bool = True) -> None:
-        from semires.train.distributed import init_distributed
+        from semires.runtime.distributed import init_distributed
 
         self.cfg = cfg
         self.out = Path(cfg.out)
@@ -413,7 +413,7 @@ class Pipeline:
         scored on the burn-in stage's final splits, cached in ``supervised/metrics.json``."""
         from semires.data import load_index
         from semires.evaluate.evaluate import evaluate_model, score_splits
-        from semires.train.checkpoint import load_model_checkpoint
+        from semires.runtime.checkpoint import load_model_checkpoint
 
         path = self.burn_in_path
         metrics = self.out / "supervised" / "metrics.json"
@@ -553,7 +553,7 @@ class Pipeline:
             for m in self.cfg.methods:
                 stages.append((m, lambda m=m: results.__setitem__(m, self.run_training(m))))
         stages.append(("report", lambda: None))
-        from semires.train.distributed import barrier, broadcast_object, cleanup
+        from semires.runtime.distributed import barrier, broadcast_object, cleanup
 
         total = len(stages)
         summary: dict[str, Any] = {}

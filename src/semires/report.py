@@ -192,7 +192,7 @@ def plot_examples(pipe: Pipeline, method: str, path: Path, n: int) -> int:
         f"refined ({METHOD_LABELS.get(method, method)})",
         "final prediction",
     ]
-    from semires.train.refine import refine
+    from semires.train.strategies import refine
 
     for row, ref in zip(axes, picks, strict=True):
         image = index.load_image(ref.image_id)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from semires.data.index import Ref, RESIndex
-from semires.data.transforms import color_jitter, gaussian_blur, resize_image, resize_mask
+from semires.data.transforms import Blur, Jitter, resize_image, resize_mask
 
 LABELED, UNLABELED = 0, 1
 
@@ -121,12 +121,12 @@ class LabeledDataset(Dataset):
         *,
         cache_images: bool = False,
         augment: str = "none",
-        jitter: dict[str, float] | None = None,
+        jitter: Jitter | None = None,
     ) -> None:
         self.index, self.refs, self.size, self.seed = index, list(refs), size, seed
         self.images = _ImageCache(index, size, cache_images)
         self.augment = augment
-        self.jitter = jitter or {}
+        self.jitter = jitter or Jitter()
         self._masks: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -145,7 +145,7 @@ class LabeledDataset(Dataset):
         sentence = ref.sentences[int(rng.integers(len(ref.sentences)))].raw
         image = self.images.get(ref.image_id)
         if self.augment == "photometric":
-            image = color_jitter(image, rng, **self.jitter)
+            image = self.jitter(image, rng)
         return {
             "image": image,
             "mask": self.mask(ref),
@@ -172,8 +172,8 @@ class UnlabeledDataset(Dataset):
         *,
         proposals: Any = None,
         max_candidates: int = 256,
-        blur: dict[str, Any] | None = None,
-        jitter: dict[str, float] | None = None,
+        blur: Blur | None = None,
+        jitter: Jitter | None = None,
         cache_images: bool = False,
         with_gt: bool = True,
     ) -> None:
@@ -181,8 +181,8 @@ class UnlabeledDataset(Dataset):
         self.images = _ImageCache(index, size, cache_images)
         self.proposals = proposals
         self.max_candidates = max_candidates
-        self.blur = blur or {"p": 0.5, "sigma": (0.1, 2.0)}
-        self.jitter = jitter or {}
+        self.blur = blur or Blur()
+        self.jitter = jitter or Jitter()
         self.with_gt = with_gt and index.has_masks()
 
     def __len__(self) -> int:
@@ -200,12 +200,13 @@ class UnlabeledDataset(Dataset):
         rng = key.rng(self.seed)
         sentence = ref.sentences[int(rng.integers(len(ref.sentences)))].raw
         image = self.images.get(ref.image_id)
-        weak = gaussian_blur(image, rng, self.blur["p"], tuple(self.blur["sigma"]))
-        strong = color_jitter(weak, rng, **self.jitter)
+        weak = self.blur(image, rng)
+        strong = self.jitter(weak, rng)
         item = {
             "weak": weak,
             "strong": strong,
             "sentence": sentence,
+            "expressions": [s.raw for s in ref.sentences],  # all of the object's (consensus)
             "candidates": self.candidates(ref.image_id),
             "ref_id": ref.id,
             "image_id": ref.image_id,
@@ -272,3 +273,15 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[key] = values
     return out
+
+
+def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
+    """A collated batch cut into ``parts`` micro-batches along the first dimension (tensors and
+    lists alike); ``parts=1`` returns the batch itself."""
+    if parts == 1:
+        return [batch]
+    size = len(batch["sentence"])
+    if size % parts:
+        raise ValueError(f"a batch of {size} does not split into {parts} micro-batches")
+    step = size // parts
+    return [{k: v[i * step : (i + 1) * step] for k, v in batch.items()} for i in range(parts)]

@@ -9,6 +9,7 @@ SemiRES code jittered normalised tensors and normalised twice; we do not).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -89,3 +90,32 @@ def color_jitter(
     for i in rng.permutation(len(ops)):
         image = ops[i](image)
     return image
+
+
+@dataclass(frozen=True)
+class Blur:
+    """The weak view (the teacher's): Gaussian blur with probability ``p``, sigma uniform in
+    ``sigma`` (the SemiRES scripts: PIL radius 1, i.e. ``sigma=(1, 1)``)."""
+
+    p: float = 0.5
+    sigma: tuple[float, float] = (0.1, 2.0)
+
+    def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        return gaussian_blur(image, rng, self.p, tuple(self.sigma))
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """The strong view (the student's): colour jitter with probability ``p`` (factors in
+    [1 - x, 1 + x], hue shift in [-hue, hue]), on uint8 images before normalisation."""
+
+    p: float = 0.5
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.25
+    hue: float = 0.25
+
+    def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        return color_jitter(
+            image, rng, self.p, self.brightness, self.contrast, self.saturation, self.hue
+        )

@@ -26,7 +26,7 @@ from semires.evaluate.metrics import (
     protocol_size,
 )
 from semires.evaluate.metrics import resize_mask as protocol_resize
-from semires.train.distributed import DistInfo, gather_objects
+from semires.runtime.distributed import DistInfo, gather_objects
 
 
 def _panel(image: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
@@ -70,8 +70,8 @@ def evaluate_model(
     --protocol <protocol>`` reproduces the figures.
     """
     from semires.data.masks import write_mask_png
-    from semires.train.engine import _autocast
-    from semires.train.textcache import TextInputs
+    from semires.runtime.precision import autocast
+    from semires.runtime.textcache import TextInputs
 
     check_protocol(protocol)
     info = info or DistInfo()
@@ -91,7 +91,7 @@ def evaluate_model(
         bar = tqdm(total=len(shard), desc=f"evaluate {split}", unit="sent", leave=False)
     for batch in loader:
         x = normalize(batch["image"].to(device), model.image_mean, model.image_std)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(x, **text(batch["sentence"]))
         lavt_preds = (
             logits_to_masks(logits.float(), protocol_size("lavt", (0, 0))).cpu()

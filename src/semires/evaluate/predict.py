@@ -58,7 +58,7 @@ class Segmenter:
         device: torch.device,
         config: dict | None = None,
     ) -> None:
-        from semires.train.textcache import TextInputs
+        from semires.runtime.textcache import TextInputs
 
         #: the training config stored in the checkpoint (data location, etc.)
         self.config = config or {}
@@ -97,8 +97,8 @@ def load(checkpoint: str | Path, device: str = "auto", *, weights: str = "model"
     ``weights="companion"``: the other network of a teacher-student ``best.pt`` (the student
     when the teacher was selected, or the other way round).
     """
-    from semires.train.checkpoint import load_model_checkpoint
-    from semires.train.distributed import resolve_device
+    from semires.runtime.checkpoint import load_model_checkpoint
+    from semires.runtime.distributed import resolve_device
 
     dev = resolve_device(device, "--device")
     if dev.type == "cpu":

@@ -165,3 +165,43 @@ class ModelConfig:
             k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in overrides.items()
         }
         return ModelConfig.from_dict({**self.to_dict(), **paths_as_str})
+
+
+#: ModelConfig fields that decide what a set of weights computes (not where weights come from)
+ARCHITECTURE_FIELDS = (
+    "backbone",
+    "backbone_kwargs",
+    "img_size",
+    "max_tokens",
+    "truncation",
+    "fusion_dim",
+    "fusion_heads",
+    "fusion_scale",
+    "fusion_sentence",
+    "fusion_coords",
+    "decoder_dim",
+    "align_corners",
+    "num_classes",
+)
+
+
+#: backbone_kwargs that only regularise training (not what the weights compute)
+_TRAINING_ONLY_KWARGS = ("drop_path_rate", "drop_rate", "attn_drop_rate", "proj_drop_rate")
+
+
+def architecture_differences(a: ModelConfig, b: ModelConfig) -> list[tuple[str, Any, Any]]:
+    """(field, a's value, b's value) for each architecture field two ModelConfigs disagree on
+    (a single fusion head count equals the same count given per stage; dropout rates are not
+    architecture)."""
+    out = []
+    for key in ARCHITECTURE_FIELDS:
+        va, vb = getattr(a, key), getattr(b, key)
+        if key == "fusion_heads":
+            va, vb = a.stage_heads(), b.stage_heads()
+        if key == "backbone_kwargs":
+            va, vb = (
+                {k: v for k, v in d.items() if k not in _TRAINING_ONLY_KWARGS} for d in (va, vb)
+            )
+        if va != vb:
+            out.append((key, getattr(a, key), getattr(b, key)))
+    return out

@@ -446,7 +446,7 @@ def import_lavt(
     family (written atomically); returns a summary (variant, sizes, keys)."""
     from semires.model import build_model
     from semires.model.weights import load_state_strict
-    from semires.train.checkpoint import save_checkpoint
+    from semires.runtime.checkpoint import save_checkpoint
 
     ck = read_lavt_checkpoint(path)
     variant = lavt_variant(ck)

@@ -177,7 +177,7 @@ def load_tokenizer(spec: str, embedded: dict[str, Any] | None = None) -> Any:
         if embedded is None:
             raise ConfigError(
                 "model config key 'tokenizer': 'embedded' means the vocabulary stored in a "
-                "checkpoint; load such a model with semires.train.checkpoint.load_model_checkpoint"
+                "checkpoint; load such a model with semires.runtime.checkpoint.load_model_checkpoint"
             )
         return wordpiece_tokenizer(embedded["vocab"], bool(embedded.get("do_lower_case", True)))
     local = Path(spec).expanduser()

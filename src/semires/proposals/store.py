@@ -530,6 +530,45 @@ class ProposalStore:
                 f"{done[stale[0]]}): it belongs to other images with the same ids; {hint}"
             )
 
+    def check_for_images(
+        self,
+        image_ids: list[int],
+        image_size: Any,
+        image_path: Any,
+        *,
+        sizes_and_files: bool = True,
+        progress: bool = False,
+    ) -> None:
+        """Refuse a store that does not cover ``image_ids`` as they are now: an image without
+        an entry, one whose candidates were made for another size (``image_size``: id ->
+        (height, width)) or from another file (``image_path``: id -> its file); one-line
+        :class:`ProposalError`s saying what to do. ``sizes_and_files=False`` checks coverage only
+        (``semi.allow_proposal_mismatch``). What training checks before it starts."""
+        wanted = sorted(set(image_ids))
+        missing = [i for i in wanted if not self.has(i)]
+        if missing:
+            raise ProposalError(
+                f"proposal store {self.root} has no entry for {len(missing)} of the "
+                f"{len(wanted)} unlabeled images (e.g. {missing[:5]}): it was made for other "
+                f"images; regenerate it with `semires propose ... --out {self.root}`"
+            )
+        if not sizes_and_files:
+            return
+        for image_id in wanted:
+            stored, actual = self.image_size(image_id), image_size(image_id)
+            if tuple(stored) != tuple(actual):
+                raise ProposalError(
+                    f"proposal store {self.root}: image {image_id} is {actual[0]}x{actual[1]} but "
+                    f"its candidates were made for {stored[0]}x{stored[1]}; regenerate the store "
+                    "(or set semi.allow_proposal_mismatch=true to resize them)"
+                )
+        self.check_same_images(
+            {i: image_path(i) for i in wanted},
+            f"regenerate it with `semires propose ... --overwrite --out {self.root}` (or set "
+            "semi.allow_proposal_mismatch=true to use it anyway)",
+            progress=progress,
+        )
+
     # ------------------------------------------------------------------ reading
     def _shard_map(self, shard: str) -> mmap.mmap:
         mapped = self._maps.get(shard)

@@ -17,7 +17,8 @@ from semires.data.index import Ref
 from semires.errors import CheckpointError, ConfigError, DataError
 from semires.evaluate.predict import Segmenter, load
 from semires.pipeline import Pipeline, RunConfig
-from semires.train.refine import RefineConfig, correction_stats, cpi, iom, refine
+from semires.train.refine import correction_stats
+from semires.train.strategies import refine
 from semires.utils.typed_config import load_dataclass, read_yaml
 
 #: model-config fields that are training choices, not the model: they may differ between the
@@ -78,21 +79,6 @@ def ground_truth(index: RESIndex, ref: Ref) -> np.ndarray | None:
     if ob.segmentation is None and ob.mask_file is None:
         return None
     return index.mask(ref.object_id).astype(bool)
-
-
-def selected_candidates(
-    P: torch.Tensor, M: torch.Tensor, valid: torch.Tensor, cfg: RefineConfig
-) -> torch.Tensor:
-    """Which candidates the method's rule selected: bool [B, K] (IOM: the matched k*; CPI: S)."""
-    if cfg.strategy == "iom":
-        res = iom(P, M, valid, cfg.tau)
-        rows = torch.arange(P.shape[0])[res.matched]
-        selected = torch.zeros_like(valid)
-        selected[rows, res.index[res.matched]] = True
-        return selected
-    if cfg.strategy == "cpi":
-        return cpi(P, M, valid, cfg.t1, cfg.t2, cfg.cpi_u, cfg.cpi_o).selected
-    return torch.zeros_like(valid)
 
 
 @dataclass
@@ -172,7 +158,8 @@ class RunView:
         P, p = torch.from_numpy(prob > 0.5)[None], torch.from_numpy(prob)[None]
         valid = torch.ones((1, cands.shape[0]), dtype=torch.bool)
         res = refine(P, p, cands[None], valid, semi.refine)
-        selected = selected_candidates(P, cands[None], valid, semi.refine)[0]
+        chosen = res.selected  # the candidates the rule chose (None: a rule without any)
+        selected = chosen[0] if chosen is not None else torch.zeros_like(valid[0])
         matched = bool(res.matched[0])
         gt = ground_truth(self.index, ref)
         iou_t = iou_r = None

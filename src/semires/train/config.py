@@ -191,7 +191,7 @@ class TrainConfig:
             raise invalid(key, f"expected >= 0, got {getattr(self, key)}")
         if not self.lr > 0:
             raise invalid("lr", f"expected > 0, got {self.lr}")
-        from semires.train.distributed import resolve_device
+        from semires.runtime.distributed import resolve_device
 
         try:  # the spelling only: whether this machine has the device is checked at start
             resolve_device(self.device, available=False)
@@ -221,6 +221,18 @@ class AugmentConfig:
         if not 0.0 <= self.hue <= 0.5:
             raise invalid("hue", f"expected a value in [0, 0.5], got {self.hue}")
 
+    def blur(self) -> Any:
+        """The weak view (:class:`semires.data.transforms.Blur`)."""
+        from semires.data.transforms import Blur
+
+        return Blur(self.blur_p, tuple(self.blur_sigma))
+
+    def jitter(self) -> Any:
+        """The strong view (:class:`semires.data.transforms.Jitter`)."""
+        from semires.data.transforms import Jitter
+
+        return Jitter(self.jitter_p, self.brightness, self.contrast, self.saturation, self.hue)
+
 
 @dataclass
 class SemiConfig:
@@ -248,6 +260,10 @@ class SemiConfig:
     eval_model: Literal["student", "teacher"] = "student"
     #: class weights in the PWA loss of unmatched samples (the SemiRES scripts: none)
     pwa_class_weights: bool = True
+    #: the teacher labels an unlabeled object from ALL its expressions: the mean of its
+    #: probabilities over them, then refinement (ours, beyond the paper; one teacher forward
+    #: pass per expression)
+    consensus: bool = False
 
     def validate(self) -> None:
         if not 0.0 <= self.ema <= 1.0:
@@ -282,10 +298,12 @@ class Config:
         return to_dict(self)
 
     def validate(self) -> None:
+        from semires.train.strategies import needs_proposals
+
         if (
             self.semi.enabled
             and not self.semi.proposals
-            and self.semi.refine.strategy in ("iom", "cpi")
+            and needs_proposals(self.semi.refine.strategy)
         ):
             raise invalid(
                 "semi.proposals",

@@ -1,6 +1,7 @@
 """SAM-guided pseudo-label refinement: IOM, CPI and PWA (docs/method.md section 4).
 
-Small pure functions of batched tensors, each next to its equation. Notation (per sample b):
+Small pure functions of batched tensors, each next to its equation; the strategies that use
+them for training (labels and loss) are in :mod:`semires.train.strategies`. Notation (per sample b):
 
 - ``P``: the teacher's pseudo-label, bool [B, H, W] (teacher argmax on the weak view);
 - ``p``: the teacher's foreground probability, float [B, H, W];
@@ -24,18 +25,18 @@ Edge cases, the same in every function:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
-from semires.errors import ConfigError
 from semires.evaluate.metrics import intersection_union, iou_from_counts
 from semires.utils.typed_config import FieldError
 
-Strategy = Literal["none", "iom", "cpi", "confidence"]
-STRATEGIES: tuple[str, ...] = ("none", "iom", "cpi", "confidence")
+#: the strategy names (their labels and losses: :mod:`semires.train.strategies`)
+Strategy = Literal["none", "iom", "cpi", "confidence", "soft"]
+STRATEGIES: tuple[str, ...] = ("none", "iom", "cpi", "confidence", "soft")
 
 # Pixels are counted 8 at a time: a bool tensor is viewed as int64 words of 8 bytes (each 0 or 1)
 # and words are added; every byte lane then holds a partial count. At most 255 words are added
@@ -73,7 +74,7 @@ class CPIResult(NamedTuple):
     selected: Tensor  # [B, K] bool: the set S
 
 
-def _check_inputs(P: Tensor, M: Tensor, valid: Tensor) -> None:
+def check_inputs(P: Tensor, M: Tensor, valid: Tensor) -> None:
     if P.dim() != 3 or M.dim() != 4 or valid.dim() != 2:
         raise ValueError(
             f"expected P [B, H, W], M [B, K, H, W], valid [B, K]; got {tuple(P.shape)}, "
@@ -118,7 +119,7 @@ def candidate_overlaps(P: Tensor, M: Tensor, valid: Tensor) -> Overlaps:
     temporary memory (8 MiB on CPU).
     Exact integer counts on any device; padding slots count 0.
     """
-    _check_inputs(P, M, valid)
+    check_inputs(P, M, valid)
     batch, k = valid.shape
     m_words = _as_words(M.flatten(2))  # [B, K, n]
     p_words = _as_words(P.flatten(1))[:, None]  # [B, 1, n]
@@ -147,7 +148,7 @@ def _keep_unmatched(matched: Tensor, refined: Tensor, P: Tensor) -> Tensor:
     return labels
 
 
-def _iom(P: Tensor, M: Tensor, valid: Tensor, ov: Overlaps, tau: float) -> IOMResult:
+def iom_from_overlaps(P: Tensor, M: Tensor, valid: Tensor, ov: Overlaps, tau: float) -> IOMResult:
     batch, k = valid.shape
     has_any = valid.any(1)
     if k == 0:
@@ -168,10 +169,10 @@ def iom(P: Tensor, M: Tensor, valid: Tensor, tau: float = 0.5) -> IOMResult:
     ``IoU_k = |M_k AND P| / |M_k OR P|``, ``k* = argmax_k IoU_k`` (first on ties);
     matched iff ``IoU_k* > tau`` (strictly); refined label = ``M_k*`` where matched, else ``P``.
     """
-    return _iom(P, M, valid, candidate_overlaps(P, M, valid), tau)
+    return iom_from_overlaps(P, M, valid, candidate_overlaps(P, M, valid), tau)
 
 
-def _cpi_rules(ov: Overlaps, valid: Tensor, t1: float, t2: float) -> tuple[Tensor, Tensor]:
+def cpi_rules(ov: Overlaps, valid: Tensor, t1: float, t2: float) -> tuple[Tensor, Tensor]:
     """The candidates each CPI rule selects: (r1 > t1, r2 > t2), bool [B, K] each."""
     r1 = _ratio(ov.inter, ov.area_p[:, None])  # share of P covered by M_k (CPI-U)
     r2 = _ratio(ov.inter, ov.area_m)  # share of M_k inside P (CPI-O)
@@ -198,7 +199,9 @@ def _union_of(M: Tensor, selected: Tensor) -> Tensor:
     return union[:, :pixels].reshape(batch, *M.shape[2:])
 
 
-def _cpi(P: Tensor, M: Tensor, by_u: Tensor, by_o: Tensor, use_u: bool, use_o: bool) -> CPIResult:
+def cpi_union(
+    P: Tensor, M: Tensor, by_u: Tensor, by_o: Tensor, use_u: bool, use_o: bool
+) -> CPIResult:
     if not (use_u or use_o):
         raise ValueError("CPI needs at least one of its rules (use_u, use_o)")
     selected = (by_u & use_u) | (by_o & use_o)
@@ -222,8 +225,8 @@ def cpi(
     ``S = {k : r1_k > t1 or r2_k > t2}`` (either term can be switched off);
     refined label = ``OR_{k in S} M_k`` where S is not empty, else ``P``.
     """
-    by_u, by_o = _cpi_rules(candidate_overlaps(P, M, valid), valid, t1, t2)
-    return _cpi(P, M, by_u, by_o, use_u, use_o)
+    by_u, by_o = cpi_rules(candidate_overlaps(P, M, valid), valid, t1, t2)
+    return cpi_union(P, M, by_u, by_o, use_u, use_o)
 
 
 class SoftIOMResult(NamedTuple):
@@ -245,7 +248,7 @@ def soft_iom(P: Tensor, p: Tensor, M: Tensor, valid: Tensor, tau: float = 0.3) -
     (p near 0.5 on both) scores both candidates lower than one it is sure of, where IOM's
     binary P may have kept only the wrong one.
     """
-    _check_inputs(P, M, valid)
+    check_inputs(P, M, valid)
     batch, k = valid.shape
     has_any = valid.any(1)
     if k == 0:
@@ -307,9 +310,11 @@ def confidence_filter(p: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
 class RefineConfig:
     """How pseudo-labels are refined (the ``refine`` section of a training config).
 
-    ``strategy``: ``none`` (plain teacher-student: P with weight 1), ``iom``, ``cpi``, or
-    ``confidence`` (P with pixels below ``confidence`` ignored). ``pwa`` weights the unmatched
-    samples of ``iom`` / ``cpi``. Defaults are the paper's (docs/method.md section 4).
+    ``strategy``: ``none`` (plain teacher-student: P with weight 1), ``iom``, ``cpi``,
+    ``confidence`` (P with pixels below ``confidence`` ignored) or ``soft`` (soft-IoU matching
+    against the teacher's probability, threshold ``soft_tau``; ours). ``pwa`` weights the
+    unmatched samples of ``iom`` / ``cpi`` / ``soft``. Defaults are the paper's
+    (docs/method.md section 4); :mod:`semires.train.strategies` applies them.
     """
 
     strategy: Strategy = "cpi"
@@ -322,15 +327,20 @@ class RefineConfig:
     pwa_sigma2: float = 0.1
     pwa_offset: float = 1.3
     confidence: float = 0.9
+    soft_tau: float = 0.3
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """:class:`FieldError` (keyed within the section) for a bad value."""
         if self.strategy not in STRATEGIES:
             raise FieldError(
                 "strategy",
                 "{key} = {value}: expected one of " + ", ".join(STRATEGIES),
                 value=repr(self.strategy),
             )
-        for key in ("tau", "t1", "t2", "confidence"):
+        for key in ("tau", "t1", "t2", "confidence", "soft_tau"):
             value = getattr(self, key)
             if not _is_number(value) or not 0.0 <= value <= 1.0:
                 raise FieldError(
@@ -364,18 +374,6 @@ class RefineConfig:
                 value=repr(offset),
             )
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RefineConfig:
-        """Build from a config mapping; an unknown key is a :class:`ConfigError` naming it."""
-        known = {f.name for f in fields(cls)}
-        for key in values:
-            if key not in known:
-                raise ConfigError(f"refine.{key}: unknown key (expected one of {sorted(known)})")
-        try:
-            return cls(**values)
-        except FieldError as err:
-            raise err.under("refine") from None
-
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict (for saving next to a run)."""
         return asdict(self)
@@ -399,44 +397,9 @@ class RefineResult:
     weights: Tensor  # [B, H, W] float (p's dtype)
     matched: Tensor  # [B] bool
     counts: dict[str, int] = field(default_factory=dict)
-
-
-def refine(P: Tensor, p: Tensor, M: Tensor, valid: Tensor, cfg: RefineConfig) -> RefineResult:
-    """Refine the pseudo-labels of a batch with ``cfg.strategy``.
-
-    Weights: 1 where a sample was refined by a rule; for unmatched samples the PWA weights of
-    ``p`` when ``cfg.pwa`` (else 1); strategy ``none``: 1 everywhere; ``confidence``: 0 on the
-    ignored pixels and 1 elsewhere.
-    """
-    _check_inputs(P, M, valid)
-    if p.shape != P.shape:
-        raise ValueError(f"p has shape {tuple(p.shape)}, P has {tuple(P.shape)}")
-    batch = P.shape[0]
-    counts = dict.fromkeys(
-        ("matched", "matched_iom", "matched_cpi_u", "matched_cpi_o", "ignored_pixels"), 0
-    )
-    counts["n"] = batch
-    no_match = torch.zeros(batch, dtype=torch.bool, device=P.device)
-    if cfg.strategy == "none":
-        return RefineResult(P.bool().clone(), torch.ones_like(p), no_match, counts)
-    if cfg.strategy == "confidence":
-        _, ignore = confidence_filter(p, cfg.confidence)
-        counts["ignored_pixels"] = int(ignore.sum())
-        return RefineResult(P.bool().clone(), (~ignore).to(p.dtype), no_match, counts)
-
-    ov = candidate_overlaps(P, M, valid)
-    if cfg.strategy == "iom":
-        labels, matched, _ = _iom(P, M, valid, ov, cfg.tau)
-        counts["matched_iom"] = int(matched.sum())
-    else:
-        by_u, by_o = _cpi_rules(ov, valid, cfg.t1, cfg.t2)
-        labels, matched, _ = _cpi(P, M, by_u, by_o, cfg.cpi_u, cfg.cpi_o)
-        counts["matched_cpi_u"] = int(by_u.any(1).sum()) if cfg.cpi_u else 0
-        counts["matched_cpi_o"] = int(by_o.any(1).sum()) if cfg.cpi_o else 0
-    counts["matched"] = int(matched.sum())
-    weights = pwa_weights(p, cfg.pwa_sigma2, cfg.pwa_offset) if cfg.pwa else torch.ones_like(p)
-    weights[matched] = 1.0
-    return RefineResult(labels, weights, matched, counts)
+    #: [B, K] bool: the candidates the rule chose (IOM / soft: k* of matched samples; CPI: S);
+    #: None for strategies without candidates
+    selected: Tensor | None = None
 
 
 def correction_stats(
