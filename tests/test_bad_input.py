@@ -27,6 +27,7 @@ import torch
 
 from semires.cli import main
 from semires.data import DataSpec, load_index
+from semires.train.config import resolve_config_path
 
 # ----------------------------------------------------------------------------- the fixtures
 
@@ -353,7 +354,7 @@ CASES = [
     Case("stats-json-is-a-folder", lambda w, t: ["data", "stats", *w.refer, "--no-masks", "--json", str(t)], "is a folder"),
     # --- train --------------------------------------------------------------------------------
     Case("train-unknown-key", train_cmd("train.lrr=0.1"), "unknown config key 'train.lrr'"),
-    Case("train-run-config", static("train", "-c", "run_demo"), "is a `semires run` config (it has 'burn_in')"),
+    Case("train-run-config", static("train", "-c", "demo"), "demo is a `semires run` config, not one for `semires train`"),
     Case("train-model-override-typo", train_cmd("model.overrides.fusion_heds=2"), "config key 'model.overrides.fusion_heds'"),
     Case("train-model-override-value", train_cmd("model.overrides.fusion_heads=0"), "config key 'model.overrides.fusion_heads': expected an integer >= 1"),
     Case("train-unknown-model", train_cmd("model.name=nope"), "config key 'model.name': unknown model 'nope'"),
@@ -369,7 +370,9 @@ CASES = [
     Case("train-store-of-other-images", train_cmd("semi.enabled=true", "semi.refine.strategy=cpi", "semi.burn_in={w.ckpt}", "semi.proposals={w.other}", "data.split_dir={w.split}"), "were made from other image files"),
     Case("train-folder-in-use", train_cmd(), "is in use by another semires process (PID", hold_lock("out")),
     # --- run ----------------------------------------------------------------------------------
-    Case("run-train-config", static("run", "-c", "synth_tiny"), "is a `semires train` config (it has 'output')"),
+    Case("run-train-config", static("run", "-c", "synth_tiny"), "synth_tiny is a `semires train` config, not one for `semires run`"),
+    Case("run-train-config-file", static("run", "-c", "{t}/mine.yaml"), "is a `semires train` config (it has 'output')", lambda w, t: shutil.copy(resolve_config_path("synth_tiny"), t / "mine.yaml")),
+    Case("train-run-config-file", static("train", "-c", "{t}/mine.yaml"), "is a `semires run` config (it has 'burn_in')", lambda w, t: shutil.copy(resolve_config_path("demo", kind="run"), t / "mine.yaml")),
     Case("run-ratio", run_cmd("labeled=0%"), "outside (0, 100%]"),
     Case("run-burn-in-epochs", run_cmd("burn_in.epochs=0"), "config key 'burn_in.epochs': expected >= 1"),
     Case("run-teacher-student-lr", run_cmd("teacher_student.lr=0"), "config key 'teacher_student.lr': expected > 0"),

@@ -296,7 +296,10 @@ def test_refine_weights_and_counts_per_strategy() -> None:
         ({"t1": -0.1}, r"refine\.t1 = -0\.1"),
         ({"t2": True}, r"'refine\.t2': expected a number, got True"),
         ({"confidence": "high"}, r"'refine\.confidence': expected a number, got 'high'"),
-        ({"strategy": "sam"}, r"'refine\.strategy': expected one of 'none' \| 'iom' \| 'cpi' .*, got 'sam'"),
+        (
+            {"strategy": "sam"},
+            r"'refine\.strategy': expected one of 'none' \| 'iom' \| 'cpi' .*, got 'sam'",
+        ),
         ({"cpi_u": False, "cpi_o": False}, "CPI needs one rule"),
         ({"pwa": "yes"}, r"'refine\.pwa': expected true or false, got 'yes'"),
         ({"pwa_sigma2": 0.0}, r"refine\.pwa_sigma2 = 0\.0: expected a positive number"),

@@ -6,10 +6,10 @@ after a crash (or with more methods) redoes only what is missing; training stage
 their ``latest.pt``. A stage's folder remembers the config it was made with: rerunning with a
 different config in the same folder is an error (use another ``--out``), never a silent mix.
 ``run.yaml`` holds the run's config; the keys that decide the data, the split and the proposals
-(``UPSTREAM_KEYS``) are checked against it before any stage runs, so another synthetic seed in
-the same folder cannot overwrite the data under a finished burn-in.
+(:data:`semires.run_config.UPSTREAM_KEYS`) are checked against it before any stage runs, so
+another synthetic seed in the same folder cannot overwrite the data under a finished burn-in.
 
-Run folder::
+Run folder (:class:`semires.layout.RunLayout`)::
 
     run.yaml         the run config (the data / split / proposals part is checked on a rerun)
     data/            the synthetic benchmark (when the run synthesises its data)
@@ -19,6 +19,9 @@ Run folder::
     supervised/      burn-in on the labeled images (the supervised baseline)
     <method>/        one teacher-student run per method (teacher_student, iom, cpi, ...)
     results.json, results.md, report.html, figures/   the report
+
+The stages are :class:`Stage` records: a name, what it does, and whether only the main process
+does it (data, split, report) or every process (proposals are made in shares, training is DDP).
 """
 
 from __future__ import annotations
@@ -28,201 +31,37 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from semires.errors import ConfigError
-from semires.train.config import (
-    Config,
-    DataConfig,
-    ModelSection,
-    OutputConfig,
-    SemiConfig,
-    TrainConfig,
-    shipped_configs_dir,
+from semires.layout import SUPERVISED, RunLayout
+from semires.methods import label, method, needs_proposals
+from semires.run_config import (  # noqa: F401 (re-exported: the run's config lives there)
+    PRESETS,
+    UPSTREAM_KEYS,
+    RunConfig,
+    load_run_config,
+    ratio_tag,
+    upstream_config,
 )
+from semires.train.config import Config, DataConfig, OutputConfig, SemiConfig
 from semires.utils.io import atomic_write_json, atomic_write_text
-from semires.utils.typed_config import apply_overrides, load_dataclass, read_yaml, to_dict
-
-Method = Literal["teacher_student", "iom", "cpi", "cpi_u", "cpi_o", "confidence"]
-
-#: method -> refine-section overrides of the teacher-student stage
-METHODS: dict[str, dict[str, Any]] = {
-    "teacher_student": {"strategy": "none"},
-    "iom": {"strategy": "iom"},
-    "cpi": {"strategy": "cpi"},
-    "cpi_u": {"strategy": "cpi", "cpi_u": True, "cpi_o": False},
-    "cpi_o": {"strategy": "cpi", "cpi_u": False, "cpi_o": True},
-    "confidence": {"strategy": "confidence"},
-}
-METHOD_LABELS = {
-    "supervised": "supervised (burn-in)",
-    "teacher_student": "teacher-student (no SAM)",
-    "iom": "SemiRES-IOM",
-    "cpi": "SemiRES-CPI",
-    "cpi_u": "SemiRES-CPI-U",
-    "cpi_o": "SemiRES-CPI-O",
-    "confidence": "confidence-filtered",
-}
+from semires.utils.typed_config import load_dataclass, read_yaml, to_dict
 
 
-@dataclass
-class SynthSection:
-    """Synthesise the data (``semires data synth``) instead of reading a dataset."""
+@dataclass(frozen=True)
+class Stage:
+    """One step of a run: ``run()`` does it (and returns metrics for training stages);
+    ``main_only``: done by the main process while the others wait."""
 
-    preset: str = "demo"
-    seed: int = 0
-    #: knob overrides, e.g. {images_train: 400}
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ProposalSection:
-    """How candidate masks are made for the unlabeled images (``semires propose``)."""
-
-    generator: str = "classical"
-    #: generator parameters (e.g. sam: {checkpoint: sam_vit_h_4b8939.pth, model_type: vit_h})
-    params: dict[str, Any] = field(default_factory=dict)
-    workers: int = 1
-    shard_size: int = 64
-    #: an existing store to use instead of generating one
-    store: str | None = None
+    name: str
+    label: str
+    run: Callable[[], Any]
+    main_only: bool = False
 
 
-@dataclass
-class ReportSection:
-    #: number of qualitative examples (image, expression, GT, pseudo-label, refined, prediction)
-    qualitative: int = 8
-
-
-@dataclass
-class RunConfig:
-    """The whole SemiRES experiment."""
-
-    name: str = "semires"
-    out: str = "runs/semires"
-    seed: int = 0
-    #: synthesise the data; null = read ``data`` (a real dataset)
-    synth: SynthSection | None = field(default_factory=SynthSection)
-    data: DataConfig = field(default_factory=DataConfig)
-    #: labeled share of the train images (percent or fraction), drawn by image
-    labeled: str = "10%"
-    split_seed: int = 0
-    #: an existing split folder to use instead of drawing one
-    split_dir: str | None = None
-    proposals: ProposalSection = field(default_factory=ProposalSection)
-    model: ModelSection = field(default_factory=ModelSection)
-    #: the supervised burn-in stage (on the labeled images)
-    burn_in: TrainConfig = field(default_factory=TrainConfig)
-    #: a trained burn-in to start from instead (a semires checkpoint, e.g. the SemiRES authors'
-    #: 1% burn-in converted by ``semires model import-lavt``): the supervised stage only scores
-    #: it, and every teacher-student run starts from it
-    burn_in_checkpoint: str | None = None
-    #: the teacher-student stage (optimisation part); ``semi`` holds EMA, views, refinement
-    teacher_student: TrainConfig = field(default_factory=TrainConfig)
-    semi: SemiConfig = field(default_factory=SemiConfig)
-    methods: list[Method] = field(default_factory=lambda: ["teacher_student", "iom", "cpi"])
-    #: teacher-student methods trained at the same time, each in its own process (CPU: with
-    #: ``teacher_student.threads: 1`` two or three single-threaded runs use 2 cores better than
-    #: one run with 2 threads); 1 = one after the other. Ignored under torchrun.
-    parallel: int = 1
-    #: per-method overrides of the ``semi`` section, e.g. {iom: {sup_weight: 10}} (the paper's
-    #: IOM script weighs the supervised loss by 10, its CPI script by 1)
-    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    report: ReportSection = field(default_factory=ReportSection)
-
-    def validate(self) -> None:
-        from semires.data.splits import parse_ratio
-
-        parse_ratio(self.labeled)  # a bad ratio is an error before anything runs
-        if self.synth is None and not (self.data.root or self.data.ann):
-            raise ConfigError("config: give either 'synth' (synthetic data) or a 'data' location")
-        if len(set(self.methods)) != len(self.methods):
-            raise ConfigError(f"config key 'methods': duplicates in {self.methods}")
-        unknown = sorted(set(self.method_overrides) - set(METHODS))
-        if unknown:
-            raise ConfigError(
-                f"config key 'method_overrides.{unknown[0]}': expected one of {', '.join(METHODS)}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
-
-
-#: the config keys every later stage depends on (data, split, proposals): fixed for a run folder
-UPSTREAM_KEYS: tuple[str, ...] = (
-    "synth",
-    "data.format",
-    "data.root",
-    "data.dataset",
-    "data.split_by",
-    "data.ann",
-    "data.image_root",
-    "data.mask_root",
-    "data.train_split",
-    "labeled",
-    "split_seed",
-    "split_dir",
-    "proposals.generator",
-    "proposals.params",
-    "proposals.store",
-)
-
-
-def upstream_config(run: dict[str, Any]) -> dict[str, Any]:
-    """The ``UPSTREAM_KEYS`` of a run config dict (plus the synthetic generator's version)."""
-    out: dict[str, Any] = {}
-    for key in UPSTREAM_KEYS:
-        value: Any = run
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        out[key] = value
-    if out["synth"] is not None:
-        out["synth_version"] = run.get("synth_version")
-    return out
-
-
-#: run presets: a shipped run YAML plus the overrides applied to it (``hard`` is the demo's
-#: settings on the harder synthetic benchmark, so the two cannot drift apart)
-PRESETS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "demo": ("run_demo.yaml", ()),
-    "hard": ("run_demo.yaml", ("name=hard", "out=runs/hard", "synth.preset=hard")),
-}
-
-
-def load_run_config(
-    config: str | Path | None = None, preset: str | None = None, overrides: list[str] | None = None
-) -> RunConfig:
-    """A run config from a YAML file, or from a preset name (``demo``), plus overrides."""
-    if (config is None) == (preset is None):
-        raise ConfigError("give exactly one of --config FILE or --preset NAME")
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ConfigError(
-                f"unknown run preset {preset!r}; available: {', '.join(sorted(PRESETS))}"
-            )
-        name, preset_overrides = PRESETS[preset]
-        config = shipped_configs_dir() / name
-        overrides = [*preset_overrides, *(overrides or [])]
-    else:
-        from semires.train.config import resolve_config_path
-
-        config = resolve_config_path(config)
-    data = apply_overrides(read_yaml(config), list(overrides or []))
-    cfg = load_dataclass(RunConfig, data)
-    tag = ratio_tag(cfg.labeled)
-    cfg.name, cfg.out = cfg.name.replace("{labeled}", tag), cfg.out.replace("{labeled}", tag)
-    return cfg
-
-
-def ratio_tag(labeled: str) -> str:
-    """A labeled share as a file-name part: ``1%`` -> ``1pct``, ``0.5%`` -> ``0p5pct``
-    (``{labeled}`` in a run config's ``name`` / ``out`` becomes this)."""
-    return str(labeled).strip().replace("%", "pct").replace(".", "p")
-
-
-# ---------------------------------------------------------------------------- stages
 class Pipeline:
     """Runs the stages of a :class:`RunConfig` in its run folder."""
 
@@ -231,6 +70,7 @@ class Pipeline:
 
         self.cfg = cfg
         self.out = Path(cfg.out)
+        self.layout = RunLayout(self.out)
         # under torchrun: one process group for every stage; rank 0 makes the data, the split
         # and the report, every rank makes its share of the proposals and trains
         self.info, self.device = init_distributed(cfg.burn_in.device, "config key 'burn_in.device'")
@@ -251,7 +91,7 @@ class Pipeline:
         this run's config in ``run.yaml`` (rank 0)."""
         import yaml
 
-        path = self.out / "run.yaml"
+        path = self.layout.run_yaml
         current = self.cfg.to_dict()
         if self.cfg.synth is not None:
             from semires.data.synth import VERSION
@@ -284,7 +124,7 @@ class Pipeline:
 
             data.format, data.root, data.dataset, data.split_by = (
                 "refer",
-                str(self.out / "data"),
+                str(self.layout.data),
                 DATASET,
                 SPLIT_BY,
             )
@@ -296,11 +136,11 @@ class Pipeline:
         """The checkpoint the teacher-student runs start from."""
         if self.cfg.burn_in_checkpoint:
             return Path(self.cfg.burn_in_checkpoint)
-        return self.out / "supervised" / "best.pt"
+        return self.layout.supervised.best
 
     @property
     def split_dir(self) -> Path:
-        return Path(self.cfg.split_dir) if self.cfg.split_dir else self.out / "split"
+        return Path(self.cfg.split_dir) if self.cfg.split_dir else self.layout.split
 
     def make_data(self) -> None:
         if self.cfg.synth is None:
@@ -310,9 +150,9 @@ class Pipeline:
 
         s = self.cfg.synth
         synthesize(
-            self.out / "data", preset=s.preset, seed=s.seed, progress=self.progress, **s.overrides
+            self.layout.data, preset=s.preset, seed=s.seed, progress=self.progress, **s.overrides
         )
-        self.say(f"  {self.out / 'data'} (preset {s.preset}, seed {s.seed})")
+        self.say(f"  {self.layout.data} (preset {s.preset}, seed {s.seed})")
 
     def make_split(self) -> None:
         from semires.data import load_index
@@ -342,9 +182,7 @@ class Pipeline:
     # -------------------------------------------------------------- proposals
     @property
     def proposals_dir(self) -> Path:
-        return (
-            Path(self.cfg.proposals.store) if self.cfg.proposals.store else self.out / "proposals"
-        )
+        return Path(self.cfg.proposals.store) if self.cfg.proposals.store else self.layout.proposals
 
     def make_proposals(self) -> None:
         if self.cfg.proposals.store:
@@ -369,43 +207,33 @@ class Pipeline:
         self.say(f"  {report.wanted} images ({report.already_done} cached) -> {self.proposals_dir}")
 
     # -------------------------------------------------------------- training
-    def train_config(self, method: str) -> Config:
-        """The training config of a stage: ``supervised`` (burn-in) or a teacher-student method."""
+    def train_config(self, name: str) -> Config:
+        """The training config of a stage: ``supervised`` (burn-in) or a teacher-student
+        method (the run's ``semi`` with the method's settings and ``method_overrides``)."""
         cfg = self.cfg
-        data = self.data_config()
-        text_cache = str(self.out / "cache" / "text_features.pt")
-        if method == "supervised":
-            train = copy.deepcopy(cfg.burn_in)
-            semi = SemiConfig(enabled=False)
+        if name == SUPERVISED:
+            train, semi = copy.deepcopy(cfg.burn_in), SemiConfig(enabled=False)
         else:
+            m = method(name)
             train = copy.deepcopy(cfg.teacher_student)
-            semi_dict = apply_overrides(
-                to_dict(cfg.semi),
-                [
-                    f"{k}={json.dumps(v)}"
-                    for k, v in _flatten(cfg.method_overrides.get(method, {})).items()
-                ],
+            semi_dict = _merge(to_dict(cfg.semi), cfg.method_overrides.get(name, {}), m.semi)
+            semi_dict["refine"] = _merge(semi_dict["refine"], m.refine)
+            semi_dict.update(
+                enabled=True,
+                burn_in=str(self.burn_in_path),
+                proposals=str(self.proposals_dir) if m.needs_proposals else None,
             )
             semi = load_dataclass(SemiConfig, semi_dict, prefix="semi")
-            semi.enabled = True
-            semi.burn_in = str(self.burn_in_path)
-            semi.proposals = (
-                str(self.proposals_dir) if METHODS[method]["strategy"] in ("iom", "cpi") else None
-            )
-            refine = {**to_dict(semi.refine), **METHODS[method]}
-            from semires.train.refine import RefineConfig
-
-            semi.refine = load_dataclass(RefineConfig, refine, prefix="semi.refine")
         if train.text_cache is None:
-            train.text_cache = text_cache
+            train.text_cache = str(self.layout.text_cache)
         return Config(
-            name=f"{cfg.name}/{method}",
+            name=f"{cfg.name}/{name}",
             seed=cfg.seed,
-            data=data,
+            data=self.data_config(),
             model=copy.deepcopy(cfg.model),
             train=train,
             semi=semi,
-            output=OutputConfig(dir=str(self.out / method)),
+            output=OutputConfig(dir=str(self.layout.stage(name).root)),
         )
 
     def score_burn_in(self) -> dict[str, Any]:
@@ -416,7 +244,7 @@ class Pipeline:
         from semires.runtime.checkpoint import load_model_checkpoint
 
         path = self.burn_in_path
-        metrics = self.out / "supervised" / "metrics.json"
+        metrics = self.layout.supervised.metrics
         if metrics.is_file():
             cached = json.loads(metrics.read_text())
             if cached.get("checkpoint") != str(path):
@@ -459,15 +287,15 @@ class Pipeline:
             atomic_write_json(metrics, result)
         return result
 
-    def run_training(self, method: str) -> dict[str, Any]:
+    def run_training(self, name: str) -> dict[str, Any]:
         from semires.train.engine import train
 
-        if method == "supervised" and self.cfg.burn_in_checkpoint:
+        if name == SUPERVISED and self.cfg.burn_in_checkpoint:
             return self.score_burn_in()
-        cfg = self.train_config(method)
+        cfg = self.train_config(name)
         run_dir = Path(cfg.output.dir)
         self._check_same_config(run_dir, cfg)
-        metrics = run_dir / "metrics.json"
+        metrics = self.layout.stage(name).metrics
         if metrics.is_file():
             self.say(f"  cached: {metrics}")
             return json.loads(metrics.read_text())
@@ -479,11 +307,11 @@ class Pipeline:
         todo: list[tuple[str, Config]] = []
         for m in methods:
             cfg = self.train_config(m)
-            run_dir = Path(cfg.output.dir)
-            self._check_same_config(run_dir, cfg)
-            if (run_dir / "metrics.json").is_file():
+            self._check_same_config(Path(cfg.output.dir), cfg)
+            metrics = self.layout.stage(m).metrics
+            if metrics.is_file():
                 self.say(f"  {m}: cached")
-                results[m] = json.loads((run_dir / "metrics.json").read_text())
+                results[m] = json.loads(metrics.read_text())
             else:
                 todo.append((m, cfg))
         if not todo:
@@ -513,7 +341,7 @@ class Pipeline:
     def _check_same_config(self, run_dir: Path, cfg: Config) -> None:
         import yaml
 
-        saved = run_dir / "config.yaml"
+        saved = Path(run_dir) / "config.yaml"
         if not saved.is_file():
             return
         old = yaml.safe_load(saved.read_text())
@@ -526,59 +354,67 @@ class Pipeline:
             )
 
     # -------------------------------------------------------------- all
+    def stages(self, results: dict[str, Any]) -> list[Stage]:
+        """The run's stages in order; training stages put their metrics into ``results``."""
+
+        def train(name: str) -> Callable[[], None]:
+            return lambda: results.__setitem__(name, self.run_training(name))
+
+        stages = [
+            Stage("data", "data", self.make_data, main_only=True),
+            Stage("split", "split", self.make_split, main_only=True),
+        ]
+        if needs_proposals(self.cfg.methods):
+            stages.append(Stage("proposals", "proposals", self.make_proposals))
+        stages.append(Stage(SUPERVISED, label(SUPERVISED), train(SUPERVISED)))
+        if self.cfg.parallel > 1 and not self.info.enabled and len(self.cfg.methods) > 1:
+            parallel = lambda: results.update(self.run_methods_parallel(self.cfg.methods))  # noqa: E731
+            stages.append(Stage("teacher-student runs", "teacher-student runs", parallel))
+        else:
+            stages += [Stage(m, label(m), train(m)) for m in self.cfg.methods]
+        stages.append(Stage("report", "report", lambda: self.report(results), main_only=True))
+        return stages
+
+    def report(self, results: dict[str, Any]) -> dict[str, Any]:
+        """Write the report of ``results`` (metrics per stage, in the run's order)."""
+        from semires.report import ReportInputs, write_report
+
+        order = [SUPERVISED, *self.cfg.methods]
+        inputs = ReportInputs(
+            layout=self.layout,
+            name=self.cfg.name,
+            labeled=self.cfg.labeled,
+            val_split=self.cfg.data.val_split,
+            qualitative=self.cfg.report.qualitative,
+            config=self.cfg.to_dict(),
+            timings=self.timings,
+            stage_configs={m: self.train_config(m) for m in self.cfg.methods},
+            burn_in=self.burn_in_path,
+            split_dir=self.split_dir,
+        )
+        self.summary = write_report(inputs, {m: results[m] for m in order}, say=self.say)
+        return self.summary
+
     def run(self) -> dict[str, Any]:
         """Run every stage (cached ones are skipped) and write the report; returns results."""
-        needs_props = any(METHODS[m]["strategy"] in ("iom", "cpi") for m in self.cfg.methods)
-        stages: list[tuple[str, Any]] = [
-            ("data", self.make_data),
-            ("split", self.make_split),
-        ]
-        if needs_props:
-            stages.append(("proposals", self.make_proposals))
-        results: dict[str, Any] = {}
-        stages.append(
-            (
-                "supervised",
-                lambda: results.__setitem__("supervised", self.run_training("supervised")),
-            )
-        )
-        if self.cfg.parallel > 1 and not self.info.enabled and len(self.cfg.methods) > 1:
-            stages.append(
-                (
-                    "teacher-student runs",
-                    lambda: results.update(self.run_methods_parallel(self.cfg.methods)),
-                )
-            )
-        else:
-            for m in self.cfg.methods:
-                stages.append((m, lambda m=m: results.__setitem__(m, self.run_training(m))))
-        stages.append(("report", lambda: None))
         from semires.runtime.distributed import barrier, broadcast_object, cleanup
 
-        total = len(stages)
-        summary: dict[str, Any] = {}
+        results: dict[str, Any] = {}
+        self.summary: dict[str, Any] = {}
+        stages = self.stages(results)
         try:
             self.check_run_folder()
-            for i, (name, fn) in enumerate(stages, 1):
-                self._stage(i, METHOD_LABELS.get(name, name), total)
+            for i, stage in enumerate(stages, 1):
+                self._stage(i, stage.label, len(stages))
                 t0 = time.perf_counter()
-                if name == "report":
-                    if self.info.is_main:
-                        from semires.report import write_report
-
-                        order = ["supervised", *self.cfg.methods]
-                        summary = write_report(self, {m: results[m] for m in order})
-                elif name in ("data", "split"):
-                    if self.info.is_main:
-                        fn()
-                else:
-                    fn()
+                if self.info.is_main or not stage.main_only:
+                    stage.run()
                 barrier(self.info)
-                self.timings[name] = time.perf_counter() - t0
+                self.timings[stage.name] = time.perf_counter() - t0
             if self.info.is_main:
-                summary["timings"] = self.timings
-                atomic_write_json(self.out / "results.json", summary)
-            return broadcast_object(summary, self.info)
+                self.summary["timings"] = self.timings
+                atomic_write_json(self.layout.results_json, self.summary)
+            return broadcast_object(self.summary, self.info)
         finally:
             cleanup(self.info)
 
@@ -634,14 +470,16 @@ def _train_worker(cfg_dict: dict[str, Any]) -> tuple[dict[str, Any], float]:
     return result, time.perf_counter() - t0
 
 
-def _progress_line(method: str, cfg: Config) -> str | None:
+def _progress_line(name: str, cfg: Config) -> str | None:
     """A one-line status of a run in progress, from its history.json."""
-    path = Path(cfg.output.dir) / "history.json"
+    from semires.layout import StageLayout
+
+    path = StageLayout(Path(cfg.output.dir)).history
     try:
         last = json.loads(path.read_text())[-1]
     except (OSError, ValueError, IndexError):
         return None
-    parts = [f"  [{METHOD_LABELS.get(method, method)}] epoch {last['epoch']}/{cfg.train.epochs}"]
+    parts = [f"  [{label(name)}] epoch {last['epoch']}/{cfg.train.epochs}"]
     val = f"{cfg.data.val_split}_oIoU"
     if val in last:
         parts.append(f"{val} {last[val]:.2f}")
@@ -654,15 +492,15 @@ def _progress_line(method: str, cfg: Config) -> str | None:
     return ", ".join(parts)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else k
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
+def _merge(base: dict[str, Any], *updates: dict[str, Any] | None) -> dict[str, Any]:
+    """``base`` with ``updates`` applied in order, nested mappings merged key by key."""
+    out = copy.deepcopy(base)
+    for update in updates:
+        for key, value in (update or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = _merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
     return out
 
 
@@ -691,3 +529,22 @@ def run_folder_lock(out: str | Path) -> contextlib.AbstractContextManager[Any]:
     if os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext()
     return folder_lock(out)
+
+
+def open_run(path: str | Path, *, progress: bool = False) -> Pipeline:
+    """The :class:`Pipeline` of an existing ``semires run`` folder (from its ``run.yaml``), with
+    paths taken relative to the folder, so a moved run folder still opens."""
+    from semires.errors import DataError
+
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"run folder not found: {root}")
+    layout = RunLayout(root)
+    if not layout.run_yaml.is_file():
+        raise ConfigError(
+            f"{root} is not a semires run folder (no run.yaml; `semires run` makes one)"
+        )
+    data = read_yaml(layout.run_yaml)
+    data.pop("synth_version", None)  # recorded by the pipeline next to the config
+    data["out"] = str(root)
+    return Pipeline(load_dataclass(RunConfig, data), progress=progress)

@@ -8,16 +8,38 @@ from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from semires.evaluate.report import format_metrics_table
+from semires.evaluate.tables import format_metrics_table
+from semires.layout import SUPERVISED, RunLayout
+from semires.methods import label, method
+from semires.train.semi import REPORTED
 from semires.utils.io import atomic_write_text
 
-if TYPE_CHECKING:
-    from semires.pipeline import Pipeline
+
+@dataclass
+class ReportInputs:
+    """What the report needs of a run (the pipeline gives it; nothing else is read)."""
+
+    layout: RunLayout
+    name: str
+    labeled: str
+    val_split: str
+    #: qualitative examples to draw
+    qualitative: int
+    #: the run config as data (saved in results.json)
+    config: dict[str, Any]
+    #: seconds per stage
+    timings: dict[str, float]
+    #: the training config of each teacher-student method (data, refinement, proposals)
+    stage_configs: dict[str, Any]
+    #: the burn-in checkpoint (the teacher of the pseudo-labels shown)
+    burn_in: Path
+    split_dir: Path
 
 
 def headline_split(metrics: dict[str, Any], val_split: str) -> str:
@@ -29,8 +51,7 @@ def headline_split(metrics: dict[str, Any], val_split: str) -> str:
     return splits[0] if splits else val_split
 
 
-def _history(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "history.json"
+def _history(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
@@ -52,7 +73,7 @@ def curve_points(
     return loss, scored
 
 
-def plot_curves(pipe: Pipeline, methods: list[str], path: Path) -> None:
+def plot_curves(inputs: ReportInputs, methods: list[str], path: Path) -> None:
     """Training loss and validation oIoU against optimizer steps for every stage.
 
     Teacher-student runs start from the burn-in checkpoint, so their steps continue the
@@ -64,21 +85,19 @@ def plot_curves(pipe: Pipeline, methods: list[str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from semires.pipeline import METHOD_LABELS
-
-    val = pipe.cfg.data.val_split
+    val = inputs.val_split
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    burn_in = _history(pipe.out / "supervised")
+    burn_in = _history(inputs.layout.supervised.history)
     offset = burn_in[-1]["step"] if burn_in else 0
     for m in methods:
-        hist = _history(pipe.out / m)
+        hist = _history(inputs.layout.stage(m).history)
         if not hist:
             continue
-        label = METHOD_LABELS.get(m, m)
-        loss, scored = curve_points(hist, burn_in if m != "supervised" else [], val)
-        axes[0].plot(*zip(*loss, strict=True), marker="o", ms=3, label=label)
+        name = label(m)
+        loss, scored = curve_points(hist, burn_in if m != SUPERVISED else [], val)
+        axes[0].plot(*zip(*loss, strict=True), marker="o", ms=3, label=name)
         if scored:
-            axes[1].plot(*zip(*scored, strict=True), marker="o", ms=3, label=label)
+            axes[1].plot(*zip(*scored, strict=True), marker="o", ms=3, label=name)
     for ax in axes:
         if offset and len(methods) > 1:
             ax.axvline(offset, color="0.6", ls="--", lw=0.8)
@@ -91,53 +110,41 @@ def plot_curves(pipe: Pipeline, methods: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def pseudo_label_quality(pipe: Pipeline, methods: list[str]) -> dict[str, dict[str, float]]:
-    """Last-epoch pseudo-label statistics of each teacher-student run."""
-    keys = (
-        "pl_iou_before",
-        "pl_iou_after",
-        "miss_rate",
-        "corrections_positive",
-        "corrections_negative",
-        "corrections_no_change",
-        "share_matched_iom",
-        "share_matched_cpi_u",
-        "share_matched_cpi_o",
-    )
+def pseudo_label_quality(layout: RunLayout, methods: list[str]) -> dict[str, dict[str, float]]:
+    """Last-epoch pseudo-label statistics of each teacher-student run
+    (:data:`semires.train.semi.REPORTED`)."""
     out = {}
     for m in methods:
-        hist = _history(pipe.out / m)
+        hist = _history(layout.stage(m).history)
         if hist and "miss_rate" in hist[-1]:
-            out[m] = {k: hist[-1][k] for k in keys if k in hist[-1]}
+            out[m] = {k: hist[-1][k] for k in REPORTED if k in hist[-1]}
     return out
 
 
-def plot_pseudo_labels(pipe: Pipeline, quality: dict[str, dict[str, float]], path: Path) -> None:
+def plot_pseudo_labels(layout: RunLayout, quality: dict[str, dict[str, float]], path: Path) -> None:
     """Pseudo-label IoU before/after refinement per epoch, and the share of corrections."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from semires.pipeline import METHOD_LABELS
-
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for m in quality:
-        hist = _history(pipe.out / m)
+        hist = _history(layout.stage(m).history)
         epochs = [h["epoch"] for h in hist]
         line = axes[0].plot(
             epochs,
             [100 * h.get("pl_iou_after", np.nan) for h in hist],
             marker="o",
             ms=3,
-            label=f"{METHOD_LABELS.get(m, m)}: refined",
+            label=f"{label(m)}: refined",
         )
         axes[0].plot(
             epochs,
             [100 * h.get("pl_iou_before", np.nan) for h in hist],
             ls="--",
             color=line[0].get_color(),
-            label=f"{METHOD_LABELS.get(m, m)}: teacher",
+            label=f"{label(m)}: teacher",
         )
     axes[0].set(title="pseudo-label IoU with GT (%)", xlabel="epoch")
     axes[0].legend(fontsize=7)
@@ -149,7 +156,7 @@ def plot_pseudo_labels(pipe: Pipeline, quality: dict[str, dict[str, float]], pat
     axes[1].bar(x, pos, color="#3a3", label="positive")
     axes[1].bar(x, neg, bottom=pos, color="#c33", label="negative")
     axes[1].bar(x, same, bottom=np.add(pos, neg), color="#bbb", label="no change")
-    axes[1].set_xticks(x, [METHOD_LABELS.get(m, m) for m in names], fontsize=8)
+    axes[1].set_xticks(x, [label(m) for m in names], fontsize=8)
     axes[1].set(title="refinement corrections, last epoch (%)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
@@ -157,7 +164,7 @@ def plot_pseudo_labels(pipe: Pipeline, quality: dict[str, dict[str, float]], pat
     plt.close(fig)
 
 
-def plot_examples(pipe: Pipeline, method: str, path: Path, n: int) -> int:
+def plot_examples(inputs: ReportInputs, name: str, path: Path, n: int) -> int:
     """Unlabeled training samples: image + expression, GT, teacher pseudo-label (burn-in model),
     refined label (the method's rule on the image's candidates), final prediction of the method."""
     import matplotlib
@@ -170,26 +177,25 @@ def plot_examples(pipe: Pipeline, method: str, path: Path, n: int) -> int:
     from semires.data.splits import read_split
     from semires.data.transforms import resize_mask
     from semires.evaluate.predict import load
-    from semires.pipeline import METHOD_LABELS
     from semires.proposals.store import ProposalStore
 
-    cfg = pipe.train_config(method)
+    cfg = inputs.stage_configs[name]
     index = load_index(cfg.data.spec())
-    split = read_split(pipe.split_dir, index)
+    split = read_split(inputs.split_dir, index)
     refs = split.unlabeled_refs(index)
     if not refs or n <= 0:
         return 0
     rng = np.random.default_rng(0)
     picks = [refs[i] for i in sorted(rng.choice(len(refs), size=min(n, len(refs)), replace=False))]
-    teacher = load(pipe.burn_in_path, device="cpu")
-    final = load(pipe.out / method / "best.pt", device="cpu")
-    store = ProposalStore.open(pipe.proposals_dir) if cfg.semi.proposals else None
+    teacher = load(inputs.burn_in, device="cpu")
+    final = load(inputs.layout.stage(name).best, device="cpu")
+    store = ProposalStore.open(cfg.semi.proposals) if cfg.semi.proposals else None
     fig, axes = plt.subplots(len(picks), 5, figsize=(11, 2.3 * len(picks)), squeeze=False)
     titles = [
         "image",
         "ground truth",
         "teacher pseudo-label",
-        f"refined ({METHOD_LABELS.get(method, method)})",
+        f"refined ({label(name)})",
         "final prediction",
     ]
     from semires.train.strategies import refine
@@ -233,18 +239,19 @@ def plot_examples(pipe: Pipeline, method: str, path: Path, n: int) -> int:
     return len(picks)
 
 
-def write_report(pipe: Pipeline, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def write_report(
+    inputs: ReportInputs, results: dict[str, dict[str, Any]], say: Any = print
+) -> dict[str, Any]:
     """Write ``results.md``, ``report.html`` and the figures; return the summary (for results.json)."""
-    from semires.pipeline import METHOD_LABELS
 
-    out = pipe.out
-    figures = out / "figures"
+    layout = inputs.layout
+    figures = layout.figures
     figures.mkdir(parents=True, exist_ok=True)
     methods = list(results)
-    val = pipe.cfg.data.val_split
+    val = inputs.val_split
     first = next(iter(results.values()))
     split = headline_split(first, val)
-    rows = {METHOD_LABELS.get(m, m): results[m]["splits"][split] for m in methods}
+    rows = {label(m): results[m]["splits"][split] for m in methods}
     table = format_metrics_table(rows, first="method")
     sup = results.get("supervised", {}).get("splits", {}).get(split, {}).get("oIoU")
     ts = results.get("teacher_student", {}).get("splits", {}).get(split, {}).get("oIoU")
@@ -255,16 +262,16 @@ def write_report(pipe: Pipeline, results: dict[str, dict[str, Any]]) -> dict[str
             "vs_supervised": None if sup is None else o - sup,
             "vs_teacher_student": None if ts is None else o - ts,
         }
-    quality = pseudo_label_quality(pipe, methods)
-    plot_curves(pipe, methods, figures / "curves.png")
+    quality = pseudo_label_quality(layout, methods)
+    plot_curves(inputs, methods, figures / "curves.png")
     figs = {"curves": "figures/curves.png"}
     if quality:
-        plot_pseudo_labels(pipe, quality, figures / "pseudo_labels.png")
+        plot_pseudo_labels(layout, quality, figures / "pseudo_labels.png")
         figs["pseudo_labels"] = "figures/pseudo_labels.png"
-    refined_methods = [m for m in methods if m in ("cpi", "iom", "cpi_u", "cpi_o")]
-    if refined_methods and pipe.cfg.report.qualitative > 0:
+    refined_methods = [m for m in methods if method(m).needs_proposals]
+    if refined_methods and inputs.qualitative > 0:
         best = max(refined_methods, key=lambda m: results[m]["splits"][split]["oIoU"])
-        if plot_examples(pipe, best, figures / "examples.png", pipe.cfg.report.qualitative):
+        if plot_examples(inputs, best, figures / "examples.png", inputs.qualitative):
             figs["examples"] = "figures/examples.png"
     networks = {
         m: {
@@ -276,7 +283,7 @@ def write_report(pipe: Pipeline, results: dict[str, dict[str, Any]]) -> dict[str
         if results[m].get("companion") and split in results[m]["companion"]["splits"]
     }
     summary = {
-        "name": pipe.cfg.name,
+        "name": inputs.name,
         "split": split,
         "protocol": first["splits"][split].get("protocol"),
         "methods": {m: results[m]["splits"] for m in methods},
@@ -287,25 +294,24 @@ def write_report(pipe: Pipeline, results: dict[str, dict[str, Any]]) -> dict[str
         "deltas_oIoU": deltas,
         "pseudo_labels": quality,
         "figures": figs,
-        "config": pipe.cfg.to_dict(),
+        "config": inputs.config,
     }
-    md = _markdown(pipe, summary, table, quality, figs)
-    atomic_write_text(out / "results.md", md)
-    atomic_write_text(out / "report.html", _html(md, pipe.cfg.name))
-    pipe.say("\n" + table)
+    md = _markdown(inputs, summary, table, quality, figs)
+    atomic_write_text(layout.results_md, md)
+    atomic_write_text(layout.report_html, _html(md, inputs.name))
+    say("\n" + table)
     return summary
 
 
 def _markdown(
-    pipe: Pipeline, summary: dict[str, Any], table: str, quality: dict, figs: dict[str, str]
+    inputs: ReportInputs, summary: dict[str, Any], table: str, quality: dict, figs: dict[str, str]
 ) -> str:
-    from semires.pipeline import METHOD_LABELS
 
     lines = [
-        f"# SemiRES run: {pipe.cfg.name}",
+        f"# SemiRES run: {inputs.name}",
         "",
         f"Split **{summary['split']}**, protocol **{summary['protocol']}** (docs/method.md section 1); "
-        f"checkpoints selected on **{pipe.cfg.data.val_split}**; labeled share {pipe.cfg.labeled}.",
+        f"checkpoints selected on **{inputs.val_split}**; labeled share {inputs.labeled}.",
         "",
         table,
         "",
@@ -314,9 +320,7 @@ def _markdown(
     ]
     for m, d in summary["deltas_oIoU"].items():
         fmt = lambda v: "" if v is None else f"{v:+.2f}"  # noqa: E731
-        lines.append(
-            f"| {METHOD_LABELS.get(m, m)} | {fmt(d['vs_supervised'])} | {fmt(d['vs_teacher_student'])} |"
-        )
+        lines.append(f"| {label(m)} | {fmt(d['vs_supervised'])} | {fmt(d['vs_teacher_student'])} |")
     if summary.get("networks"):
         lines += [
             "",
@@ -332,7 +336,7 @@ def _markdown(
         for m, n in summary["networks"].items():
             st, te = n.get("student", {}), n.get("teacher", {})
             lines.append(
-                f"| {METHOD_LABELS.get(m, m)} | {n['headline']} | {st.get('oIoU', 0):.2f} | "
+                f"| {label(m)} | {n['headline']} | {st.get('oIoU', 0):.2f} | "
                 f"{te.get('oIoU', 0):.2f} | {st.get('mIoU', 0):.2f} | {te.get('mIoU', 0):.2f} |"
             )
     if quality:
@@ -340,12 +344,16 @@ def _markdown(
             "",
             "## Pseudo-labels (last epoch, unlabeled training images)",
             "",
-            "| method | IoU teacher | IoU refined | miss rate | positive | negative | no change |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "IoU with the referred object's mask (never used for training); *grounded*: the share "
+            "of samples whose label has IoU >= 0.5 with the referred object.",
+            "",
+            "| method | IoU teacher | IoU refined | grounded teacher | grounded refined | miss rate | positive | negative | no change |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for m, q in quality.items():
             lines.append(
-                f"| {METHOD_LABELS.get(m, m)} | {100 * q.get('pl_iou_before', 0):.2f} | {100 * q.get('pl_iou_after', 0):.2f} | "
+                f"| {label(m)} | {100 * q.get('pl_iou_before', 0):.2f} | {100 * q.get('pl_iou_after', 0):.2f} | "
+                f"{100 * q.get('grounding_before', 0):.1f}% | {100 * q.get('grounding_after', 0):.1f}% | "
                 f"{100 * q.get('miss_rate', 0):.1f}% | {100 * q.get('corrections_positive', 0):.1f}% | "
                 f"{100 * q.get('corrections_negative', 0):.1f}% | {100 * q.get('corrections_no_change', 0):.1f}% |"
             )
@@ -356,9 +364,9 @@ def _markdown(
     }
     for key, rel in figs.items():
         lines += ["", f"![{key}]({rel})", "", captions[key]]
-    if pipe.timings:
+    if inputs.timings:
         lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---:|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in pipe.timings.items()]
+        lines += [f"| {k} | {v:.1f} |" for k, v in inputs.timings.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -27,9 +27,9 @@ def run(
 ) -> None:
     """Synthesise or read the data, split it, make proposals, train the burn-in and every
     teacher-student method, evaluate and write the report. Every stage is cached and resumable."""
-    from semires.pipeline import load_run_config
     from semires.pipeline import run as run_pipeline
-    from semires.train.config import check_config_kind, resolve_config_path
+    from semires.run_config import check_config_kind, load_run_config
+    from semires.train.config import resolve_config_path
     from semires.utils.typed_config import read_yaml
 
     extra = list(overrides or [])
@@ -38,18 +38,18 @@ def run(
     if preset is None and config is None:
         preset = "demo"
     if config is not None and preset is None:
-        path = resolve_config_path(config)
+        path = resolve_config_path(config, kind="run")
         check_config_kind(read_yaml(path), path, "run")
     cfg = load_run_config(config=config, preset=preset, overrides=extra)
     # stage headers and epoch lines always (unless -q); bars only on a terminal (cli.entry)
     summary = run_pipeline(cfg, progress=not quiet)
     typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'} and {Path(cfg.out) / 'report.html'}")
     if quiet:
-        from semires.evaluate.report import format_metrics_table
-        from semires.pipeline import METHOD_LABELS
+        from semires.evaluate.tables import format_metrics_table
+        from semires.methods import label
 
         split = summary["split"]
-        rows = {METHOD_LABELS.get(m, m): s[split] for m, s in summary["methods"].items()}
+        rows = {label(m): s[split] for m, s in summary["methods"].items()}
         typer.echo(format_metrics_table(rows, title=f"{cfg.name}: {split}", first="method"))
 
 

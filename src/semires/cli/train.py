@@ -20,11 +20,15 @@ def train(
 
     Resumes from <output.dir>/latest.pt when it exists. Works under torchrun (DDP).
     """
-    from semires.evaluate.report import format_metrics_table
+    from semires.evaluate.tables import format_metrics_table
+    from semires.run_config import check_config_kind
     from semires.train.config import load_config, resolve_config_path
     from semires.train.engine import train as run_training
+    from semires.utils.typed_config import read_yaml
 
-    cfg = load_config(resolve_config_path(config), overrides or [])
+    path = resolve_config_path(config)
+    check_config_kind(read_yaml(path), path, "train")
+    cfg = load_config(path, overrides or [])
     result = run_training(cfg, progress=not quiet)  # bars: only on a terminal (cli.entry)
     if result.get("splits"):
         typer.echo(
@@ -84,7 +88,7 @@ def evaluate(
     """
     from semires.cli.options import output_file, progress
     from semires.evaluate.evaluate import evaluate_checkpoint
-    from semires.evaluate.report import format_metrics_table
+    from semires.evaluate.tables import format_metrics_table
 
     output_file(json_out, "--json", report=True)
     result = evaluate_checkpoint(

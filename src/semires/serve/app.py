@@ -21,7 +21,7 @@ from PIL import Image
 from semires.data import RESIndex
 from semires.data.masks import write_mask_png
 from semires.evaluate.predict import Segmenter, overlay
-from semires.pipeline import METHOD_LABELS
+from semires.methods import label
 from semires.serve.samples import VERDICTS, PseudoLabel, RunView
 
 #: one colour per expression / candidate (matplotlib's tab10)
@@ -280,7 +280,7 @@ def build_app(
             with gr.Tab("Pseudo-labels", id="pseudo"):
                 with gr.Row():
                     method = gr.Dropdown(
-                        [(METHOD_LABELS.get(m, m), m) for m in run.methods],
+                        [(label(m), m) for m in run.methods],
                         value=run.methods[0],
                         label="method",
                     )

@@ -14,12 +14,11 @@ import torch
 
 from semires.data import RESIndex, load_index
 from semires.data.index import Ref
-from semires.errors import CheckpointError, ConfigError, DataError
+from semires.errors import CheckpointError
 from semires.evaluate.predict import Segmenter, load
-from semires.pipeline import Pipeline, RunConfig
+from semires.pipeline import Pipeline, open_run
 from semires.train.refine import correction_stats
 from semires.train.strategies import refine
-from semires.utils.typed_config import load_dataclass, read_yaml
 
 #: model-config fields that are training choices, not the model: they may differ between the
 #: networks of one run (an imported burn-in, a frozen backbone)
@@ -33,24 +32,6 @@ TRAINING_ONLY = (
 
 #: the filters of the pseudo-label tab, in the order shown
 VERDICTS = ("helped", "hurt", "unchanged", "no match")
-
-
-def open_run(path: str | Path) -> Pipeline:
-    """The :class:`~semires.pipeline.Pipeline` of a finished (or partial) ``semires run`` folder.
-
-    Paths are taken relative to the folder, so a moved run folder still opens.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"run folder not found: {root}")
-    if not (root / "run.yaml").is_file():
-        raise ConfigError(
-            f"{root} is not a semires run folder (no run.yaml; `semires run` makes one)"
-        )
-    data = read_yaml(root / "run.yaml")
-    data.pop("synth_version", None)  # recorded by the pipeline, not a config key
-    data["out"] = str(root)
-    return Pipeline(load_dataclass(RunConfig, data), progress=False)
 
 
 def check_same_model(seg: Segmenter, teacher: Segmenter, checkpoint: Path, run: Path) -> None:
@@ -112,7 +93,7 @@ class RunView:
 
         self.pipe = pipe
         self.teacher = teacher
-        self.methods = [m for m in pipe.cfg.methods if (pipe.out / m / "best.pt").is_file()]
+        self.methods = [m for m in pipe.cfg.methods if pipe.layout.stage(m).best.is_file()]
         self.semi = {m: pipe.train_config(m).semi for m in self.methods}
         self.index = load_index(pipe.data_config().spec())
         refs = read_split(pipe.split_dir, self.index).unlabeled_refs(self.index)
@@ -127,7 +108,7 @@ class RunView:
         pipe = open_run(run)
         if not pipe.burn_in_path.is_file():
             raise CheckpointError(f"{run}: the burn-in {pipe.burn_in_path} is not trained yet")
-        if not any((pipe.out / m / "best.pt").is_file() for m in pipe.cfg.methods):
+        if not any(pipe.layout.stage(m).best.is_file() for m in pipe.cfg.methods):
             raise CheckpointError(
                 f"{run}: no teacher-student method is trained yet (no <method>/best.pt for "
                 f"{', '.join(pipe.cfg.methods)}); leave out --run to segment only"

@@ -3,16 +3,17 @@
 Sections: ``data`` (where the dataset and the labeled split are), ``model`` (a registry name plus
 overrides), ``train`` (optimisation, schedule, evaluation, checkpoints), ``semi`` (the
 teacher-student stage: EMA, augmentations, proposals and the refinement strategy) and ``output``.
-Unknown keys and wrong types are errors that name the key. See ``configs/*.yaml`` for examples.
+Unknown keys and wrong types are errors that name the key. See ``configs/train/*.yaml`` for examples (``configs/run/`` holds ``semires run`` configs).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from semires.data import DataSpec
 from semires.errors import ConfigError
 from semires.train.refine import RefineConfig
 from semires.utils.typed_config import (
@@ -25,16 +26,10 @@ from semires.utils.typed_config import (
 
 
 @dataclass
-class DataConfig:
-    """Dataset location (see :class:`semires.data.DataSpec`) and how it is used."""
+class DataConfig(DataSpec):
+    """Where the dataset is (the fields of :class:`semires.data.DataSpec`: ``format``, ``root``,
+    ``dataset``, ``split_by``, ``ann``, ``image_root``, ``mask_root``) and how it is used."""
 
-    format: Literal["refer", "semires"] = "refer"
-    root: str | None = None
-    dataset: str | None = None
-    split_by: str | None = None
-    ann: str | None = None
-    image_root: str | None = None
-    mask_root: str | None = None
     #: folder written by ``semires data split`` (labeled.txt / unlabeled.txt); None = all labeled
     split_dir: str | None = None
     train_split: str = "train"
@@ -51,18 +46,9 @@ class DataConfig:
     #: evaluate on at most this many sentences of the val split during training (None = all)
     max_val_sentences: int | None = None
 
-    def spec(self) -> Any:
-        from semires.data import DataSpec
-
-        return DataSpec(
-            format=self.format,
-            root=self.root,
-            dataset=self.dataset,
-            split_by=self.split_by,
-            ann=self.ann,
-            image_root=self.image_root,
-            mask_root=self.mask_root,
-        )
+    def spec(self) -> DataSpec:
+        """Just the location."""
+        return DataSpec(**{f.name: getattr(self, f.name) for f in fields(DataSpec)})
 
     def validate(self) -> None:
         if self.img_size < 32 or self.img_size % 32:
@@ -314,53 +300,41 @@ class Config:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or start from the defaults), apply ``key=value`` overrides, validate."""
     data = read_yaml(path) if path is not None else {}
-    if path is not None:
-        check_config_kind(data, path, "train")
     data = apply_overrides(data, list(overrides or []))
     return load_dataclass(Config, data)
-
-
-def check_config_kind(data: dict[str, Any], path: str | Path, command: str) -> None:
-    """Refuse, with a hint, a ``semires run`` config given to ``semires train`` (it has
-    ``burn_in``, ``methods``, ...) or a training config given to ``semires run`` (``train``,
-    ``output``): the keys of the other kind would only be reported as unknown."""
-    import dataclasses
-
-    from semires.pipeline import RunConfig
-
-    train_keys = {f.name for f in dataclasses.fields(Config)}
-    run_keys = {f.name for f in dataclasses.fields(RunConfig)}
-    other, own = (
-        ("run", run_keys - train_keys) if command == "train" else ("train", train_keys - run_keys)
-    )
-    found = sorted(set(data) & own)
-    if found:
-        shipped = Path(path).parent == shipped_configs_dir()
-        name = Path(path).stem if shipped else path
-        raise ConfigError(
-            f"{name} is a `semires {other}` config (it has {found[0]!r}), not one for "
-            f"`semires {command}`: use `semires {other} -c {name}`"
-        )
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
     return load_dataclass(Config, data)
 
 
-def shipped_configs_dir() -> Path:
-    """The folder of the configs shipped with the package (``configs/`` in the repository)."""
-    return Path(__file__).resolve().parents[1] / "configs"
+#: the kinds of shipped configs, each in its own folder of ``configs/``
+CONFIG_KINDS = {"train": "semires train", "run": "semires run"}
 
 
-def resolve_config_path(name_or_path: str | Path) -> Path:
-    """A config file path, or the name of a shipped config (``synth_tiny`` -> its YAML file)."""
+def shipped_configs_dir(kind: str = "train") -> Path:
+    """The folder of the shipped configs of ``kind`` (``configs/train``, ``configs/run``)."""
+    return Path(__file__).resolve().parents[1] / "configs" / kind
+
+
+def resolve_config_path(name_or_path: str | Path, kind: str = "train") -> Path:
+    """A config file path, or the name of a shipped config of ``kind`` (``synth_tiny`` ->
+    ``configs/train/synth_tiny.yaml``). The name of a shipped config of the other kind is an
+    error that says which command takes it."""
     path = Path(name_or_path)
     if path.is_file():
         return path
-    shipped = shipped_configs_dir() / (path.name if path.suffix else f"{path.name}.yaml")
-    if shipped.is_file():
-        return shipped
-    names = sorted(p.stem for p in shipped_configs_dir().glob("*.yaml"))
+    file = path.name if path.suffix else f"{path.name}.yaml"
+    if (shipped_configs_dir(kind) / file).is_file():
+        return shipped_configs_dir(kind) / file
+    for other, command in CONFIG_KINDS.items():
+        if other != kind and (shipped_configs_dir(other) / file).is_file():
+            raise ConfigError(
+                f"{path.stem} is a `{command}` config, not one for `{CONFIG_KINDS[kind]}`: "
+                f"use `{command} -c {path.stem}`"
+            )
+    names = sorted(p.stem for p in shipped_configs_dir(kind).glob("*.yaml"))
     raise ConfigError(
-        f"config file not found: {name_or_path} (shipped configs: {', '.join(names) or 'none'})"
+        f"config file not found: {name_or_path} (shipped {kind} configs: "
+        f"{', '.join(names) or 'none'})"
     )

@@ -1,0 +1,84 @@
+"""The methods a ``semires run`` compares: one table of name, label and settings.
+
+A method is the supervised burn-in or a teacher-student run with a refinement strategy (and
+maybe other ``semi`` settings). Whether it needs a proposal store follows from its strategy
+(:data:`semires.train.strategies.STRATEGIES`). The pipeline, the report, the web app and the
+bench scripts all read this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from semires.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the table."""
+
+    name: str
+    label: str
+    #: overrides of the run's ``semi.refine`` section (None: the supervised burn-in)
+    refine: dict[str, Any] | None
+    #: overrides of other ``semi`` keys
+    semi: dict[str, Any] = field(default_factory=dict)
+    #: beyond the paper (our strategies)
+    ours: bool = False
+
+    @property
+    def teacher_student(self) -> bool:
+        return self.refine is not None
+
+    @property
+    def needs_proposals(self) -> bool:
+        from semires.train.strategies import needs_proposals
+
+        return self.refine is not None and needs_proposals(self.refine["strategy"])
+
+
+SUPERVISED = Method("supervised", "supervised (burn-in)", None)
+
+#: every method by name; ``semires run`` trains the ones its ``methods`` key lists
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        SUPERVISED,
+        Method("teacher_student", "teacher-student (no SAM)", {"strategy": "none"}),
+        Method("iom", "SemiRES-IOM", {"strategy": "iom"}),
+        Method("cpi", "SemiRES-CPI", {"strategy": "cpi"}),
+        Method("cpi_u", "SemiRES-CPI-U", {"strategy": "cpi", "cpi_u": True, "cpi_o": False}),
+        Method("cpi_o", "SemiRES-CPI-O", {"strategy": "cpi", "cpi_u": False, "cpi_o": True}),
+        Method("confidence", "confidence-filtered", {"strategy": "confidence"}),
+        Method("soft", "soft-IoU matching", {"strategy": "soft"}, ours=True),
+        Method("consensus", "consensus + CPI", {"strategy": "cpi"}, {"consensus": True}, ours=True),
+        Method(
+            "consensus_soft",
+            "consensus + soft-IoU",
+            {"strategy": "soft"},
+            {"consensus": True},
+            ours=True,
+        ),
+    )
+}
+
+#: the names ``semires run`` accepts in ``methods`` (every teacher-student method)
+TEACHER_STUDENT = tuple(name for name, m in METHODS.items() if m.teacher_student)
+
+
+def method(name: str) -> Method:
+    """The method named ``name``; ConfigError listing the valid names otherwise."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def label(name: str) -> str:
+    """The method's label in tables and figures (the name itself for an unknown one)."""
+    return METHODS[name].label if name in METHODS else name
+
+
+def needs_proposals(names: list[str]) -> bool:
+    """Whether any of the named methods needs a proposal store."""
+    return any(method(n).needs_proposals for n in names)
