@@ -45,7 +45,7 @@ def main() -> None:
 
     import semires
     from semires.model import build_model
-    from semires.model.lavt_import import export_lavt_state, import_lavt
+    from semires.runtime.lavt_import import export_lavt_state, import_lavt
 
     work = Path(tempfile.mkdtemp(prefix="bench_eval_imported_"))
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ pseudo-labels a trained teacher actually makes. It builds the teacher-student st
 (the teacher = the burn-in checkpoint, the unlabeled images, their weak views and candidate
 masks exactly as training gets them; nothing is trained), collects the teacher's pseudo-labels
 ``P = prob > 0.5`` for the first ``--batches`` unlabeled batches, and refines the same labels
-with every rule asked for (:func:`semires.train.refine.refine`, the training code's own). Against
+with every rule asked for (:func:`semires.train.strategies.refine`, the training code's own). Against
 the unlabeled images' ground truth (synthetic data always has it; training never reads it) it
 prints, per rule: the share of samples a rule matched, the pseudo-labels' mean IoU and overall
 IoU, the share with IoU > 0.5, and how many refinements raised / lowered a label's IoU.

@@ -32,3 +32,13 @@ def synth_tiny(tmp_path_factory) -> Path:
     from semires.data.synth import synthesize
 
     return synthesize(tmp_path_factory.mktemp("synth") / "tiny", preset="tiny", seed=0)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    tiny models gain nothing from threads, and spinning threads are slow on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

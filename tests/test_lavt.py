@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from semires.cli import main
 from semires.errors import CheckpointError, ConfigError
 from semires.model import build_model, get_model_config
-from semires.model.lavt_import import export_lavt_state, import_lavt
 from semires.runtime.checkpoint import load_model_checkpoint
+from semires.runtime.lavt_import import export_lavt_state, import_lavt
 
 LONG = (
     "the brown dog sitting on the wooden bench next to the tall man who is holding a "
@@ -30,12 +30,7 @@ LONG = (
 )  # 30 words
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -375,7 +370,7 @@ class _MakeDir:
 
 
 def test_safe_loading_runs_no_code_from_the_file(tmp_path):
-    from semires.model.lavt_import import read_lavt_checkpoint
+    from semires.runtime.lavt_import import read_lavt_checkpoint
 
     marker = tmp_path / "should-not-exist"
     path = tmp_path / "x.pth"

@@ -14,9 +14,9 @@ from semires.evaluate.metrics import (
     check_protocol,
     intersection_union,
     iou_from_counts,
+    lavt_resize_mask,
     logits_to_masks,
     protocol_size,
-    resize_mask,
 )
 
 
@@ -133,12 +133,12 @@ def test_report_is_in_percent_with_string_thresholds() -> None:
 def test_lavt_resize_is_pil_nearest() -> None:
     mask = np.zeros((640, 427), dtype=np.uint8)
     mask[100:300, 50:200] = 1
-    resized = resize_mask(mask)
+    resized = lavt_resize_mask(mask)
     pil = np.asarray(Image.fromarray(mask).resize((480, 480), Image.NEAREST))
     assert resized.shape == (480, 480) and resized.dtype == np.uint8
     assert np.array_equal(resized, pil)
     # a 2x2 checkerboard upsampled to 4x4 becomes 2x2 blocks
-    small = resize_mask(torch.tensor([[1, 0], [0, 1]]), size=4)
+    small = lavt_resize_mask(torch.tensor([[1, 0], [0, 1]]), size=4)
     assert small.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
 
 

@@ -12,14 +12,7 @@ import torch
 from semires.errors import CheckpointError
 from semires.model import build_model, get_model_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and spinning threads are slow on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _timm_reference(name: str, **extra) -> torch.nn.Module:

@@ -28,6 +28,7 @@ from semires.pipeline import run as run_pipeline
 from semires.proposals.store import ProposalStore
 from semires.train.config import load_config
 from semires.train.strategies import refine
+from test_pipeline import TINY
 
 # gradio's own pandas use warns in its server thread
 pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
@@ -35,23 +36,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::Warning:gradio.queueing")
 # a tiny run whose burn-in is trained just enough to give partial (not empty, not full) masks:
 # about 15 s on 2 cores
 RUN = [
-    "synth.preset=tiny",
+    *TINY,  # then what differs from the pipeline tests' tiny run
     "labeled=50%",
-    "model.name=test-tiny",
-    "data.img_size=64",
-    "data.test_splits=[testA, testB]",
-    "data.cache_images=true",
-    "proposals.workers=1",
     "burn_in.epochs=4",
     "burn_in.steps_per_epoch=15",
     "burn_in.batch_size=8",
     "burn_in.eval_every=4",
-    "burn_in.threads=null",
-    "teacher_student.epochs=1",
-    "teacher_student.steps_per_epoch=2",
-    "teacher_student.batch_size=2",
-    "teacher_student.threads=null",
-    "semi.unlabeled_batch_size=2",
     "report.qualitative=0",
     "methods=[iom, cpi]",
     "parallel=1",

@@ -165,123 +165,94 @@ def plot_pseudo_labels(layout: RunLayout, quality: dict[str, dict[str, float]], 
 
 
 def plot_examples(inputs: ReportInputs, name: str, path: Path, n: int) -> int:
-    """Unlabeled training samples: image + expression, GT, teacher pseudo-label (burn-in model),
-    refined label (the method's rule on the image's candidates), final prediction of the method."""
+    """Unlabeled training samples, one row each: image + expression, ground truth, the burn-in
+    teacher's pseudo-label, the refined label (the method's rule on the image's candidates), and
+    the method's final prediction; columns titled, masks tinted AND outlined (so they stay
+    visible on coloured shapes). Returns the number of rows drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
     from semires.data import load_index
     from semires.data.splits import read_split
-    from semires.data.transforms import resize_mask
     from semires.evaluate.predict import load
-    from semires.proposals.store import ProposalStore
 
     cfg = inputs.stage_configs[name]
     index = load_index(cfg.data.spec())
-    split = read_split(inputs.split_dir, index)
-    refs = split.unlabeled_refs(index)
+    refs = read_split(inputs.split_dir, index).unlabeled_refs(index)
     if not refs or n <= 0:
         return 0
     rng = np.random.default_rng(0)
     picks = [refs[i] for i in sorted(rng.choice(len(refs), size=min(n, len(refs)), replace=False))]
     teacher = load(inputs.burn_in, device="cpu")
     final = load(inputs.layout.stage(name).best, device="cpu")
-    store = ProposalStore.open(cfg.semi.proposals) if cfg.semi.proposals else None
-    fig, axes = plt.subplots(len(picks), 5, figsize=(11, 2.3 * len(picks)), squeeze=False)
-    titles = [
+    titles = (
         "image",
         "ground truth",
         "teacher pseudo-label",
-        f"refined ({label(name)})",
-        "final prediction",
-    ]
-    from semires.train.strategies import refine
-
+        f"refined: {label(name)}",
+        f"final: {label(name)}",
+    )
+    fig, axes = plt.subplots(len(picks), 5, figsize=(13, 2.7 * len(picks)), squeeze=False)
     for row, ref in zip(axes, picks, strict=True):
-        image = index.load_image(ref.image_id)
-        sentence = ref.sentences[0].raw
-        gt = index.mask(ref.object_id).astype(bool)
-        prob = teacher.predict_proba(image, sentence)
-        pseudo = prob > 0.5
-        refined = pseudo
-        if store is not None:
-            cands = store.masks(ref.image_id).contiguous()
-            hw = tuple(gt.shape)
-            cands = resize_mask(cands, hw) if tuple(cands.shape[-2:]) != hw else cands.bool()
-            res = refine(
-                torch.from_numpy(pseudo)[None],
-                torch.from_numpy(prob)[None],
-                cands[None],
-                torch.ones((1, cands.shape[0]), dtype=torch.bool),
-                cfg.semi.refine,
-            )
-            refined = res.labels[0].numpy()
-        pred = final.predict(image, sentence)
-        for ax, mask in zip(row, [None, gt, pseudo, refined, pred], strict=True):
+        image, sentence, masks = _example(index, ref, cfg, teacher, final)
+        for ax, mask in zip(row, [None, *masks], strict=True):
             ax.imshow(image)
             if mask is not None:
                 tint = np.zeros((*mask.shape, 4))
-                tint[mask] = (1.0, 0.1, 0.1, 0.55)
+                tint[mask] = (1.0, 0.1, 0.1, 0.45)
                 ax.imshow(tint)
+                if mask.any():
+                    ax.contour(mask, levels=[0.5], colors=["white"], linewidths=2.2)
+                    ax.contour(mask, levels=[0.5], colors=["#d00000"], linewidths=1.1)
             ax.set_xticks([])
             ax.set_yticks([])
-            if ax is row[0]:
-                ax.set_xlabel(f'"{sentence}"', fontsize=7, wrap=True)
-        if row is axes[0]:
-            for ax, title in zip(row, titles, strict=True):
-                ax.set_title(title, fontsize=8)
+        row[0].set_xlabel(f'"{sentence}"', fontsize=10, wrap=True)
+    for ax, title in zip(axes[0], titles, strict=True):
+        ax.set_title(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return len(picks)
 
 
+def _example(index: Any, ref: Any, cfg: Any, teacher: Any, final: Any) -> tuple[Any, str, list]:
+    """One row of :func:`plot_examples`: the image, the expression, and the four masks (ground
+    truth, pseudo-label, refined label, final prediction) at the image's size."""
+    import torch
+
+    from semires.proposals.store import ProposalStore
+    from semires.train.strategies import refine
+
+    image = index.load_image(ref.image_id)
+    sentence = ref.sentences[0].raw
+    gt = index.mask(ref.object_id).astype(bool)
+    prob = teacher.predict_proba(image, sentence)
+    pseudo = refined = prob > 0.5
+    if cfg.semi.proposals:
+        cands = (
+            ProposalStore.open(cfg.semi.proposals).masks(ref.image_id, size=gt.shape).contiguous()
+        )
+        valid = torch.ones((1, cands.shape[0]), dtype=torch.bool)
+        p = torch.from_numpy(prob)[None]
+        refined = refine(p > 0.5, p, cands[None], valid, cfg.semi.refine).labels[0].numpy()
+    return image, sentence, [gt, pseudo, refined, final.predict(image, sentence)]
+
+
 def write_report(
     inputs: ReportInputs, results: dict[str, dict[str, Any]], say: Any = print
 ) -> dict[str, Any]:
-    """Write ``results.md``, ``report.html`` and the figures; return the summary (for results.json)."""
-
+    """Write ``results.md``, ``report.html`` and the figures; return the summary (for
+    results.json). ``results``: each stage's ``metrics.json``, supervised first."""
     layout = inputs.layout
-    figures = layout.figures
-    figures.mkdir(parents=True, exist_ok=True)
     methods = list(results)
-    val = inputs.val_split
     first = next(iter(results.values()))
-    split = headline_split(first, val)
-    rows = {label(m): results[m]["splits"][split] for m in methods}
-    table = format_metrics_table(rows, first="method")
-    sup = results.get("supervised", {}).get("splits", {}).get(split, {}).get("oIoU")
-    ts = results.get("teacher_student", {}).get("splits", {}).get(split, {}).get("oIoU")
-    deltas = {}
-    for m in methods:
-        o = results[m]["splits"][split]["oIoU"]
-        deltas[m] = {
-            "vs_supervised": None if sup is None else o - sup,
-            "vs_teacher_student": None if ts is None else o - ts,
-        }
+    split = headline_split(first, inputs.val_split)
+    table = format_metrics_table(
+        {label(m): results[m]["splits"][split] for m in methods}, first="method"
+    )
     quality = pseudo_label_quality(layout, methods)
-    plot_curves(inputs, methods, figures / "curves.png")
-    figs = {"curves": "figures/curves.png"}
-    if quality:
-        plot_pseudo_labels(layout, quality, figures / "pseudo_labels.png")
-        figs["pseudo_labels"] = "figures/pseudo_labels.png"
-    refined_methods = [m for m in methods if method(m).needs_proposals]
-    if refined_methods and inputs.qualitative > 0:
-        best = max(refined_methods, key=lambda m: results[m]["splits"][split]["oIoU"])
-        if plot_examples(inputs, best, figures / "examples.png", inputs.qualitative):
-            figs["examples"] = "figures/examples.png"
-    networks = {
-        m: {
-            "headline": results[m].get("eval_model", "student"),
-            results[m].get("eval_model", "student"): results[m]["splits"][split],
-            results[m]["companion"]["model"]: results[m]["companion"]["splits"][split],
-        }
-        for m in methods
-        if results[m].get("companion") and split in results[m]["companion"]["splits"]
-    }
     summary = {
         "name": inputs.name,
         "split": split,
@@ -289,24 +260,83 @@ def write_report(
         "methods": {m: results[m]["splits"] for m in methods},
         "eval_model": {m: results[m].get("eval_model", "student") for m in methods},
         "companions": {m: results[m]["companion"] for m in methods if results[m].get("companion")},
-        "networks": networks,
+        "networks": _networks(results, split),
         "best_epochs": {m: results[m].get("best") for m in methods},
-        "deltas_oIoU": deltas,
+        "deltas_oIoU": _deltas(results, split),
         "pseudo_labels": quality,
-        "figures": figs,
+        "figures": _figures(inputs, results, split, quality),
         "config": inputs.config,
     }
-    md = _markdown(inputs, summary, table, quality, figs)
+    md = _markdown(inputs, summary, table, quality, summary["figures"])
     atomic_write_text(layout.results_md, md)
     atomic_write_text(layout.report_html, _html(md, inputs.name))
     say("\n" + table)
     return summary
 
 
+def _deltas(results: dict[str, dict[str, Any]], split: str) -> dict[str, dict[str, float | None]]:
+    """Each method's oIoU minus the burn-in's and minus plain teacher-student's."""
+
+    def oiou(m: str) -> float | None:
+        return results.get(m, {}).get("splits", {}).get(split, {}).get("oIoU")
+
+    sup, ts = oiou(SUPERVISED), oiou("teacher_student")
+    return {
+        m: {
+            "vs_supervised": None if sup is None else oiou(m) - sup,
+            "vs_teacher_student": None if ts is None else oiou(m) - ts,
+        }
+        for m in results
+    }
+
+
+def _networks(results: dict[str, dict[str, Any]], split: str) -> dict[str, dict[str, Any]]:
+    """Per teacher-student method: the headline network, and student / teacher metrics."""
+    out = {}
+    for m, r in results.items():
+        companion = r.get("companion")
+        if companion and split in companion["splits"]:
+            head = r.get("eval_model", "student")
+            out[m] = {
+                "headline": head,
+                head: r["splits"][split],
+                companion["model"]: companion["splits"][split],
+            }
+    return out
+
+
+def _figures(
+    inputs: ReportInputs, results: dict[str, dict[str, Any]], split: str, quality: dict
+) -> dict[str, str]:
+    """Draw the figures into ``figures/``; their paths relative to the run folder."""
+    figures = inputs.layout.figures
+    figures.mkdir(parents=True, exist_ok=True)
+    methods = list(results)
+    plot_curves(inputs, methods, figures / "curves.png")
+    figs = {"curves": "figures/curves.png"}
+    if quality:
+        plot_pseudo_labels(inputs.layout, quality, figures / "pseudo_labels.png")
+        figs["pseudo_labels"] = "figures/pseudo_labels.png"
+    refined = [m for m in methods if method(m).needs_proposals]
+    if refined and inputs.qualitative > 0:
+        best = max(refined, key=lambda m: results[m]["splits"][split]["oIoU"])
+        if plot_examples(inputs, best, figures / "examples.png", inputs.qualitative):
+            figs["examples"] = "figures/examples.png"
+    return figs
+
+
+_CAPTIONS = {
+    "curves": "Training loss and validation oIoU against optimizer steps (teacher-student runs continue from the burn-in, dashed line).",
+    "pseudo_labels": "Pseudo-label IoU with the ground truth before (teacher) and after refinement, and the share of positive / negative corrections.",
+    "examples": "Unlabeled training samples: image and expression, ground truth, the burn-in teacher's pseudo-label, the refined label, and the final model's prediction.",
+}
+
+
 def _markdown(
     inputs: ReportInputs, summary: dict[str, Any], table: str, quality: dict, figs: dict[str, str]
 ) -> str:
-
+    """The report as Markdown: results, gains, student vs teacher, pseudo-labels, figures,
+    stage times."""
     lines = [
         f"# SemiRES run: {inputs.name}",
         "",
@@ -321,53 +351,58 @@ def _markdown(
     for m, d in summary["deltas_oIoU"].items():
         fmt = lambda v: "" if v is None else f"{v:+.2f}"  # noqa: E731
         lines.append(f"| {label(m)} | {fmt(d['vs_supervised'])} | {fmt(d['vs_teacher_student'])} |")
-    if summary.get("networks"):
-        lines += [
-            "",
-            "## Student and EMA teacher at the selected step",
-            "",
-            "The tables above report the network named in the headline column (`semi.eval_model`; "
-            "the SemiRES scripts select and report the teacher); the other one is scored from the "
-            "same checkpoint.",
-            "",
-            "| method | headline | student oIoU | teacher oIoU | student mIoU | teacher mIoU |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        for m, n in summary["networks"].items():
-            st, te = n.get("student", {}), n.get("teacher", {})
-            lines.append(
-                f"| {label(m)} | {n['headline']} | {st.get('oIoU', 0):.2f} | "
-                f"{te.get('oIoU', 0):.2f} | {st.get('mIoU', 0):.2f} | {te.get('mIoU', 0):.2f} |"
-            )
-    if quality:
-        lines += [
-            "",
-            "## Pseudo-labels (last epoch, unlabeled training images)",
-            "",
-            "IoU with the referred object's mask (never used for training); *grounded*: the share "
-            "of samples whose label has IoU >= 0.5 with the referred object.",
-            "",
-            "| method | IoU teacher | IoU refined | grounded teacher | grounded refined | miss rate | positive | negative | no change |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for m, q in quality.items():
-            lines.append(
-                f"| {label(m)} | {100 * q.get('pl_iou_before', 0):.2f} | {100 * q.get('pl_iou_after', 0):.2f} | "
-                f"{100 * q.get('grounding_before', 0):.1f}% | {100 * q.get('grounding_after', 0):.1f}% | "
-                f"{100 * q.get('miss_rate', 0):.1f}% | {100 * q.get('corrections_positive', 0):.1f}% | "
-                f"{100 * q.get('corrections_negative', 0):.1f}% | {100 * q.get('corrections_no_change', 0):.1f}% |"
-            )
-    captions = {
-        "curves": "Training loss and validation oIoU against optimizer steps (teacher-student runs continue from the burn-in, dashed line).",
-        "pseudo_labels": "Pseudo-label IoU with the ground truth before (teacher) and after refinement, and the share of positive / negative corrections.",
-        "examples": "Unlabeled training samples: image and expression, ground truth, the burn-in teacher's pseudo-label, the refined label, and the final model's prediction.",
-    }
+    lines += _networks_section(summary.get("networks") or {}) + _quality_section(quality)
     for key, rel in figs.items():
-        lines += ["", f"![{key}]({rel})", "", captions[key]]
+        lines += ["", f"![{key}]({rel})", "", _CAPTIONS[key]]
     if inputs.timings:
         lines += ["", "## Stage times", "", "| stage | seconds |", "|---|---:|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in inputs.timings.items()]
     return "\n".join(lines) + "\n"
+
+
+def _networks_section(networks: dict[str, dict[str, Any]]) -> list[str]:
+    if not networks:
+        return []
+    lines = [
+        "",
+        "## Student and EMA teacher at the selected step",
+        "",
+        "The tables above report the network named in the headline column (`semi.eval_model`; "
+        "the SemiRES scripts select and report the teacher); the other one is scored from the "
+        "same checkpoint.",
+        "",
+        "| method | headline | student oIoU | teacher oIoU | student mIoU | teacher mIoU |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for m, n in networks.items():
+        st, te = n.get("student", {}), n.get("teacher", {})
+        lines.append(
+            f"| {label(m)} | {n['headline']} | {st.get('oIoU', 0):.2f} | "
+            f"{te.get('oIoU', 0):.2f} | {st.get('mIoU', 0):.2f} | {te.get('mIoU', 0):.2f} |"
+        )
+    return lines
+
+
+def _quality_section(quality: dict[str, dict[str, float]]) -> list[str]:
+    if not quality:
+        return []
+    lines = [
+        "",
+        "## Pseudo-labels (last epoch, unlabeled training images)",
+        "",
+        "IoU with the referred object's mask (never used for training); *grounded*: the share "
+        "of samples whose label has IoU >= 0.5 with the referred object.",
+        "",
+        "| method | IoU teacher | IoU refined | grounded teacher | grounded refined | miss rate | positive | negative | no change |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = ("pl_iou_before", "pl_iou_after", "grounding_before", "grounding_after", "miss_rate")
+    shares = ("corrections_positive", "corrections_negative", "corrections_no_change")
+    for m, q in quality.items():
+        cells = [f"{100 * q.get(k, 0):.2f}" for k in keys[:2]]
+        cells += [f"{100 * q.get(k, 0):.1f}%" for k in (*keys[2:], *shares)]
+        lines.append(f"| {label(m)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _html(md: str, title: str) -> str:

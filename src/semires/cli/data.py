@@ -8,19 +8,12 @@ from typing import Annotated
 import typer
 
 from semires.cli.options import (
-    AnnOpt,
-    DataFormat,
-    DatasetOpt,
-    FormatOpt,
-    ImageRootOpt,
-    MaskRootOpt,
     QuietOpt,
-    RootOpt,
-    SplitByOpt,
-    data_spec,
     output_file,
     progress,
+    with_data_options,
 )
+from semires.data import DataSpec
 
 data_app = typer.Typer(
     help="Datasets: statistics, splits, the synthetic benchmark.", no_args_is_help=True
@@ -28,14 +21,9 @@ data_app = typer.Typer(
 
 
 @data_app.command("stats")
+@with_data_options
 def stats(
-    fmt: FormatOpt = DataFormat.refer,
-    root: RootOpt = None,
-    dataset: DatasetOpt = None,
-    split_by: SplitByOpt = None,
-    image_root: ImageRootOpt = None,
-    ann: AnnOpt = None,
-    mask_root: MaskRootOpt = None,
+    location: DataSpec = DataSpec(),
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the stats here.")
     ] = None,
@@ -48,7 +36,7 @@ def stats(
     from semires.utils.io import atomic_write_json
 
     output_file(json_out, "--json", report=True)
-    index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    index = load_index(location)
     result = compute_stats(index, masks=not no_masks, progress=progress(quiet))
     typer.echo(format_stats(result))
     if json_out is not None:
@@ -57,19 +45,14 @@ def stats(
 
 
 @data_app.command("split")
+@with_data_options
 def split(
     labeled: Annotated[str, typer.Option("--labeled", help="Labeled share: '1%' or '0.01'.")],
     out: Annotated[
         Path, typer.Option("--out", help="Folder for labeled.txt, unlabeled.txt, split.json.")
     ],
     seed: Annotated[int, typer.Option("--seed", help="Seed of the image draw.")] = 0,
-    fmt: FormatOpt = DataFormat.refer,
-    root: RootOpt = None,
-    dataset: DatasetOpt = None,
-    split_by: SplitByOpt = None,
-    image_root: ImageRootOpt = None,
-    ann: AnnOpt = None,
-    mask_root: MaskRootOpt = None,
+    location: DataSpec = DataSpec(),
     semires_json: Annotated[
         Path | None,
         typer.Option("--semires-json", help="Also write labeled train + val/test as SemiRES json."),
@@ -88,7 +71,7 @@ def split(
     )
 
     parse_ratio(labeled)  # a bad ratio fails before the dataset is read
-    index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    index = load_index(location)
     drawn = make_split(index, labeled, seed)
     if semires_json is not None:
         subset = labeled_index(drawn, index)

@@ -8,20 +8,13 @@ from typing import Annotated
 import typer
 
 from semires.cli.options import (
-    AnnOpt,
-    DataFormat,
-    DatasetOpt,
-    FormatOpt,
-    ImageRootOpt,
-    MaskRootOpt,
     QuietOpt,
-    RootOpt,
-    SplitByOpt,
     at_least,
-    data_spec,
     output_file,
     progress,
+    with_data_options,
 )
+from semires.data import DataSpec
 
 
 def _knob_help() -> str:
@@ -60,6 +53,7 @@ def synth(
     typer.echo(format_stats(compute_stats(load(out), progress=shown)))
 
 
+@with_data_options
 def show(
     out: Annotated[Path, typer.Option("--out", help="PNG file to write.")],
     data: Annotated[
@@ -71,13 +65,7 @@ def show(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the draw.")] = 0,
     cols: Annotated[int, typer.Option("--cols", help="Grid columns.")] = 4,
     sentences: Annotated[int, typer.Option("--sentences", help="Expressions per ref.")] = 2,
-    fmt: FormatOpt = DataFormat.refer,
-    root: RootOpt = None,
-    dataset: DatasetOpt = None,
-    split_by: SplitByOpt = None,
-    image_root: ImageRootOpt = None,
-    ann: AnnOpt = None,
-    mask_root: MaskRootOpt = None,
+    location: DataSpec = DataSpec(),
 ) -> None:
     """Draw a grid of refs: image, referred object outlined, expressions below."""
     from semires.data import load_index
@@ -89,9 +77,11 @@ def show(
         at_least(value, 1, option)
 
     if data is not None:
-        spec = data_spec(DataFormat.refer, data, DATASET, SPLIT_BY, image_root, None, None)
+        spec = DataSpec(
+            root=str(data), dataset=DATASET, split_by=SPLIT_BY, image_root=location.image_root
+        )
     else:
-        spec = data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root)
+        spec = location
     index = load_index(spec)
     path = render_grid(index, out, split=split, n=n, seed=seed, cols=cols, sentences=sentences)
     typer.echo(f"wrote {path}")

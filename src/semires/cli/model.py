@@ -105,7 +105,7 @@ def import_lavt_cmd(
     the PWAM heads (--mha), fusion dropout and input size from the stored args.
     """
     from semires.cli.options import output_file
-    from semires.model.lavt_import import import_lavt
+    from semires.runtime.lavt_import import import_lavt
 
     output_file(out, "--out")
     summary = import_lavt(checkpoint, out, tokenizer=tokenizer)

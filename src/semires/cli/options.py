@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,30 +37,50 @@ MaskRootOpt = Annotated[
 ]
 
 
-def data_spec(
-    fmt: DataFormat,
-    root: Path | None,
-    dataset: str | None,
-    split_by: str | None,
-    image_root: Path | None,
-    ann: Path | None,
-    mask_root: Path | None,
-):
-    """The :class:`~semires.data.DataSpec` the data options describe."""
+#: the dataset options, one per :class:`~semires.data.DataSpec` field: (field, parameter,
+#: annotation, default)
+DATA_OPTIONS = (
+    ("format", "fmt", FormatOpt, DataFormat.refer),
+    ("root", "root", RootOpt, None),
+    ("dataset", "dataset", DatasetOpt, None),
+    ("split_by", "split_by", SplitByOpt, None),
+    ("image_root", "image_root", ImageRootOpt, None),
+    ("ann", "ann", AnnOpt, None),
+    ("mask_root", "mask_root", MaskRootOpt, None),
+)
+
+
+def data_spec(**options: Any):
+    """The :class:`~semires.data.DataSpec` the data options describe (by parameter name)."""
     from semires.data import DataSpec
 
-    def text(p: Path | None) -> str | None:
-        return str(p) if p is not None else None
+    values = {}
+    for field, param, _, default in DATA_OPTIONS:
+        value = options.get(param, default)
+        if isinstance(value, DataFormat):
+            value = value.value
+        values[field] = str(value) if isinstance(value, Path) else value
+    return DataSpec(**values)
 
-    return DataSpec(
-        format=fmt.value,
-        root=text(root),
-        dataset=dataset,
-        split_by=split_by,
-        ann=text(ann),
-        image_root=text(image_root),
-        mask_root=text(mask_root),
-    )
+
+def with_data_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the dataset options (``--format``, ``--root``, ``--dataset``,
+    ``--split-by``, ``--image-root``, ``--ann``, ``--mask-root``), defined here once; the
+    command receives them as one ``location`` keyword argument, a
+    :class:`~semires.data.DataSpec`."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "location"]
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    extra = [inspect.Parameter(p, keyword, default=d, annotation=a) for _, p, a, d in DATA_OPTIONS]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        options = {p: kwargs.pop(p) for _, p, _, _ in DATA_OPTIONS}
+        return command(location=data_spec(**options), **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "location"}
+    return wrapper
 
 
 QuietOpt = Annotated[

@@ -8,20 +8,13 @@ from typing import Annotated
 import typer
 
 from semires.cli.options import (
-    AnnOpt,
-    DataFormat,
-    DatasetOpt,
-    FormatOpt,
-    ImageRootOpt,
-    MaskRootOpt,
     QuietOpt,
-    RootOpt,
-    SplitByOpt,
     at_least,
-    data_spec,
     output_file,
     progress,
+    with_data_options,
 )
+from semires.data import DataSpec
 
 proposals_app = typer.Typer(
     help="Candidate-mask stores: verify, show, quality report.", no_args_is_help=True
@@ -51,6 +44,7 @@ def _knobs(generator: str, assignments: list[str], checkpoint: Path | None, mode
     return knobs
 
 
+@with_data_options
 def propose(
     out: Annotated[
         Path, typer.Option("--out", help="The proposal store folder to create / complete.")
@@ -89,13 +83,7 @@ def propose(
             "images or with other settings).",
         ),
     ] = False,
-    fmt: FormatOpt = DataFormat.refer,
-    root: RootOpt = None,
-    dataset: DatasetOpt = None,
-    split_by: SplitByOpt = None,
-    image_root: ImageRootOpt = None,
-    ann: AnnOpt = None,
-    mask_root: MaskRootOpt = None,
+    location: DataSpec = DataSpec(),
     quiet: QuietOpt = False,
 ) -> None:
     """Generate candidate masks for the training images (resumable; torchrun-aware)."""
@@ -106,7 +94,7 @@ def propose(
     at_least(workers, 1, "--workers")
     at_least(shard_size, 1, "--shard-size")
     knobs = _knobs(generator, knob or [], checkpoint, model_type)
-    index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    index = load_index(location)
     ids = select_images(index, split, split_dir, all_images)
     gen = build_generator(generator, **knobs)
     report = generate_store(
@@ -131,15 +119,10 @@ def propose(
 
 
 @proposals_app.command("verify")
+@with_data_options
 def verify(
     store_dir: StoreArg,
-    fmt: FormatOpt = DataFormat.refer,
-    root: RootOpt = None,
-    dataset: DatasetOpt = None,
-    split_by: SplitByOpt = None,
-    image_root: ImageRootOpt = None,
-    ann: AnnOpt = None,
-    mask_root: MaskRootOpt = None,
+    location: DataSpec = DataSpec(),
     quiet: QuietOpt = False,
 ) -> None:
     """Check every shard and entry (with data options: also against the images' sizes and files)."""
@@ -147,10 +130,10 @@ def verify(
     from semires.proposals.store import verify_store
 
     image_size = image_path = None
-    if root is not None or ann is not None:
+    if location.root is not None or location.ann is not None:
         from semires.data import load_index
 
-        index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+        index = load_index(location)
 
         def image_size(image_id: int) -> tuple[int, int] | None:
             return index.image_size(image_id) if image_id in index.images else None
@@ -173,6 +156,7 @@ def verify(
 
 
 @proposals_app.command("show")
+@with_data_options
 def show(
     store_dir: StoreArg,
     image: Annotated[int, typer.Option("--image", help="Image id.")],
@@ -180,13 +164,7 @@ def show(
     max_masks: Annotated[
         int | None, typer.Option("--max", help="Draw only the best N candidates.")
     ] = None,
-    fmt: FormatOpt = DataFormat.refer,
-    root: RootOpt = None,
-    dataset: DatasetOpt = None,
-    split_by: SplitByOpt = None,
-    image_root: ImageRootOpt = None,
-    ann: AnnOpt = None,
-    mask_root: MaskRootOpt = None,
+    location: DataSpec = DataSpec(),
 ) -> None:
     """Draw an image's candidates over it (and each referred object with its best candidate)."""
     from semires.data import load_index
@@ -197,7 +175,7 @@ def show(
 
     output_file(out, "--out")
     at_least(max_masks, 1, "--max")
-    index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    index = load_index(location)
     store = ProposalStore.open(store_dir)
     check_store_images(store, index, [image])
     pixels = index.load_image(image)
@@ -210,6 +188,7 @@ def show(
 
 
 @proposals_app.command("quality")
+@with_data_options
 def quality(
     store_dir: StoreArg,
     split: Annotated[
@@ -219,13 +198,7 @@ def quality(
     plot_out: Annotated[Path | None, typer.Option("--plot", help="Write histograms (PNG).")] = None,
     t1: Annotated[float, typer.Option("--t1", help="CPI: share of the object covered.")] = 0.7,
     t2: Annotated[float, typer.Option("--t2", help="CPI: share of the candidate inside.")] = 0.7,
-    fmt: FormatOpt = DataFormat.refer,
-    root: RootOpt = None,
-    dataset: DatasetOpt = None,
-    split_by: SplitByOpt = None,
-    image_root: ImageRootOpt = None,
-    ann: AnnOpt = None,
-    mask_root: MaskRootOpt = None,
+    location: DataSpec = DataSpec(),
     quiet: QuietOpt = False,
 ) -> None:
     """Best IoU and CPI-union IoU per ground-truth object, candidates per image."""
@@ -243,7 +216,7 @@ def quality(
     t1, t2 = check_threshold("t1", t1), check_threshold("t2", t2)
     output_file(json_out, "--json", report=True)
     output_file(plot_out, "--plot", report=True)
-    index = load_index(data_spec(fmt, root, dataset, split_by, image_root, ann, mask_root))
+    index = load_index(location)
     store = ProposalStore.open(store_dir)
     chosen = None if split == "all" else split
     report = evaluate_quality(store, index, chosen, t1, t2, progress=progress(quiet))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +283,3 @@ class RESIndex:
         out.objects = dict(self.objects)
         out.image_root = Path(image_root) if image_root is not None else None
         return out
-
-
-def replace_split(ref: Ref, split: str) -> Ref:
-    return replace(ref, split=split)

@@ -22,10 +22,10 @@ from semires.data.transforms import normalize, resize_mask
 from semires.evaluate.metrics import (
     RESMetrics,
     check_protocol,
+    lavt_resize_mask,
     logits_to_masks,
     protocol_size,
 )
-from semires.evaluate.metrics import resize_mask as protocol_resize
 from semires.runtime.distributed import DistInfo, gather_objects
 
 
@@ -69,9 +69,9 @@ def evaluate_model(
     (predictions) and at the original resolution (ground truth), so that ``semires score PRED GT
     --protocol <protocol>`` reproduces the figures.
     """
-    from semires.data.masks import write_mask_png
     from semires.runtime.precision import autocast
     from semires.runtime.textcache import TextInputs
+    from semires.utils.progress import progress_bar
 
     check_protocol(protocol)
     info = info or DistInfo()
@@ -84,40 +84,21 @@ def evaluate_model(
     model.eval()
     metrics = RESMetrics(keep_per_sample=True)
     panels: list[torch.Tensor] = []
-    bar = None
-    if progress and info.is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(shard), desc=f"evaluate {split}", unit="sent", leave=False)
+    enabled = progress and info.is_main
+    bar = progress_bar(
+        total=len(shard), desc=f"evaluate {split}", unit="sent", leave=False, enabled=enabled
+    )
     for batch in loader:
         x = normalize(batch["image"].to(device), model.image_mean, model.image_std)
         with autocast(device, amp):
             logits = model(x, **text(batch["sentence"]))
-        lavt_preds = (
-            logits_to_masks(logits.float(), protocol_size("lavt", (0, 0))).cpu()
-            if protocol == "lavt"
-            else None
-        )
-        for i, gt in enumerate(batch["gt"]):
-            if lavt_preds is not None:
-                pred, gt_p = lavt_preds[i], torch.from_numpy(protocol_resize(gt)).bool()
-            else:
-                pred, gt_p = (
-                    logits_to_masks(logits[i : i + 1].float(), tuple(gt.shape))[0].cpu(),
-                    gt.bool(),
-                )
-            key = f"{batch['ref_id'][i]}_{batch['sent_id'][i]}"
+        for key, image, gt, pred, gt_p in _scored(batch, logits.float(), protocol):
             metrics.update(pred[None], gt_p[None], keys=[key])
-            if pred_dir is not None:
-                write_mask_png(Path(pred_dir) / f"{key}.png", pred.numpy())
-            if gt_dir is not None:
-                write_mask_png(Path(gt_dir) / f"{key}.png", gt.numpy())
+            _write_pair(key, pred, gt, pred_dir, gt_dir)
             if len(panels) < num_panels and info.is_main:
-                panels.append(_panel(batch["image"][i], gt, pred))
-        if bar is not None:
-            bar.update(len(batch["sentence"]))
-    if bar is not None:
-        bar.close()
+                panels.append(_panel(image, gt, pred))
+        bar.update(len(batch["sentence"]))
+    bar.close()
     model.train(was_training)
     merged = RESMetrics(keep_per_sample=True)
     for part in gather_objects(metrics, info):
@@ -126,6 +107,32 @@ def evaluate_model(
     report = merged.report(protocol)  # aggregates in percent
     per_sample = report.pop("per_sample")
     return {"metrics": report, "per_sample": per_sample, "panels": grid, "accumulator": merged}
+
+
+def _scored(batch: dict[str, Any], logits: torch.Tensor, protocol: str) -> Any:
+    """Per sentence of a batch: (key, image, original GT, prediction, GT at the protocol's
+    resolution). ``lavt``: both at 480x480 (the prediction from the bilinearly resized logits,
+    the GT with PIL's nearest neighbour); ``original``: at the GT's own size."""
+    lavt = (
+        logits_to_masks(logits, protocol_size("lavt", (0, 0))).cpu() if protocol == "lavt" else None
+    )
+    for i, gt in enumerate(batch["gt"]):
+        if lavt is not None:
+            pred, gt_p = lavt[i], torch.from_numpy(lavt_resize_mask(gt)).bool()
+        else:
+            pred, gt_p = logits_to_masks(logits[i : i + 1], tuple(gt.shape))[0].cpu(), gt.bool()
+        key = f"{batch['ref_id'][i]}_{batch['sent_id'][i]}"
+        yield key, batch["image"][i], gt, pred, gt_p
+
+
+def _write_pair(key: str, pred: torch.Tensor, gt: torch.Tensor, pred_dir: Any, gt_dir: Any) -> None:
+    """The prediction and the ground truth as PNGs named by ``key`` (when the folders are set)."""
+    from semires.data.masks import write_mask_png
+
+    if pred_dir is not None:
+        write_mask_png(Path(pred_dir) / f"{key}.png", pred.numpy())
+    if gt_dir is not None:
+        write_mask_png(Path(gt_dir) / f"{key}.png", gt.numpy())
 
 
 def score_splits(
@@ -165,9 +172,7 @@ def evaluate_checkpoint(
     from semires.data import load_index
     from semires.errors import ConfigError
     from semires.evaluate.predict import load
-    from semires.train.config import DataConfig
     from semires.utils.io import atomic_write_json
-    from semires.utils.typed_config import load_dataclass
 
     if weights not in ("model", "companion"):
         raise ConfigError(f"--weights: expected model or companion, got {weights!r}")
@@ -175,21 +180,7 @@ def evaluate_checkpoint(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"--batch-size: expected an integer >= 1, got {batch_size!r}")
     seg = load(checkpoint, device=device, weights=weights)
-    stored = dict((seg.config or {}).get("data") or {})
-    given = {k: v for k, v in (data_overrides or {}).items() if v is not None}
-    if "ann" in given and "format" not in given:
-        given["format"] = "semires"  # --ann names a semires json
-    if not stored and not given:
-        raise ConfigError(
-            f"{checkpoint} names no dataset (an imported checkpoint): give --format refer --root "
-            "DIR --dataset NAME --split-by BY, or --format semires --ann FILE"
-        )
-    data = load_dataclass(DataConfig, {**stored, **given}, prefix="data")
-    if not (data.root or data.ann):
-        raise ConfigError(
-            "the dataset location is incomplete: give --root (refer) or --ann (semires)"
-        )
-    index = load_index(data.spec())
+    index = load_index(_data_location(seg.config, data_overrides, checkpoint))
     result = evaluate_model(
         seg.model,
         index,
@@ -204,14 +195,34 @@ def evaluate_checkpoint(
         progress=progress,
     )
     if json_out is not None:
-        atomic_write_json(
-            json_out,
-            {
-                "checkpoint": str(checkpoint),
-                "split": split,
-                "protocol": protocol,
-                **result["metrics"],
-                "per_sample": result["per_sample"],
-            },
-        )
+        metrics = {**result["metrics"], "per_sample": result["per_sample"]}
+        head = {"checkpoint": str(checkpoint), "split": split, "protocol": protocol}
+        atomic_write_json(json_out, {**head, **metrics})
     return result
+
+
+def _data_location(config: dict | None, overrides: dict | None, checkpoint: Any) -> Any:
+    """The dataset of an evaluation: the checkpoint's own (its training config's ``data``) with
+    the given options over it; ``--ann`` alone means the semires json format."""
+    from dataclasses import fields
+
+    from semires.data import DataSpec
+    from semires.errors import ConfigError
+    from semires.utils.typed_config import load_dataclass
+
+    location = {f.name for f in fields(DataSpec)}
+    stored = {k: v for k, v in ((config or {}).get("data") or {}).items() if k in location}
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if "ann" in given and "format" not in given:
+        given["format"] = "semires"
+    if not stored and not given:
+        raise ConfigError(
+            f"{checkpoint} names no dataset (an imported checkpoint): give --format refer --root "
+            "DIR --dataset NAME --split-by BY, or --format semires --ann FILE"
+        )
+    data = load_dataclass(DataSpec, {**stored, **given}, prefix="data")
+    if not (data.root or data.ann):
+        raise ConfigError(
+            "the dataset location is incomplete: give --root (refer) or --ann (semires)"
+        )
+    return data

@@ -70,8 +70,13 @@ def iou_from_counts(inter: Tensor, union: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(union))
 
 
-def resize_mask(mask: np.ndarray | Tensor, size: int | tuple[int, int] = LAVT_SIZE) -> np.ndarray:
-    """Resize one (H, W) binary mask with PIL's nearest neighbour (LAVT's GT resize).
+def lavt_resize_mask(
+    mask: np.ndarray | Tensor, size: int | tuple[int, int] = LAVT_SIZE
+) -> np.ndarray:
+    """Resize one (H, W) binary mask with PIL's nearest neighbour, as LAVT resizes the ground
+    truth for scoring (``transforms.py:39`` of yz93/LAVT-RIS). Not the same pixels as
+    :func:`semires.data.transforms.resize_mask` (torch's ``nearest-exact``, for training): the
+    two round differently at some sizes, and the protocol must be LAVT's exactly.
 
     ``size`` is ``(height, width)`` or one int for a square. Returns (h, w) uint8 in {0, 1}.
     """
@@ -117,7 +122,7 @@ def apply_protocol(
     sizes, raising a :class:`DataError` that names ``sample`` otherwise.
     """
     if check_protocol(protocol) == "lavt":
-        return resize_mask(pred), resize_mask(gt)
+        return lavt_resize_mask(pred), lavt_resize_mask(gt)
     if pred.shape != gt.shape:
         raise DataError(
             f"{sample}: prediction size {_hw(pred.shape)} differs from ground truth "

@@ -1,7 +1,7 @@
 """Segment an image from a sentence with a trained checkpoint.
 
 >>> import semires
->>> seg = semires.load("runs/demo/semires-cpi/best.pt")
+>>> seg = semires.load("runs/demo/cpi/best.pt")
 >>> mask = seg.predict("photo.jpg", "the small red star left of the blue ring")
 >>> mask.shape, mask.dtype          # original image size, bool
 """

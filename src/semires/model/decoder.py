@@ -25,7 +25,7 @@ class TopDownDecoder(nn.Module):
     conv-BN-ReLU layers; repeat down to stride 4; a 1x1 conv gives the class logits.
     LAVT's ``SimpleDecoding`` (``lib/mask_predictor.py:6-72`` of yz93/LAVT-RIS) is this with
     ``dim`` = half the last stage's width, 3x3 convolutions without bias, and
-    ``align_corners=True``; its modules map one to one (``semires.model.lavt_import``).
+    ``align_corners=True``; its modules map one to one (``semires.runtime.lavt_import``).
     """
 
     def __init__(

@@ -8,7 +8,7 @@ logits at 1/4 resolution, upsampled bilinearly to the input size.
 
 With the ``lavt-*`` registry configs this computes what LAVT's code computes (yz93/LAVT-RIS,
 ``lib/_utils.py``, ``lib/backbone.py``, ``lib/mask_predictor.py``; the fact-by-fact list is in
-docs/model.md), and LAVT / SemiRES checkpoints load with :mod:`semires.model.lavt_import`.
+docs/model.md), and LAVT / SemiRES checkpoints load with :mod:`semires.runtime.lavt_import`.
 """
 
 from __future__ import annotations

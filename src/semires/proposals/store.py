@@ -288,7 +288,7 @@ def params_differences(stored: dict[str, Any], expected: dict[str, Any]) -> list
 
 def make_manifest(generator: str, params: dict[str, Any]) -> dict[str, Any]:
     """A new store's manifest (counts are filled in by :meth:`ProposalStore.write_index`)."""
-    from semires import __version__
+    from semires.version import __version__
 
     return {
         "format": FORMAT,

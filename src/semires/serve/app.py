@@ -232,77 +232,72 @@ def build_app(
 ) -> gr.Blocks:
     """The page: a segment tab, and a pseudo-label tab when a run folder is given."""
     files = Files()
-    segment = Segment(seg, index, test_refs, files)
     with gr.Blocks(title=title, analytics_enabled=False) as app:
         gr.Markdown(f"## {title}")
         with gr.Tab("Segment", id="segment"):
-            with gr.Row():
-                with gr.Column():
-                    pick = gr.Dropdown(
-                        segment.choices(),
-                        value=None,
-                        label="test image",
-                        info="from the test split; or upload an image below",
-                        visible=bool(test_refs),
-                        elem_id="test-pick",
-                    )
-                    image = gr.Image(
-                        type="numpy",
-                        format="png",
-                        sources=["upload", "clipboard"],
-                        height=360,
-                        label="image",
-                        elem_id="seg-image",
-                    )
-                    text = gr.Textbox(
-                        lines=3,
-                        label="expressions (one per line)",
-                        placeholder="the small red star left of the blue ring",
-                        elem_id="seg-text",
-                    )
-                    go = gr.Button("Segment", variant="primary", elem_id="seg-go")
-                with gr.Column():
-                    view = gr.Image(format="png", label="masks", interactive=False, height=360)
-                    summary = gr.Markdown(elem_id="seg-summary")
-                    probs = gr.Gallery(
-                        label="foreground probability", format="png", columns=3, height=260
-                    )
-                    mask_files = gr.File(
-                        file_count="multiple",
-                        label="masks (PNG)",
-                        interactive=False,
-                        elem_id="seg-files",
-                    )
-            pick.input(segment.pick, pick, [image, text])
-            go.click(segment.run, [image, text], [view, probs, summary, mask_files])
+            _segment_tab(Segment(seg, index, test_refs, files), bool(test_refs))
         if run is not None:
-            pl = PseudoLabels(run, files)
             with gr.Tab("Pseudo-labels", id="pseudo"):
-                with gr.Row():
-                    method = gr.Dropdown(
-                        [(label(m), m) for m in run.methods],
-                        value=run.methods[0],
-                        label="method",
-                    )
-                    verdict = gr.Radio(
-                        ["all", *VERDICTS], value="all", label="refinement", elem_id="pl-filter"
-                    )
-                start = pl.choices(run.methods[0], "all")
-                sample = gr.Dropdown(
-                    start,
-                    value=start[0][1] if start else None,
-                    label=f"unlabeled training sample ({len(start)})",
-                    elem_id="pl-sample",
-                )
-                counts = gr.Markdown(elem_id="pl-counts")
-                panels = gr.Gallery(
-                    format="png", columns=6, height=260, object_fit="contain", label="sample"
-                )
-                stats = gr.Markdown(elem_id="pl-stats")
-                for trigger in (method.input, verdict.input):
-                    trigger(pl.refilter, [method, verdict], [sample, counts]).then(
-                        pl.show, [method, sample], [panels, stats]
-                    )
-                sample.input(pl.show, [method, sample], [panels, stats])
-                app.load(pl.show, [method, sample], [panels, stats])
+                _pseudo_label_tab(app, PseudoLabels(run, files), run)
     return app
+
+
+def _segment_tab(segment: Segment, with_test_images: bool) -> None:
+    with gr.Row():
+        with gr.Column():
+            pick = gr.Dropdown(
+                segment.choices(),
+                value=None,
+                label="test image",
+                info="from the test split; or upload an image below",
+                visible=with_test_images,
+                elem_id="test-pick",
+            )
+            image = gr.Image(
+                type="numpy",
+                format="png",
+                sources=["upload", "clipboard"],
+                height=360,
+                label="image",
+                elem_id="seg-image",
+            )
+            text = gr.Textbox(
+                lines=3,
+                label="expressions (one per line)",
+                placeholder="the small red star left of the blue ring",
+                elem_id="seg-text",
+            )
+            go = gr.Button("Segment", variant="primary", elem_id="seg-go")
+        with gr.Column():
+            view = gr.Image(format="png", label="masks", interactive=False, height=360)
+            summary = gr.Markdown(elem_id="seg-summary")
+            probs = gr.Gallery(label="foreground probability", format="png", columns=3, height=260)
+            mask_files = gr.File(
+                file_count="multiple", label="masks (PNG)", interactive=False, elem_id="seg-files"
+            )
+    pick.input(segment.pick, pick, [image, text])
+    go.click(segment.run, [image, text], [view, probs, summary, mask_files])
+
+
+def _pseudo_label_tab(app: gr.Blocks, pl: PseudoLabels, run: RunView) -> None:
+    with gr.Row():
+        method = gr.Dropdown(
+            [(label(m), m) for m in run.methods], value=run.methods[0], label="method"
+        )
+        verdict = gr.Radio(["all", *VERDICTS], value="all", label="refinement", elem_id="pl-filter")
+    start = pl.choices(run.methods[0], "all")
+    sample = gr.Dropdown(
+        start,
+        value=start[0][1] if start else None,
+        label=f"unlabeled training sample ({len(start)})",
+        elem_id="pl-sample",
+    )
+    counts = gr.Markdown(elem_id="pl-counts")
+    panels = gr.Gallery(format="png", columns=6, height=260, object_fit="contain", label="sample")
+    stats = gr.Markdown(elem_id="pl-stats")
+    for trigger in (method.input, verdict.input):
+        trigger(pl.refilter, [method, verdict], [sample, counts]).then(
+            pl.show, [method, sample], [panels, stats]
+        )
+    sample.input(pl.show, [method, sample], [panels, stats])
+    app.load(pl.show, [method, sample], [panels, stats])

@@ -63,17 +63,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+        return _convert_union(value, tp, key)
     if origin is Literal:
         if value not in get_args(tp):
             raise ConfigError(
@@ -87,53 +77,83 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
         return load_dataclass(tp, value, prefix=key)
     if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
-        args = get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ConfigError(
-                    f"config key {key!r}: expected {len(args)} values, got {len(value)}"
-                )
-            return tuple(
-                _convert(v, a, f"{key}[{i}]")
-                for i, (a, v) in enumerate(zip(args, value, strict=True))
-            )
-        item = args[0] if args else Any
-        out = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
+        return _convert_sequence(value, tp, key)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
         kt, vt = get_args(tp) or (Any, Any)
         return {_convert(k, kt, key): _convert(v, vt, f"{key}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            # YAML reads "5e-5" (no dot) as a string: accept numeric strings for floats.
-            if isinstance(value, str):
-                try:
-                    return float(value)
-                except ValueError:
-                    pass
-            raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key!r}: expected an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"config key {key!r}: expected a string, got {value!r}")
-        return value
-    if tp is Path:
-        if not isinstance(value, str | Path):
-            raise ConfigError(f"config key {key!r}: expected a path, got {value!r}")
-        return Path(value)
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, key)
     raise ConfigError(f"config key {key!r}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _convert_union(value: Any, tp: Any, key: str) -> Any:
+    args = get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(value, arg, key)
+        except ConfigError:
+            continue
+    raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _convert_sequence(value: Any, tp: Any, key: str) -> Any:
+    origin, args = get_origin(tp), get_args(tp)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(args) != len(value):
+            raise ConfigError(f"config key {key!r}: expected {len(args)} values, got {len(value)}")
+        return tuple(
+            _convert(v, a, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True))
+        )
+    item = args[0] if args else Any
+    out = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    return tuple(out) if origin is tuple else out
+
+
+def _to_float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        # YAML reads "5e-5" (no dot) as a string: accept numeric strings for floats.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key {key!r}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _exactly(tp: type, expected: str) -> Any:
+    """A checker that accepts values of type ``tp`` only (bools are not integers here)."""
+
+    def check(value: Any, key: str) -> Any:
+        if isinstance(value, bool) != (tp is bool) or not isinstance(value, tp):
+            raise ConfigError(f"config key {key!r}: expected {expected}, got {value!r}")
+        return value
+
+    return check
+
+
+def _to_path(value: Any, key: str) -> Path:
+    if not isinstance(value, str | Path):
+        raise ConfigError(f"config key {key!r}: expected a path, got {value!r}")
+    return Path(value)
+
+
+#: scalar annotation -> its checker
+_SCALARS = {
+    float: _to_float,
+    int: _exactly(int, "an integer"),
+    bool: _exactly(bool, "true or false"),
+    str: _exactly(str, "a string"),
+    Path: _to_path,
+}
 
 
 def load_dataclass(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
