@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+import yaml
 
 from semires.errors import ConfigError
 from semires.pipeline import Pipeline, load_run_config
@@ -252,3 +253,38 @@ def test_worker_processes_return_results_raise_errors_and_leak_nothing(tmp_path)
         [sys.executable, str(script), "1", "-5"], capture_output=True, text=True, timeout=120
     )
     assert bad.returncode != 0 and "ValueError: bad job -5" in bad.stderr
+
+
+def test_seeds_share_the_data_and_seed_0_is_the_plain_run(tiny_run, tmp_path):
+    """``semires run --seeds 0,1``: every seed trains on the first seed's data, split and
+    proposals; seed 0 gives exactly the plain run's numbers; the top report holds the spread."""
+    from semires.pipeline import run_seeds
+
+    _out, _cfg, plain = tiny_run
+    cfg = load_run_config(preset="demo", overrides=[f"out={tmp_path / 'seeds'}", *TINY])
+    comparison = run_seeds(cfg, [0, 1], progress=False)
+    assert comparison["seeds"] == [0, 1]
+    seed0 = json.loads((tmp_path / "seeds" / "seed-0" / "results.json").read_text())
+    assert seed0["methods"] == plain["methods"]  # the same training on the same data
+    second = yaml.safe_load((tmp_path / "seeds" / "seed-1" / "run.yaml").read_text())
+    first = tmp_path / "seeds" / "seed-0"
+    assert second["synth"] is None and second["data"]["root"] == str(first / "data")
+    assert second["proposals"]["store"] == str(first / "proposals")
+    assert second["split_dir"] == str(first / "split") and second["seed"] == 1
+    assert not (tmp_path / "seeds" / "seed-1" / "data").exists()
+    cpi = comparison["methods"]["cpi"]
+    assert cpi["per_seed"][0] == plain["methods"]["cpi"]["testA+testB"]["oIoU"]
+    assert cpi["testA+testB"]["n"] == 2 and "small_objects" in cpi and "grounding_after" in cpi
+    diff = comparison["differences"]["cpi - supervised"]
+    assert diff["per_seed"] == pytest.approx(
+        [
+            c - s
+            for c, s in zip(
+                cpi["per_seed"], comparison["methods"]["supervised"]["per_seed"], strict=True
+            )
+        ]
+    )
+    assert diff["low"] <= diff["diff"] <= diff["high"]
+    assert "supervised - teacher_student" not in comparison["differences"]
+    text = (tmp_path / "seeds" / "results.md").read_text()
+    assert "## Differences" in text and "holds" in text and "Provenance" in text

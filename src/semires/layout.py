@@ -47,6 +47,11 @@ class StageLayout:
         return self.root / "history.json"
 
     @property
+    def samples(self) -> Path:
+        """Per test sentence of the final evaluation: (I, U, |G|), for paired comparisons."""
+        return self.root / "samples.json"
+
+    @property
     def log(self) -> Path:
         return self.root / "train.log"
 

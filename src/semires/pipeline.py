@@ -277,13 +277,15 @@ class Pipeline:
             )
 
         splits = [data.val_split] if train.final_val or not data.test_splits else []
+        counts: dict[str, Any] = {}
         result = {
             "checkpoint": str(path),
             "best": {"score": None, "metric": None, "epoch": None, "step": None},
             "eval_model": "given",
-            "splits": score_splits(run, splits, data.test_splits, train.protocol),
+            "splits": score_splits(run, splits, data.test_splits, train.protocol, counts),
         }
         if self.info.is_main:
+            atomic_write_json(self.layout.supervised.samples, counts, indent=None)
             atomic_write_json(metrics, result)
         return result
 
@@ -511,6 +513,40 @@ def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
             out |= _diff_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else str(k))
         return out
     return set() if a == b else {prefix or "<root>"}
+
+
+def run_seeds(cfg: RunConfig, seeds: list[int], *, progress: bool = True) -> dict[str, Any]:
+    """The run once per training seed, in ``<out>/seed-<s>/``: the first seed's folder makes the
+    data, the split, the proposals and the text features, and the others use them (the same
+    data, only the training differs). Then ``<out>/results.md`` / ``results.json`` compare the
+    methods with their spread over seeds and paired bootstrap intervals over sentences."""
+    from semires.report import write_seed_report
+
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds: expected distinct training seeds, got {seeds}")
+    root = Path(cfg.out)
+    summaries: dict[int, dict[str, Any]] = {}
+    first: Pipeline | None = None
+    for s in seeds:
+        one = copy.deepcopy(cfg)
+        one.seed, one.out, one.name = s, str(root / f"seed-{s}"), f"{cfg.name}/seed-{s}"
+        if first is not None:
+            _share_upstream(one, first)
+        summaries[s] = run(one, progress=progress)
+        first = first or Pipeline(one, progress=False)
+    with run_folder_lock(root):
+        return write_seed_report(RunLayout(root), cfg, summaries, say=print if progress else None)
+
+
+def _share_upstream(cfg: RunConfig, first: Pipeline) -> None:
+    """Point ``cfg`` at the data, split, proposals and text features ``first`` made."""
+    cfg.data = first.data_config()
+    cfg.data.split_dir = None
+    cfg.synth = None
+    cfg.split_dir = str(first.split_dir)
+    cfg.proposals.store = str(first.proposals_dir)
+    for stage in (cfg.burn_in, cfg.teacher_student):
+        stage.text_cache = stage.text_cache or str(first.layout.text_cache)
 
 
 def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:

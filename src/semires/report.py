@@ -448,3 +448,189 @@ def _html(md: str, title: str) -> str:
     flush()
     style = "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+# ---------------------------------------------------------------------------- several seeds
+def provenance() -> dict[str, Any]:
+    """What produced a report: the command, the package version, the git commit of the code
+    (when it runs from a checkout), the Python and torch versions."""
+    import platform
+    import subprocess
+    import sys
+
+    import torch
+
+    from semires.version import __version__
+
+    commit = None
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        commit = done.stdout.strip() or None if done.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "command": " ".join(["semires", *sys.argv[1:]]) if sys.argv else None,
+        "version": __version__,
+        "commit": commit,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def _samples(layout: RunLayout, stage: str, splits: list[str]) -> dict[str, Any]:
+    """A stage's per-sentence counts over ``splits`` together (from its samples.json)."""
+    path = layout.stage(stage).samples
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    out: dict[str, Any] = {}
+    for split in splits:
+        out.update(data.get(split, {}))
+    return out
+
+
+def seed_comparison(
+    layouts: dict[int, RunLayout], methods: list[str], test_splits: list[str]
+) -> dict[str, Any]:
+    """Every method over the seeds: per-seed test oIoU and its spread, per split, the small
+    objects (smallest 5% by area), the last epoch's grounding rates, and every difference that
+    matters (vs the burn-in, vs plain teacher-student, ours vs SemiRES-CPI) with its spread and a
+    paired bootstrap interval over sentences. Reads each stage's metrics.json / samples.json."""
+    from semires.evaluate.compare import paired_bootstrap, small_objects, spread
+
+    seeds = sorted(layouts)
+    head = "+".join(test_splits) if len(test_splits) > 1 else test_splits[0]
+    counts = {m: [_samples(layouts[s], m, test_splits) for s in seeds] for m in methods}
+    out: dict[str, Any] = {"seeds": seeds, "split": head, "methods": {}, "differences": {}}
+    for m in methods:
+        metrics = [json.loads(layouts[s].stage(m).metrics.read_text()) for s in seeds]
+        hist = [_history(layouts[s].stage(m).history) for s in seeds]
+        row = {
+            split: spread([r["splits"][split]["oIoU"] for r in metrics])
+            for split in [head, *test_splits]
+            if all(split in r["splits"] for r in metrics)
+        }
+        row["per_seed"] = [r["splits"][head]["oIoU"] for r in metrics]
+        row["headline"] = metrics[0].get("eval_model", "student")
+        if all(counts[m]):
+            row["small_objects"] = spread([small_objects(c)["oIoU"] for c in counts[m]])
+        for key in ("grounding_before", "grounding_after"):
+            if all(h and key in h[-1] for h in hist):
+                row[key] = spread([100 * h[-1][key] for h in hist])
+        out["methods"][m] = row
+    for a, b in _pairs(methods):
+        if all(counts[a]) and all(counts[b]):
+            per_seed = [
+                x - y
+                for x, y in zip(
+                    out["methods"][a]["per_seed"], out["methods"][b]["per_seed"], strict=True
+                )
+            ]
+            boot = paired_bootstrap(counts[a], counts[b])
+            holds = (boot["low"] > 0 or boot["high"] < 0) and (
+                min(per_seed) > 0 or max(per_seed) < 0
+            )
+            out["differences"][f"{a} - {b}"] = {
+                **boot,
+                "per_seed": per_seed,
+                "spread": spread(per_seed),
+                "holds": holds,
+            }
+    return out
+
+
+def _pairs(methods: list[str]) -> list[tuple[str, str]]:
+    """The differences a table shows: each method vs the burn-in and vs plain teacher-student,
+    and each of our strategies vs SemiRES-CPI."""
+    pairs = []
+    for m in methods:
+        if m == SUPERVISED:
+            continue
+        for base in (SUPERVISED, "teacher_student", *(["cpi"] if method(m).ours else [])):
+            if m != base and base in methods and (m, base) not in pairs:
+                pairs.append((m, base))
+    return pairs
+
+
+def write_seed_report(
+    layout: RunLayout, cfg: Any, summaries: dict[int, dict[str, Any]], say: Any = None
+) -> dict[str, Any]:
+    """``results.md`` / ``results.json`` of a run over several training seeds (see
+    :func:`seed_comparison`), next to each seed's own folder and report."""
+    seeds = sorted(summaries)
+    layouts = {s: RunLayout(layout.root / f"seed-{s}") for s in seeds}
+    methods = [SUPERVISED, *cfg.methods]
+    comparison = seed_comparison(layouts, methods, list(cfg.data.test_splits))
+    walls = {s: sum(summaries[s].get("timings", {}).values()) for s in seeds}
+    comparison.update(name=cfg.name, provenance=provenance(), wall_s=walls, config=cfg.to_dict())
+    md = _seed_markdown(cfg, comparison)
+    atomic_write_text(layout.results_md, md)
+    atomic_write_text(layout.report_html, _html(md, f"{cfg.name} (seeds)"))
+    from semires.utils.io import atomic_write_json
+
+    atomic_write_json(layout.results_json, comparison)
+    if say is not None:
+        say("\n" + md)
+    return comparison
+
+
+def _seed_markdown(cfg: Any, c: dict[str, Any]) -> str:
+    from semires.evaluate.compare import summarise
+
+    seeds = ", ".join(str(s) for s in c["seeds"])
+    splits = [
+        k for k in next(iter(c["methods"].values())) if k in (c["split"], *cfg.data.test_splits)
+    ]
+    lines = [
+        f"# SemiRES run over training seeds: {cfg.name}",
+        "",
+        f"Training seeds {seeds} on the same data, split and proposals; test oIoU (%) on "
+        f"**{c['split']}**, LAVT protocol, as mean ± std over seeds (min..max). Each method's "
+        "headline network is named (the SemiRES scripts report the EMA teacher).",
+        "",
+        "| method | headline | "
+        + " | ".join(splits)
+        + " | smallest 5% | grounded teacher | grounded refined |",
+        "|---|---|" + "---:|" * (len(splits) + 3),
+    ]
+    for m, row in c["methods"].items():
+        cells = [summarise(row[s]) for s in splits]
+        cells += [
+            summarise(row[k]) if k in row else ""
+            for k in ("small_objects", "grounding_before", "grounding_after")
+        ]
+        lines.append(f"| {label(m)} | {row['headline']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Differences",
+        "",
+        "oIoU points, A - B: the mean over seeds, their spread, and a 95% bootstrap interval over "
+        "the test sentences (the same resample for both methods and every seed). A difference "
+        "**holds** when the interval excludes 0 and every seed agrees on its sign; otherwise it "
+        "is within the noise.",
+        "",
+        "| A - B | mean | per seed (min..max) | 95% interval | holds |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for pair, d in c["differences"].items():
+        a, b = pair.split(" - ")
+        s = d["spread"]
+        lines.append(
+            f"| {label(a)} - {label(b)} | {d['diff']:+.2f} | {s['min']:+.2f}..{s['max']:+.2f} | "
+            f"[{d['low']:+.2f}, {d['high']:+.2f}] | {'yes' if d['holds'] else 'no'} |"
+        )
+    p = c["provenance"]
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"`{p['command']}`; semires {p['version']} (commit {p['commit'] or 'unknown'}), Python "
+        f"{p['python']}, torch {p['torch']}; wall time per seed: "
+        + ", ".join(f"seed {s}: {w / 60:.1f} min" for s, w in c["wall_s"].items())
+        + ". Each seed's own report: `seed-<s>/results.md`.",
+    ]
+    return "\n".join(lines) + "\n"

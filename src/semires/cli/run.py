@@ -23,6 +23,12 @@ def run(
     overrides: list[str] = typer.Argument(
         None, help="key=value overrides, e.g. synth.seed=1 labeled=5%"
     ),
+    seeds: str | None = typer.Option(
+        None,
+        "--seeds",
+        help="Training seeds, e.g. 0,1,2: the run once per seed (<out>/seed-<s>/, the same data, "
+        "split and proposals), then <out>/results.md with the spread and bootstrap intervals.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Synthesise or read the data, split it, make proposals, train the burn-in and every
@@ -41,6 +47,17 @@ def run(
         path = resolve_config_path(config, kind="run")
         check_config_kind(read_yaml(path), path, "run")
     cfg = load_run_config(config=config, preset=preset, overrides=extra)
+    if seeds is not None:
+        from semires.errors import ConfigError
+        from semires.pipeline import run_seeds
+
+        try:
+            chosen = [int(v) for v in seeds.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
+        run_seeds(cfg, chosen, progress=not quiet)
+        typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'}")
+        return
     # stage headers and epoch lines always (unless -q); bars only on a terminal (cli.entry)
     summary = run_pipeline(cfg, progress=not quiet)
     typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'} and {Path(cfg.out) / 'report.html'}")

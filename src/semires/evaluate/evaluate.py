@@ -61,8 +61,9 @@ def evaluate_model(
     progress: bool = True,
     num_panels: int = 0,
 ) -> dict[str, Any]:
-    """Score ``model`` on ``split``; returns ``{"metrics", "per_sample", "panels", "accumulator"}``
-    (the :class:`RESMetrics` holding the sums, to combine splits).
+    """Score ``model`` on ``split``; returns ``{"metrics", "per_sample", "counts", "panels",
+    "accumulator"}`` (``counts``: per sentence (I, U, |G|); ``accumulator``: the
+    :class:`RESMetrics` holding the sums, to combine splits).
 
     ``per_sample`` maps ``"<ref_id>_<sent_id>"`` to the IoU in [0, 1]; with ``pred_dir`` /
     ``gt_dir`` the masks are written as PNGs of the same names at the protocol's resolution
@@ -106,7 +107,13 @@ def evaluate_model(
     grid = torch.cat(panels, dim=1).clamp(0, 1) if panels else None
     report = merged.report(protocol)  # aggregates in percent
     per_sample = report.pop("per_sample")
-    return {"metrics": report, "per_sample": per_sample, "panels": grid, "accumulator": merged}
+    return {
+        "metrics": report,
+        "per_sample": per_sample,
+        "counts": merged.per_sample_counts,
+        "panels": grid,
+        "accumulator": merged,
+    }
 
 
 def _scored(batch: dict[str, Any], logits: torch.Tensor, protocol: str) -> Any:
@@ -136,16 +143,22 @@ def _write_pair(key: str, pred: torch.Tensor, gt: torch.Tensor, pred_dir: Any, g
 
 
 def score_splits(
-    evaluate: Any, splits: list[str], test_splits: list[str], protocol: str
+    evaluate: Any,
+    splits: list[str],
+    test_splits: list[str],
+    protocol: str,
+    counts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``{split: metrics}`` for ``splits`` then ``test_splits`` (``evaluate(split)`` returns what
     :func:`evaluate_model` does), plus all test splits together (``"testA+testB"``) when there
-    are several."""
+    are several. ``counts`` (a dict) receives each split's per-sentence counts."""
     scores: dict[str, Any] = {}
     combined = RESMetrics()
     for split in [*splits, *test_splits]:
         result = evaluate(split)
         scores[split] = result["metrics"]
+        if counts is not None:
+            counts[split] = result["counts"]
         if split in test_splits:
             combined.merge(result["accumulator"])
     if len(test_splits) > 1:

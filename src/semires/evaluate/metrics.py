@@ -146,7 +146,9 @@ class RESMetrics:
         metrics.load_sums(sums)
 
     With ``keep_per_sample=True`` every sample's IoU is also kept under its key (a file stem, a
-    sentence id); keys must then be given and unique.
+    sentence id), with its counts (I, U and the ground truth's area |G|, for paired comparisons
+    and the small-object analysis: :mod:`semires.evaluate.compare`); keys must then be given and
+    unique.
     """
 
     def __init__(
@@ -158,6 +160,7 @@ class RESMetrics:
         self.keep_per_sample = keep_per_sample
         self._sums = torch.zeros(4 + len(self.thresholds), dtype=torch.float64)
         self._per_sample: dict[str, float] = {}
+        self._counts: dict[str, tuple[float, float, float]] = {}
 
     def update(self, pred: Tensor, gt: Tensor, keys: Sequence[Any] | None = None) -> Tensor:
         """Add a batch of [N, H, W] masks (already at the protocol's resolution).
@@ -165,32 +168,43 @@ class RESMetrics:
         Returns the batch's per-sample IoU (float64, [N]).
         """
         inter, union = intersection_union(pred, gt)
-        return self.update_counts(inter, union, keys)
+        area = torch.as_tensor(gt).reshape(len(inter), -1).bool().sum(1)
+        return self.update_counts(inter, union, keys, area)
 
     def update_counts(
-        self, inter: Tensor, union: Tensor, keys: Sequence[Any] | None = None
+        self,
+        inter: Tensor,
+        union: Tensor,
+        keys: Sequence[Any] | None = None,
+        area: Tensor | None = None,
     ) -> Tensor:
-        """Add samples given by their intersection / union counts ([N] each); returns IoU [N]."""
+        """Add samples given by their intersection / union counts ([N] each; ``area``: the
+        ground truths' pixel counts, kept per sample); returns IoU [N]."""
         inter = torch.as_tensor(inter).detach().cpu().double().reshape(-1)
         union = torch.as_tensor(union).detach().cpu().double().reshape(-1)
         if inter.shape != union.shape:
             raise ValueError(f"I and U differ in length: {inter.numel()} vs {union.numel()}")
         iou = iou_from_counts(inter, union)
         if self.keep_per_sample:
-            self._keep(iou, keys)
+            area = torch.full_like(inter, float("nan")) if area is None else torch.as_tensor(area)
+            self._keep(iou, keys, inter, union, area.detach().cpu().double().reshape(-1))
         hits = [float((iou >= t).sum()) for t in self.thresholds]
         counts = [float(inter.sum()), float(union.sum()), float(iou.sum()), float(iou.numel())]
         self._sums += torch.tensor(counts + hits, dtype=torch.float64)
         return iou
 
-    def _keep(self, iou: Tensor, keys: Sequence[Any] | None) -> None:
+    def _keep(
+        self, iou: Tensor, keys: Sequence[Any] | None, inter: Tensor, union: Tensor, area: Tensor
+    ) -> None:
         if keys is None or len(keys) != iou.numel():
             raise ValueError("keep_per_sample needs one key per sample")
-        for key, value in zip(keys, iou.tolist(), strict=True):
+        rows = zip(keys, iou.tolist(), inter.tolist(), union.tolist(), area.tolist(), strict=True)
+        for key, value, i, u, a in rows:
             name = str(key)
             if name in self._per_sample:
                 raise ValueError(f"sample key {name!r} was scored twice")
             self._per_sample[name] = value
+            self._counts[name] = (i, u, a)
 
     def sums(self, device: torch.device | str | None = None) -> Tensor:
         """A copy of the state vector [sum I, sum U, sum IoU, n, hits@t...] (float64)."""
@@ -212,6 +226,7 @@ class RESMetrics:
             if both:
                 raise ValueError(f"sample key {sorted(both)[0]!r} was scored twice")
             self._per_sample.update(other._per_sample)
+            self._counts.update(other._counts)
         self._sums += other._sums
 
     @property
@@ -223,6 +238,11 @@ class RESMetrics:
     def per_sample(self) -> dict[str, float]:
         """IoU of every sample by key (only with ``keep_per_sample``)."""
         return dict(self._per_sample)
+
+    @property
+    def per_sample_counts(self) -> dict[str, tuple[float, float, float]]:
+        """(I, U, |G|) of every sample by key (only with ``keep_per_sample``)."""
+        return dict(self._counts)
 
     def compute(self) -> dict[str, Any]:
         """Aggregates as fractions: ``{"oIoU", "mIoU", "precision": {t: share}, "n"}``.

@@ -10,7 +10,8 @@ TensorBoard - is the loop's.
 
 Run folder (``output.dir``, :class:`~semires.layout.StageLayout`): ``config.yaml`` (resolved),
 ``latest.pt`` (resumable), ``best.pt`` (selected on ``data.val_split``, never a test split),
-``metrics.json`` (final evaluation), ``history.json`` (per-epoch records), ``train.log``,
+``metrics.json`` (final evaluation), ``samples.json`` (its per-sentence counts),
+``history.json`` (per-epoch records), ``train.log``,
 ``tb/`` (TensorBoard). One process per folder (a lock); a failed start writes nothing there.
 """
 
@@ -711,11 +712,14 @@ class Trainer:
         best = ckpt_io.load_checkpoint(source, map_location=self.device)
         from_source = best.get("text_from_source", False)
         ckpt_io.load_model_state(self.eval_net, best["model"], source, from_source)
+        counts: dict[str, Any] = {}
         out: dict[str, Any] = {
             "best": self.best,
             "eval_model": self._role(self.eval_net),
-            "splits": self._final_splits(self.eval_net),
+            "splits": self._final_splits(self.eval_net, counts),
         }
+        if self.info.is_main:
+            atomic_write_json(self.layout.samples, counts, indent=None)
         companion = best.get("companion")
         if companion is not None and self.teacher is not None:
             other = self.model if self.eval_net is self.teacher else self.teacher
@@ -725,8 +729,9 @@ class Trainer:
             atomic_write_json(self.layout.metrics, out)
         return out
 
-    def _final_splits(self, net: nn.Module) -> dict[str, Any]:
-        """Metrics of ``net`` on the final splits (and all test splits together)."""
+    def _final_splits(self, net: nn.Module, counts: dict | None = None) -> dict[str, Any]:
+        """Metrics of ``net`` on the final splits (and all test splits together); ``counts``
+        receives the per-sentence counts of each split."""
         from semires.evaluate.evaluate import score_splits
 
         cfg = self.cfg
@@ -742,7 +747,7 @@ class Trainer:
             return result
 
         splits = [cfg.data.val_split] if cfg.train.final_val or not cfg.data.test_splits else []
-        return score_splits(run, splits, cfg.data.test_splits, cfg.train.protocol)
+        return score_splits(run, splits, cfg.data.test_splits, cfg.train.protocol, counts)
 
 
 def train(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
