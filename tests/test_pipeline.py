@@ -288,3 +288,18 @@ def test_seeds_share_the_data_and_seed_0_is_the_plain_run(tiny_run, tmp_path):
     assert "supervised - teacher_student" not in comparison["differences"]
     text = (tmp_path / "seeds" / "results.md").read_text()
     assert "## Differences" in text and "holds" in text and "Provenance" in text
+
+
+def test_self_training_rounds_start_from_the_previous_round(tmp_path):
+    out = tmp_path / "rounds"
+    extra = ["rounds=2", "methods=[teacher_student]", "parallel=1", "report.qualitative=0"]
+    cfg = load_run_config(preset="demo", overrides=[f"out={out}", *TINY, *extra])
+    summary = run_pipeline(cfg, progress=False)
+    assert list(summary["methods"]) == ["supervised", "teacher_student", "teacher_student-round2"]
+    second = yaml.safe_load((out / "teacher_student-round2" / "config.yaml").read_text())
+    assert second["semi"]["burn_in"] == str(out / "teacher_student" / "best.pt")
+    first = yaml.safe_load((out / "teacher_student" / "config.yaml").read_text())
+    assert first["semi"]["burn_in"] == str(out / "supervised" / "best.pt")
+    assert "teacher-student (no SAM), round 2" in (out / "results.md").read_text()
+    with pytest.raises(ConfigError, match="rounds"):
+        load_run_config(preset="demo", overrides=[f"out={out}", "rounds=0"])

@@ -67,16 +67,38 @@ METHODS: dict[str, Method] = {
 TEACHER_STUDENT = tuple(name for name, m in METHODS.items() if m.teacher_student)
 
 
+#: the stage of a method's self-training round r >= 2 is ``<method>-round<r>``
+ROUND = "-round"
+
+
+def stage_name(name: str, round_: int) -> str:
+    """The stage (and folder) of round ``round_`` of method ``name``; round 1 is the method."""
+    return name if round_ <= 1 else f"{name}{ROUND}{round_}"
+
+
+def split_stage(stage: str) -> tuple[str, int]:
+    """``cpi-round2`` -> (``cpi``, 2); ``cpi`` -> (``cpi``, 1)."""
+    base, sep, rnd = stage.rpartition(ROUND)
+    if sep and rnd.isdigit() and base:
+        return base, int(rnd)
+    return stage, 1
+
+
 def method(name: str) -> Method:
-    """The method named ``name``; ConfigError listing the valid names otherwise."""
-    if name not in METHODS:
+    """The method named ``name`` (or the method of a round's stage name); ConfigError listing
+    the valid names otherwise."""
+    base, _ = split_stage(name)
+    if base not in METHODS:
         raise ConfigError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
-    return METHODS[name]
+    return METHODS[base]
 
 
 def label(name: str) -> str:
-    """The method's label in tables and figures (the name itself for an unknown one)."""
-    return METHODS[name].label if name in METHODS else name
+    """The method's label in tables and figures (a round: ``SemiRES-CPI, round 2``; the name
+    itself for an unknown one)."""
+    base, rnd = split_stage(name)
+    text = METHODS[base].label if base in METHODS else base
+    return text if rnd == 1 else f"{text}, round {rnd}"
 
 
 def needs_proposals(names: list[str]) -> bool:

@@ -37,7 +37,7 @@ from typing import Any
 
 from semires.errors import ConfigError
 from semires.layout import SUPERVISED, RunLayout
-from semires.methods import label, method, needs_proposals
+from semires.methods import label, method, needs_proposals, split_stage, stage_name
 from semires.run_config import (  # noqa: F401 (re-exported: the run's config lives there)
     PRESETS,
     UPSTREAM_KEYS,
@@ -214,13 +214,16 @@ class Pipeline:
         if name == SUPERVISED:
             train, semi = copy.deepcopy(cfg.burn_in), SemiConfig(enabled=False)
         else:
-            m = method(name)
+            m, (base, rnd) = method(name), split_stage(name)
             train = copy.deepcopy(cfg.teacher_student)
-            semi_dict = _merge(to_dict(cfg.semi), cfg.method_overrides.get(name, {}), m.semi)
+            semi_dict = _merge(to_dict(cfg.semi), cfg.method_overrides.get(base, {}), m.semi)
             semi_dict["refine"] = _merge(semi_dict["refine"], m.refine)
+            start = (
+                self.burn_in_path if rnd == 1 else self.layout.stage(stage_name(base, rnd - 1)).best
+            )
             semi_dict.update(
                 enabled=True,
-                burn_in=str(self.burn_in_path),
+                burn_in=str(start),
                 proposals=str(self.proposals_dir) if m.needs_proposals else None,
             )
             semi = load_dataclass(SemiConfig, semi_dict, prefix="semi")
@@ -369,19 +372,28 @@ class Pipeline:
         if needs_proposals(self.cfg.methods):
             stages.append(Stage("proposals", "proposals", self.make_proposals))
         stages.append(Stage(SUPERVISED, label(SUPERVISED), train(SUPERVISED)))
-        if self.cfg.parallel > 1 and not self.info.enabled and len(self.cfg.methods) > 1:
-            parallel = lambda: results.update(self.run_methods_parallel(self.cfg.methods))  # noqa: E731
-            stages.append(Stage("teacher-student runs", "teacher-student runs", parallel))
-        else:
-            stages += [Stage(m, label(m), train(m)) for m in self.cfg.methods]
+        for rnd in range(1, self.cfg.rounds + 1):
+            names = [stage_name(m, rnd) for m in self.cfg.methods]
+            if self.cfg.parallel > 1 and not self.info.enabled and len(names) > 1:
+                title = "teacher-student runs" + (f", round {rnd}" if rnd > 1 else "")
+                parallel = lambda names=names: results.update(self.run_methods_parallel(names))  # noqa: E731
+                stages.append(Stage(title, title, parallel))
+            else:
+                stages += [Stage(m, label(m), train(m)) for m in names]
         stages.append(Stage("report", "report", lambda: self.report(results), main_only=True))
         return stages
+
+    @property
+    def stage_names(self) -> list[str]:
+        """The training stages in order: the burn-in, then each round's methods."""
+        rounds = range(1, self.cfg.rounds + 1)
+        return [SUPERVISED, *(stage_name(m, r) for r in rounds for m in self.cfg.methods)]
 
     def report(self, results: dict[str, Any]) -> dict[str, Any]:
         """Write the report of ``results`` (metrics per stage, in the run's order)."""
         from semires.report import ReportInputs, write_report
 
-        order = [SUPERVISED, *self.cfg.methods]
+        order = self.stage_names
         inputs = ReportInputs(
             layout=self.layout,
             name=self.cfg.name,
@@ -390,7 +402,7 @@ class Pipeline:
             qualitative=self.cfg.report.qualitative,
             config=self.cfg.to_dict(),
             timings=self.timings,
-            stage_configs={m: self.train_config(m) for m in self.cfg.methods},
+            stage_configs={m: self.train_config(m) for m in self.stage_names[1:]},
             burn_in=self.burn_in_path,
             split_dir=self.split_dir,
         )

@@ -546,13 +546,22 @@ def seed_comparison(
 def _pairs(methods: list[str]) -> list[tuple[str, str]]:
     """The differences a table shows: each method vs the burn-in and vs plain teacher-student,
     and each of our strategies vs SemiRES-CPI."""
+    from semires.methods import split_stage, stage_name
+
     pairs = []
     for m in methods:
         if m == SUPERVISED:
             continue
-        for base in (SUPERVISED, "teacher_student", *(["cpi"] if method(m).ours else [])):
-            if m != base and base in methods and (m, base) not in pairs:
-                pairs.append((m, base))
+        base, rnd = split_stage(m)
+        previous = [stage_name(base, rnd - 1)] if rnd > 1 else []
+        for other in (
+            SUPERVISED,
+            "teacher_student",
+            *(["cpi"] if method(m).ours else []),
+            *previous,
+        ):
+            if m != other and other in methods and (m, other) not in pairs:
+                pairs.append((m, other))
     return pairs
 
 
@@ -563,7 +572,10 @@ def write_seed_report(
     :func:`seed_comparison`), next to each seed's own folder and report."""
     seeds = sorted(summaries)
     layouts = {s: RunLayout(layout.root / f"seed-{s}") for s in seeds}
-    methods = [SUPERVISED, *cfg.methods]
+    from semires.methods import stage_name
+
+    rounds = range(1, getattr(cfg, "rounds", 1) + 1)
+    methods = [SUPERVISED, *(stage_name(m, r) for r in rounds for m in cfg.methods)]
     comparison = seed_comparison(layouts, methods, list(cfg.data.test_splits))
     walls = {s: sum(summaries[s].get("timings", {}).values()) for s in seeds}
     comparison.update(name=cfg.name, provenance=provenance(), wall_s=walls, config=cfg.to_dict())

@@ -83,6 +83,10 @@ class RunConfig:
     semi: SemiConfig = field(default_factory=SemiConfig)
     #: the teacher-student methods compared (names of :data:`semires.methods.METHODS`)
     methods: list[str] = field(default_factory=lambda: ["teacher_student", "iom", "cpi"])
+    #: self-training rounds: in round r >= 2 each method starts again from round r - 1's best
+    #: network (its student, or its teacher with ``semi.eval_model: teacher``), which becomes
+    #: the new teacher; stage folders ``<method>-round<r>``
+    rounds: int = 1
     #: teacher-student methods trained at the same time, each in its own process (CPU: with
     #: ``teacher_student.threads: 1`` two or three single-threaded runs use 2 cores better than
     #: one run with 2 threads); 1 = one after the other. Ignored under torchrun.
@@ -100,6 +104,8 @@ class RunConfig:
             raise ConfigError("config: give either 'synth' (synthetic data) or a 'data' location")
         from semires.methods import TEACHER_STUDENT
 
+        if self.rounds < 1:
+            raise ConfigError(f"config key 'rounds': expected an integer >= 1, got {self.rounds}")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"config key 'methods': duplicates in {self.methods}")
         for key, names in (("methods", self.methods), ("method_overrides", self.method_overrides)):
