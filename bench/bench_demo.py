@@ -1,17 +1,24 @@
-"""The demo's targets, measured: `semires run` on several synthetic seeds and the hard preset.
+"""The demo's comparisons with their spread: data seeds x training seeds, and the hard preset.
 
-For each case a fresh run folder gets the whole pipeline (synthesise -> split -> proposals ->
-burn-in -> teacher-student / SemiRES-IOM / SemiRES-CPI -> evaluate -> report) from the README's
-command with only the synthetic data changed, timed end to end. Printed per case: test oIoU of
-every method, the SemiRES gains (best of IOM / CPI vs the burn-in and vs plain teacher-student),
-the pseudo-label IoU before -> after refinement (last epoch, on the unlabeled images' ground
-truth, which training never sees), and the wall time; then the targets of issue 5 as PASS/FAIL.
+For each (preset, data seed) one ``semires run --preset P --seeds T1,T2,... synth.seed=D`` in a
+fresh folder: the training seeds share that data seed's data, split and proposals (the run's
+own ``--seeds``). Per run (data seed, training seed) the bench records every method's test oIoU
+(testA+testB, and each split), its val / loss curve, the last epoch's pseudo-label quality and
+grounding rate, and the run's wall time; then, over all runs of a preset, every method's mean,
+standard deviation and min..max, and every difference that matters (best SemiRES vs the burn-in
+and vs plain teacher-student, each of our strategies vs SemiRES-CPI) with a 95% bootstrap
+interval over test sentences (each data seed's sentences resampled, every training seed paired)
+and whether it holds (interval excludes 0 and every run agrees on the sign); then the targets.
 
-    python bench/bench_demo.py                       # seeds 0 1 2 of demo + hard seed 0
-    python bench/bench_demo.py --cases demo:0 --keep runs/bench
-    python bench/bench_demo.py --json docs/results/demo_bench.json
+    python bench/bench_demo.py --json docs/results/demo_bench.json          # 3 x 3 demo + 3 hard
+    python bench/bench_demo.py --cases demo:0 --train-seeds 0 --keep runs/b  # one run
+    python bench/bench_demo.py --methods teacher_student iom cpi consensus soft
 
-Each case takes about 10 minutes on 2 cores; run it on an otherwise idle machine.
+Each run takes 7-11 minutes on 2 cores (more with more methods); run it on an otherwise idle
+machine. The json is ``{"runs": [{"preset", "data_seed", "train_seed", "wall_s", "methods":
+{name: {"oIoU", "testA", "testB", "headline", "small_objects", "grounding_before",
+"grounding_after", "pl_iou_before", "pl_iou_after", "history": [{"step", "val_oIoU", "loss"}]}}}],
+"summary": ..., "targets": ...}``.
 """
 
 from __future__ import annotations
@@ -19,99 +26,215 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-from _runs import semires_run
+from semires.evaluate.compare import pooled_bootstrap, small_objects, spread, summarise
+from semires.layout import SUPERVISED, RunLayout
+from semires.methods import label, method
 
-REFINED = ("iom", "cpi")
+DEFAULT_METHODS = ["teacher_student", "iom", "cpi", "consensus", "soft", "consensus_soft"]
+SPLITS = ("testA", "testB")
+HEAD = "testA+testB"
 
 
-def run_case(preset: str, seed: int, out: Path, extra: list[str]) -> dict:
-    summary, wall = semires_run(preset, out, [f"synth.seed={seed}", *extra])
-    split = summary["split"]
-    oiou = {m: s[split]["oIoU"] for m, s in summary["methods"].items()}
-    best = max((m for m in REFINED if m in oiou), key=lambda m: oiou[m])
-    pl = {
-        m: (100 * q["pl_iou_before"], 100 * q["pl_iou_after"])
-        for m, q in summary["pseudo_labels"].items()
-        if "pl_iou_before" in q
-    }
-    return {
+def run_preset(preset: str, data_seed: int, seeds: list[int], out: Path, extra: list[str]) -> float:
+    """One ``semires run --seeds`` in a fresh folder; its wall time in seconds."""
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-m", "semires", "run", "--preset", preset, "--out", str(out), "-q"]
+    cmd += ["--seeds", ",".join(map(str, seeds)), f"synth.seed={data_seed}", *extra]
+    print(" ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def _samples(layout: RunLayout, stage: str) -> dict[str, Any]:
+    data = json.loads(layout.stage(stage).samples.read_text())
+    return {k: v for split in SPLITS for k, v in data.get(split, {}).items()}
+
+
+def collect(
+    preset: str, data_seed: int, train_seed: int, layout: RunLayout, methods: list[str]
+) -> dict:
+    """One run's record (the json schema of the module docstring) and its per-sentence counts."""
+    results = json.loads(layout.results_json.read_text())
+    record: dict[str, Any] = {
         "preset": preset,
-        "seed": seed,
-        "split": split,
-        "wall_s": round(wall, 1),
-        "timings": summary.get("timings", {}),
-        "oIoU": oiou,
-        "mIoU": {m: s[split]["mIoU"] for m, s in summary["methods"].items()},
-        "best_semires": best,
-        "gain_vs_burn_in": oiou[best] - oiou["supervised"],
-        "gain_vs_teacher_student": oiou[best] - oiou["teacher_student"],
-        "pl_iou": pl,
-        "pl_gain_best": max(after - before for before, after in pl.values()) if pl else None,
+        "data_seed": data_seed,
+        "train_seed": train_seed,
+        "wall_s": round(sum(results.get("timings", {}).values()), 1),
+        "methods": {},
     }
+    counts = {}
+    for m in [SUPERVISED, *methods]:
+        splits = results["methods"][m]
+        hist = json.loads(layout.stage(m).history.read_text())
+        last = hist[-1] if hist else {}
+        counts[m] = _samples(layout, m)
+        record["methods"][m] = {
+            "oIoU": splits[HEAD]["oIoU"],
+            **{s: splits[s]["oIoU"] for s in SPLITS},
+            "headline": results.get("eval_model", {}).get(m, "student"),
+            "small_objects": small_objects(counts[m])["oIoU"],
+            **{
+                k: 100 * last[k]
+                for k in ("pl_iou_before", "pl_iou_after", "grounding_before", "grounding_after")
+                if k in last
+            },
+            "history": [
+                {"step": h["step"], "val_oIoU": h.get("val_oIoU"), "loss": h.get("loss")}
+                for h in hist
+            ],
+        }
+    return record, counts
 
 
-def targets(cases: list[dict]) -> list[tuple[str, bool]]:
-    demo_walls = [c["wall_s"] for c in cases if c["preset"] == "demo"]
+def summarise_preset(
+    runs: list[dict], counts: dict[tuple[int, int], dict], methods: list[str]
+) -> dict:
+    """Every method's spread over the preset's runs, and the differences with their intervals."""
+    names = [SUPERVISED, *methods]
+    out: dict[str, Any] = {"runs": len(runs), "methods": {}, "differences": {}}
+    for m in names:
+        out["methods"][m] = {
+            key: spread([r["methods"][m][key] for r in runs])
+            for key in ("oIoU", *SPLITS, "small_objects", "grounding_before", "grounding_after")
+            if all(key in r["methods"][m] for r in runs)
+        }
+    refined = [m for m in methods if method(m).needs_proposals and not method(m).ours]
+    best = max(refined, key=lambda m: out["methods"][m]["oIoU"]["mean"]) if refined else None
+    pairs = []
+    if best:
+        pairs += [(best, SUPERVISED), (best, "teacher_student")]
+    pairs += [(m, "cpi") for m in methods if method(m).ours and "cpi" in methods]
+    for a, b in pairs:
+        if b not in names:
+            continue
+        per_run = [r["methods"][a]["oIoU"] - r["methods"][b]["oIoU"] for r in runs]
+        data_seeds = sorted({r["data_seed"] for r in runs})
+        groups = []
+        for d in data_seeds:
+            keys = sorted(k for k in counts if k[0] == d)
+            groups.append(([counts[k][a] for k in keys], [counts[k][b] for k in keys]))
+        boot = pooled_bootstrap(groups)
+        holds = (boot["low"] > 0 or boot["high"] < 0) and (min(per_run) > 0 or max(per_run) < 0)
+        out["differences"][f"{a} - {b}"] = {**boot, "spread": spread(per_run), "holds": holds}
+    out["best_semires"] = best
+    return out
+
+
+def targets(summary: dict[str, dict], walls: list[float]) -> list[tuple[str, bool]]:
+    """The issue's targets, measured."""
     checks = []
-    if demo_walls:
-        med = statistics.median(demo_walls)
-        checks.append((f"demo wall time median {med / 60:.1f} min <= 10", med <= 600))
-    for c in cases:
-        tag = f"{c['preset']} seed {c['seed']}"
-        checks.append(
-            (
-                f"{tag}: SemiRES - burn-in = {c['gain_vs_burn_in']:+.1f} >= 10",
-                c["gain_vs_burn_in"] >= 10,
-            )
-        )
-        checks.append(
-            (
-                f"{tag}: SemiRES - teacher-student = {c['gain_vs_teacher_student']:+.1f} >= 3",
-                c["gain_vs_teacher_student"] >= 3,
-            )
-        )
-        if c["pl_gain_best"] is not None:
+    if walls:
+        med = sorted(walls)[len(walls) // 2]
+        checks.append((f"demo run wall time median {med / 60:.1f} min <= 10", med <= 600))
+    for preset, s in summary.items():
+        best = s.get("best_semires")
+        for base, goal in ((SUPERVISED, 10.0), ("teacher_student", 3.0)):
+            d = s["differences"].get(f"{best} - {base}")
+            if d:
+                ok = d["diff"] >= goal and d["low"] > 0
+                checks.append(
+                    (
+                        f"{preset}: {label(best)} - {label(base)} = {d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] >= {goal:g}, interval > 0",
+                        ok,
+                    )
+                )
+        ours = [k for k in s["differences"] if k.endswith(" - cpi")]
+        if ours:
+            top = max(ours, key=lambda k: s["differences"][k]["diff"])
+            d = s["differences"][top]
             checks.append(
                 (
-                    f"{tag}: pseudo-label IoU gain {c['pl_gain_best']:+.1f} >= 10",
-                    c["pl_gain_best"] >= 10,
+                    f"{preset}: best of ours ({top}) = {d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] >= 3",
+                    d["diff"] >= 3 and d["low"] > 0,
+                )
+            )
+        grounded = [
+            (m, v["grounding_after"]["mean"])
+            for m, v in s["methods"].items()
+            if "grounding_after" in v
+        ]
+        if grounded:
+            m, g = max(grounded, key=lambda mv: mv[1])
+            checks.append(
+                (
+                    f"{preset}: grounding rate of refined pseudo-labels, best {label(m)} {g:.1f}% >= 75%",
+                    g >= 75,
                 )
             )
     return checks
 
 
+def print_summary(preset: str, s: dict) -> None:
+    print(f"\n== {preset}: {s['runs']} runs (mean ± std (min..max) over runs)")
+    for m, row in s["methods"].items():
+        print(
+            f"  {label(m):28s} oIoU {summarise(row['oIoU'])}"
+            + (
+                f"  grounded {summarise(row['grounding_after'])}%"
+                if "grounding_after" in row
+                else ""
+            )
+        )
+    for pair, d in s["differences"].items():
+        a, b = pair.split(" - ")
+        print(
+            f"  {label(a)} - {label(b)}: {d['diff']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] holds={d['holds']}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=["demo:0", "demo:1", "demo:2", "hard:0"])
+    ap.add_argument("--train-seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
     ap.add_argument("--keep", type=Path, help="Keep the run folders here (default: a temp dir).")
     ap.add_argument("--json", type=Path, help="Write the figures to this json.")
     ap.add_argument("overrides", nargs="*", help="Extra `semires run` overrides for every case.")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="semires-bench-demo-"))
-    cases = []
+    extra = [f"methods=[{', '.join(args.methods)}]", *args.overrides]
+    runs: list[dict] = []
+    counts: dict[str, dict[tuple[int, int], dict]] = {}
     for case in args.cases:
-        preset, seed = case.split(":")
-        c = run_case(preset, int(seed), root / f"{preset}-{seed}", args.overrides)
-        cases.append(c)
-        methods = "  ".join(f"{m} {v:.1f}" for m, v in c["oIoU"].items())
-        pls = "  ".join(f"{m} {b:.1f}->{a:.1f}" for m, (b, a) in c["pl_iou"].items())
-        print(
-            f"  test oIoU: {methods}\n  pseudo-label IoU: {pls}\n  wall {c['wall_s'] / 60:.1f} min"
-        )
+        preset, data_seed = case.split(":")
+        folder = root / f"{preset}-{data_seed}"
+        run_preset(preset, int(data_seed), args.train_seeds, folder, extra)
+        for s in args.train_seeds:
+            record, c = collect(
+                preset, int(data_seed), s, RunLayout(folder / f"seed-{s}"), args.methods
+            )
+            runs.append(record)
+            counts.setdefault(preset, {})[(int(data_seed), s)] = c
+            print(
+                f"  {preset} data {data_seed} train {s}: "
+                + "  ".join(f"{m} {v['oIoU']:.1f}" for m, v in record["methods"].items())
+                + f"  ({record['wall_s'] / 60:.1f} min)",
+                flush=True,
+            )
+    summary = {}
+    for preset in counts:
+        mine = [r for r in runs if r["preset"] == preset]
+        summary[preset] = summarise_preset(mine, counts[preset], args.methods)
+        print_summary(preset, summary[preset])
+    checks = targets(summary, [r["wall_s"] for r in runs if r["preset"] == "demo"])
     print()
-    checks = targets(cases)
     for text, ok in checks:
         print(("PASS " if ok else "FAIL ") + text)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"cases": cases, "targets": dict(checks), "argv": sys.argv[1:]}, indent=2)
-        )
+        payload = {"runs": runs, "summary": summary, "targets": dict(checks), "argv": sys.argv[1:]}
+        args.json.write_text(json.dumps(payload, indent=1))
     if args.keep is None:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from semires.evaluate.compare import oiou, paired_bootstrap, small_objects, spread, summarise
+from semires.evaluate.compare import (
+    oiou,
+    paired_bootstrap,
+    pooled_bootstrap,
+    small_objects,
+    spread,
+    summarise,
+)
 
 
 def _counts(pairs: list[tuple[float, float]], areas: list[float] | None = None) -> dict:
@@ -48,3 +55,13 @@ def test_small_objects_takes_the_smallest_share():
     assert small_objects(counts, share=1.0)["oIoU"] == pytest.approx(25.0)
     with pytest.raises(ValueError):
         small_objects(counts, share=0.0)
+
+
+def test_pooled_bootstrap_over_datasets_with_their_own_sentences():
+    a1 = _counts([(5, 10)] * 50)
+    b1 = _counts([(4, 10)] * 50)  # +10 points on dataset 1
+    a2 = {f"x{k}": v for k, v in _counts([(3, 10)] * 80).items()}
+    b2 = {f"x{k}": v for k, v in _counts([(3, 10)] * 80).items()}  # +0 on dataset 2
+    pooled = pooled_bootstrap([([a1], [b1]), ([a2, a2], [b2, b2])])
+    assert pooled["runs"] == 3 and pooled["diff"] == pytest.approx(10 / 3)
+    assert pooled["low"] == pytest.approx(10 / 3) and pooled["high"] == pytest.approx(10 / 3)

@@ -99,6 +99,43 @@ def paired_bootstrap(
     }
 
 
+def pooled_bootstrap(
+    groups: Sequence[tuple[Sequence[Counts], Sequence[Counts]]],
+    *,
+    samples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """:func:`paired_bootstrap` over several datasets at once (e.g. synthetic data seeds, each
+    with its own test sentences and its training seeds): the difference is the mean over every
+    (dataset, seed) run; each resample draws each dataset's sentences anew."""
+    rng = np.random.default_rng(seed)
+    point, total, runs = 0.0, np.zeros(samples), 0
+    for runs_a, runs_b in groups:
+        keys = sorted(set.intersection(*(set(r) for r in [*runs_a, *runs_b])))
+        ia, ua = _arrays(runs_a, keys)
+        ib, ub = _arrays(runs_b, keys)
+        point += float(np.sum(100 * ia.sum(1) / ua.sum(1) - 100 * ib.sum(1) / ub.sum(1)))
+        draws = rng.integers(0, len(keys), size=(samples, len(keys)))
+        for s in range(ia.shape[0]):
+            sa = 100 * ia[s][draws].sum(1) / np.maximum(ua[s][draws].sum(1), 1e-12)
+            sb = 100 * ib[s][draws].sum(1) / np.maximum(ub[s][draws].sum(1), 1e-12)
+            total += sa - sb
+        runs += ia.shape[0]
+    if not runs:
+        raise ValueError("no runs to compare")
+    diffs = total / runs
+    tail = (1 - level) / 2
+    low, high = np.quantile(diffs, [tail, 1 - tail])
+    return {
+        "diff": point / runs,
+        "low": float(low),
+        "high": float(high),
+        "share_above_0": float((diffs > 0).mean()),
+        "runs": runs,
+    }
+
+
 def small_objects(counts: Counts, share: float = 0.05) -> dict[str, float]:
     """oIoU over the sentences whose ground truth is among the smallest ``share`` by area
     (ties at the cut included); ``{"oIoU", "sentences", "max_area"}``."""
