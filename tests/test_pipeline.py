@@ -303,3 +303,31 @@ def test_self_training_rounds_start_from_the_previous_round(tmp_path):
     assert "teacher-student (no SAM), round 2" in (out / "results.md").read_text()
     with pytest.raises(ConfigError, match="rounds"):
         load_run_config(preset="demo", overrides=[f"out={out}", "rounds=0"])
+
+
+def test_method_variants_vary_the_refinement_from_one_burn_in(tmp_path):
+    from semires.methods import label, method
+
+    cfg = load_run_config(
+        config="semires_refcoco",
+        overrides=[f"out={tmp_path}", 'methods=[cpi, "cpi[t1=0.5,t2=0.9]", "iom[tau=0.3]"]'],
+    )
+    pipe = Pipeline(cfg, progress=False)
+    variant = pipe.train_config("cpi[t1=0.5,t2=0.9]")
+    assert (variant.semi.refine.t1, variant.semi.refine.t2) == (0.5, 0.9)
+    assert variant.semi.refine.strategy == "cpi" and variant.semi.proposals is not None
+    assert variant.semi.burn_in == str(tmp_path / "supervised" / "best.pt")  # the one burn-in
+    assert variant.output.dir == str(tmp_path / "cpi[t1=0.5,t2=0.9]")
+    iom = pipe.train_config("iom[tau=0.3]")
+    assert iom.semi.refine.tau == 0.3 and iom.semi.sup_weight == 10.0  # iom's own overrides too
+    assert label("iom[tau=0.3]") == "SemiRES-IOM (tau=0.3)"
+    assert method("cpi[t1=0.5]").needs_proposals
+    for bad, needle in (
+        ("cpi[t1]", "expected base"),
+        ("supervised[t1=0.5]", "no refinement"),
+        ("cpi[]", "no refinement setting"),
+    ):
+        with pytest.raises(ConfigError, match=needle):
+            method(bad)
+    with pytest.raises(ConfigError, match=r"semi\.refine\.t9"):
+        pipe.train_config("cpi[t9=1]")

@@ -85,19 +85,50 @@ def split_stage(stage: str) -> tuple[str, int]:
 
 
 def method(name: str) -> Method:
-    """The method named ``name`` (or the method of a round's stage name); ConfigError listing
-    the valid names otherwise."""
+    """The method named ``name``: a table entry, a round's stage (``cpi-round2``), or a variant
+    with other refinement constants, ``base[key=value,...]`` (``cpi[t1=0.5]``,
+    ``iom[tau=0.3]``: the paper's threshold ablations from one burn-in). ConfigError listing the
+    valid names otherwise."""
     base, _ = split_stage(name)
-    if base not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; valid: {', '.join(METHODS)}")
-    return METHODS[base]
+    core, bracket, rest = base.partition("[")
+    if core not in METHODS or (bracket and not rest.endswith("]")):
+        raise ConfigError(
+            f"unknown method {name!r}; valid: {', '.join(METHODS)} (or base[key=value])"
+        )
+    found = METHODS[core]
+    if not bracket:
+        return found
+    if found.refine is None:
+        raise ConfigError(f"method {name!r}: the supervised burn-in has no refinement to vary")
+    changes = _parse_variant(name, rest[:-1])
+    text = ", ".join(f"{k}={v}" for k, v in changes.items())
+    return Method(
+        base, f"{found.label} ({text})", {**found.refine, **changes}, found.semi, found.ours
+    )
+
+
+def _parse_variant(name: str, text: str) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"method {name!r}: expected base[key=value,...], got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    if not out:
+        raise ConfigError(f"method {name!r}: no refinement setting between the brackets")
+    return out
 
 
 def label(name: str) -> str:
     """The method's label in tables and figures (a round: ``SemiRES-CPI, round 2``; the name
     itself for an unknown one)."""
     base, rnd = split_stage(name)
-    text = METHODS[base].label if base in METHODS else base
+    try:
+        text = method(base).label
+    except ConfigError:
+        text = base
     return text if rnd == 1 else f"{text}, round {rnd}"
 
 

@@ -216,7 +216,8 @@ class Pipeline:
         else:
             m, (base, rnd) = method(name), split_stage(name)
             train = copy.deepcopy(cfg.teacher_student)
-            semi_dict = _merge(to_dict(cfg.semi), cfg.method_overrides.get(base, {}), m.semi)
+            family = base.partition("[")[0]  # a variant cpi[t1=0.5] takes cpi's overrides
+            semi_dict = _merge(to_dict(cfg.semi), cfg.method_overrides.get(family, {}), m.semi)
             semi_dict["refine"] = _merge(semi_dict["refine"], m.refine)
             start = (
                 self.burn_in_path if rnd == 1 else self.layout.stage(stage_name(base, rnd - 1)).best

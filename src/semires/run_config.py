@@ -102,20 +102,24 @@ class RunConfig:
         parse_ratio(self.labeled)  # a bad ratio is an error before anything runs
         if self.synth is None and not (self.data.root or self.data.ann):
             raise ConfigError("config: give either 'synth' (synthetic data) or a 'data' location")
-        from semires.methods import TEACHER_STUDENT
+        from semires.methods import TEACHER_STUDENT, method
 
         if self.rounds < 1:
             raise ConfigError(f"config key 'rounds': expected an integer >= 1, got {self.rounds}")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"config key 'methods': duplicates in {self.methods}")
         for key, names in (("methods", self.methods), ("method_overrides", self.method_overrides)):
-            unknown = sorted(set(names) - set(TEACHER_STUDENT))
-            if unknown:
-                where = key if key == "methods" else f"{key}.{unknown[0]}"
-                raise ConfigError(
-                    f"config key {where!r}: unknown method {unknown[0]!r}; expected one of "
-                    f"{', '.join(TEACHER_STUDENT)}"
-                )
+            for name in names:
+                where = key if key == "methods" else f"{key}.{name}"
+                try:
+                    known = method(name).teacher_student
+                except ConfigError as err:
+                    raise ConfigError(f"config key {where!r}: {err}") from None
+                if not known or (key == "method_overrides" and name not in TEACHER_STUDENT):
+                    raise ConfigError(
+                        f"config key {where!r}: unknown method {name!r}; expected one of "
+                        f"{', '.join(TEACHER_STUDENT)}"
+                    )
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
