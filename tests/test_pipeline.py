@@ -54,6 +54,15 @@ def test_pipeline_runs_every_stage_and_reports(tiny_run):
         assert 0.0 <= m["oIoU"] <= 100.0
     saved = json.loads((out / "results.json").read_text())
     assert saved["methods"] == summary["methods"]
+    # the small-object analysis: oIoU over the smallest 5% of objects, from samples.json
+    from semires.evaluate.compare import oiou, small_objects
+
+    samples = json.loads((out / "cpi" / "samples.json").read_text())
+    counts = {**samples["testA"], **samples["testB"]}
+    assert len(counts) == summary["methods"]["cpi"]["testA+testB"]["n"]
+    assert oiou(counts) == pytest.approx(summary["methods"]["cpi"]["testA+testB"]["oIoU"])
+    assert summary["small_objects"]["cpi"] == small_objects(counts)
+    assert "## Small objects" in (out / "results.md").read_text()
     # the demo trains the three teacher-student methods at once, in worker processes
     assert set(saved["timings"]) == {
         "data",

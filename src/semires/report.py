@@ -264,6 +264,7 @@ def write_report(
         "best_epochs": {m: results[m].get("best") for m in methods},
         "deltas_oIoU": _deltas(results, split),
         "pseudo_labels": quality,
+        "small_objects": _small_objects(layout, methods, split),
         "figures": _figures(inputs, results, split, quality),
         "config": inputs.config,
     }
@@ -272,6 +273,21 @@ def write_report(
     atomic_write_text(layout.report_html, _html(md, inputs.name))
     say("\n" + table)
     return summary
+
+
+def _small_objects(
+    layout: RunLayout, methods: list[str], split: str
+) -> dict[str, dict[str, float]]:
+    """Each method's oIoU on the smallest 5% of referred objects (by mask area) of ``split``
+    (the paper's small-object analysis), from the stages' samples.json."""
+    from semires.evaluate.compare import small_objects
+
+    out = {}
+    for m in methods:
+        counts = _samples(layout, m, split.split("+"))
+        if counts:
+            out[m] = small_objects(counts)
+    return out
 
 
 def _deltas(results: dict[str, dict[str, Any]], split: str) -> dict[str, dict[str, float | None]]:
@@ -352,6 +368,20 @@ def _markdown(
         fmt = lambda v: "" if v is None else f"{v:+.2f}"  # noqa: E731
         lines.append(f"| {label(m)} | {fmt(d['vs_supervised'])} | {fmt(d['vs_teacher_student'])} |")
     lines += _networks_section(summary.get("networks") or {}) + _quality_section(quality)
+    small = summary.get("small_objects") or {}
+    if small:
+        first = next(iter(small.values()))
+        lines += [
+            "",
+            "## Small objects",
+            "",
+            f"oIoU on the smallest 5% of referred objects by mask area ({first['sentences']} "
+            f"sentences, objects up to {first['max_area']:.0f} pixels at the protocol's resolution).",
+            "",
+            "| method | oIoU, smallest 5% |",
+            "|---|---:|",
+            *(f"| {label(m)} | {v['oIoU']:.2f} |" for m, v in small.items()),
+        ]
     for key, rel in figs.items():
         lines += ["", f"![{key}]({rel})", "", _CAPTIONS[key]]
     if inputs.timings:
