@@ -200,6 +200,12 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
     ap.add_argument("--keep", type=Path, help="Keep the run folders here (default: a temp dir).")
     ap.add_argument("--json", type=Path, help="Write the figures to this json.")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="Collect a case whose folder under --keep already holds every seed's results\n"
+        "instead of running it again (to gather cases run by separate invocations).",
+    )
     ap.add_argument("overrides", nargs="*", help="Extra `semires run` overrides for every case.")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="semires-bench-demo-"))
@@ -209,7 +215,9 @@ def main() -> None:
     for case in args.cases:
         preset, data_seed = case.split(":")
         folder = root / f"{preset}-{data_seed}"
-        run_preset(preset, int(data_seed), args.train_seeds, folder, extra)
+        done = all(RunLayout(folder / f"seed-{s}").results_json.exists() for s in args.train_seeds)
+        if not (args.reuse and done):
+            run_preset(preset, int(data_seed), args.train_seeds, folder, extra)
         for s in args.train_seeds:
             record, c = collect(
                 preset, int(data_seed), s, RunLayout(folder / f"seed-{s}"), args.methods
