@@ -147,6 +147,29 @@ def sj_without_sizes(w: SimpleNamespace, t: Path) -> None:
     np.save(ann.parent / "masks" / f"{w.val_mask}.npy", np.ones((100, 100), np.uint8))
 
 
+def jsonl_copy(change: Callable[[list[Any]], Any]) -> Callable[[SimpleNamespace, Path], None]:
+    """Setup: the tiny set as JSON Lines ``t/j/data.jsonl`` (PNG masks, images where they
+    are), its lines (dicts) then changed by ``change``; a 100x100 PNG ``t/j/big.png``."""
+
+    def setup(w: SimpleNamespace, t: Path) -> None:
+        from PIL import Image
+
+        from semires.data.jsonl import write_jsonl
+
+        path = write_jsonl(w.index, t / "j" / "data.jsonl", progress=False)
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+        change(lines)
+        path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+        Image.fromarray(np.full((100, 100), 255, np.uint8)).save(t / "j" / "big.png")
+
+    return setup
+
+
+def unmask(split: str) -> Callable[[list[Any]], None]:
+    """A change of :func:`jsonl_copy`: the lines of ``split`` lose their masks (unlabeled)."""
+    return lambda lines: [line.pop("mask") for line in lines if line["split"] == split]
+
+
 def write(name: str, content: bytes | str | Any) -> Callable[[SimpleNamespace, Path], None]:
     """Setup: write ``t/name`` (bytes, text, or json of an object)."""
 
@@ -261,6 +284,17 @@ def eval_sj(w, t):
     return ["evaluate", "--checkpoint", str(w.ckpt), "--ann", str(ann), "--image-root", str(w.images), "--device", "cpu", "-q"]  # fmt: skip
 
 
+def stats_jsonl(w, t):
+    return ["data", "stats", "--format", "jsonl", "--ann", str(t / "j" / "data.jsonl"), "-q"]
+
+
+def run_jsonl(*extra: str) -> Callable[[SimpleNamespace, Path], list[str]]:
+    def argv(w, t):
+        return ["run", "--preset", "demo", "--out", str(t / "run"), "-q", "synth=null", "data.format=jsonl", f"data.ann={t / 'j' / 'data.jsonl'}", "labeled=masks", *extra]  # fmt: skip
+
+    return argv
+
+
 def train_cmd(*extra: str) -> Callable[[SimpleNamespace, Path], list[str]]:
     def argv(w, t):
         return ["train", "-c", "synth_tiny", "-q", *w.train_args, f"output.dir={t / 'out'}", *[e.format(t=t, w=w) for e in extra]]  # fmt: skip
@@ -343,6 +377,21 @@ CASES = [
     Case("mask-truncated", stats_sj, "cannot read mask file", bad_mask(b"\x93NUMPY\x01\x00v\x00{'descr'")),
     Case("mask-wrong-size-coco-names", lambda w, t: [*stats_sj(w, t), "--image-root", str(t / "coco")], "the mask is 100x100 but its image is 96x96", sj_without_sizes),
     Case("mask-wrong-size-show", lambda w, t: ["data", "show", "--format", "semires", "--ann", str(t / "sj" / "anns.json"), "--image-root", str(w.images), "--split", "val", "--n", "12", "--out", str(t / "g.png")], "the mask is 100x100", bad_mask(np.ones((100, 100), np.uint8))),
+    # --- datasets: JSON Lines ------------------------------------------------------------------
+    Case("jsonl-not-json", stats_jsonl, "data.jsonl:3: not valid JSON", jsonl_copy(lambda ls: ls.__setitem__(2, '{"image": '))),
+    Case("jsonl-missing-image", stats_jsonl, "data.jsonl:2: image not found", jsonl_copy(lambda ls: ls[1].update(image="none.png"))),
+    Case("jsonl-missing-mask", stats_jsonl, "data.jsonl:1: mask file not found", jsonl_copy(lambda ls: ls[0].update(mask="masks/none.png"))),
+    Case("jsonl-mask-other-size", stats_jsonl, "data.jsonl:4: the mask", jsonl_copy(lambda ls: ls[3].update(mask="big.png"))),
+    Case("jsonl-empty-expression", stats_jsonl, "data.jsonl:5: expressions[1] is ''", jsonl_copy(lambda ls: ls[4].update(expressions=["the ring", ""]))),
+    Case("jsonl-duplicate-object", stats_jsonl, "data.jsonl:6: object id 'x' is also on line 2", jsonl_copy(lambda ls: [ls[i].update(object="x") for i in (1, 5)])),
+    Case("jsonl-as-semires", lambda w, t: ["data", "stats", "--format", "semires", "--ann", str(t / "j" / "data.jsonl")], "is JSON Lines: read it with --format jsonl", jsonl_copy(list)),
+    Case("split-jsonl-train-without-masks", lambda w, t: ["data", "split", "--labeled", "masks", "--out", str(t / "s"), "--format", "jsonl", "--ann", str(t / "j" / "data.jsonl")], "labeled images need masks", jsonl_copy(unmask("train"))),
+    Case("evaluate-jsonl-val-without-masks", lambda w, t: [*evaluate("--split", "val")(w, t), "--format", "jsonl", "--ann", str(t / "j" / "data.jsonl")], "evaluation scores every ref against its mask", jsonl_copy(unmask("val"))),
+    Case("convert-unlabeled-to-refer", lambda w, t: ["data", "convert", "--format", "jsonl", "--ann", str(t / "j" / "data.jsonl"), "--to", "refer", "--out", str(t / "r"), "-q"], "the refer layout needs a segmentation", jsonl_copy(unmask("train"))),
+    Case("convert-mask-format", lambda w, t: ["data", "convert", *w.refer, "--to", "jsonl", "--out", str(t / "c.jsonl"), "--masks", "gif"], "--masks 'gif': expected one of png, npy, rle"),
+    Case("convert-refer-out-is-a-file", lambda w, t: ["data", "convert", *w.refer, "--to", "refer", "--out", str(t / "f")], "the refer layout is written into a folder", write("f", "x")),
+    Case("example-unknown-preset", static("data", "example", "--out", "{t}/ex", "--preset", "nope"), "nope"),
+    Case("example-ratio-zero", static("data", "example", "--out", "{t}/ex", "--labeled", "0%"), "outside (0, 100%]"),
     # --- data split / show / synth ------------------------------------------------------------
     Case("split-ratio-above-1", lambda w, t: ["data", "split", "--labeled", "5", "--out", str(t / "s"), *w.refer], "5%"),
     Case("split-ratio-not-a-number", lambda w, t: ["data", "split", "--labeled", "abc", "--out", str(t / "s"), *w.refer], "'abc'"),
@@ -380,6 +429,10 @@ CASES = [
     Case("run-refine-t2", run_cmd("semi.refine.t2=-1"), "semi.refine.t2 = -1"),
     Case("run-unknown-preset", static("run", "--preset", "huge"), "unknown run preset 'huge'"),
     Case("run-folder-in-use", run_cmd(), "is in use by another semires process (PID", hold_lock("run")),
+    Case("run-jsonl-val-without-masks", run_jsonl(), "val_split and test_splits are scored against masks", jsonl_copy(unmask("val"))),
+    Case("run-jsonl-test-without-masks", run_jsonl(), "split 'testB' of", jsonl_copy(unmask("testB"))),
+    Case("run-jsonl-train-without-masks", run_jsonl(), "labeled images need masks", jsonl_copy(unmask("train"))),
+    Case("run-jsonl-nothing-unlabeled", run_jsonl(), "the teacher-student runs need unlabeled images", jsonl_copy(list)),
     # --- evaluate / predict -------------------------------------------------------------------
     Case("evaluate-device-gpu", evaluate("--device", "gpu"), "--device: unknown device 'gpu'"),
     Case("evaluate-device-cuda", evaluate("--device", "cuda"), "no usable CUDA device", only_if=no_cuda),

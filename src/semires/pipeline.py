@@ -159,6 +159,7 @@ class Pipeline:
         from semires.data.splits import make_split, read_split, write_split
 
         index = load_index(self.data_config().spec())
+        check_scored_splits(index, self.cfg.data)
         if self.cfg.split_dir:
             split = read_split(self.split_dir, index)
         else:
@@ -400,7 +401,7 @@ class Pipeline:
             name=self.cfg.name,
             labeled=self.cfg.labeled,
             val_split=self.cfg.data.val_split,
-            qualitative=self.cfg.report.qualitative,
+            qualitative=self._qualitative(),
             config=self.cfg.to_dict(),
             timings=self.timings,
             stage_configs={m: self.train_config(m) for m in self.stage_names[1:]},
@@ -409,6 +410,21 @@ class Pipeline:
         )
         self.summary = write_report(inputs, {m: results[m] for m in order}, say=self.say)
         return self.summary
+
+    def _qualitative(self) -> int:
+        """The number of examples to draw: none when some unlabeled refs have no mask (JSON
+        Lines), since each example shows the ground truth beside the pseudo-labels."""
+        from semires.data import load_index
+        from semires.data.splits import read_split
+
+        if not self.cfg.report.qualitative:
+            return 0
+        index = load_index(self.data_config().spec())
+        refs = read_split(self.split_dir, index).unlabeled_refs(index)
+        if all(index.has_mask(r.object_id) for r in refs):
+            return self.cfg.report.qualitative
+        self.say("  note: no qualitative examples (the unlabeled images have no masks to show)")
+        return 0
 
     def run(self) -> dict[str, Any]:
         """Run every stage (cached ones are skipped) and write the report; returns results."""
@@ -562,9 +578,42 @@ def _share_upstream(cfg: RunConfig, first: Pipeline) -> None:
         stage.text_cache = stage.text_cache or str(first.layout.text_cache)
 
 
+def check_scored_splits(index: Any, data: DataConfig) -> None:
+    """The val and test splits are scored against masks: a split that is missing, or has refs
+    without masks (JSON Lines lines without ``mask``), is an error."""
+    for split in dict.fromkeys([data.val_split, *data.test_splits]):
+        index.require_masks(
+            split, "val_split and test_splits are scored against masks: give those lines masks"
+        )
+
+
+def check_data(cfg: RunConfig) -> None:
+    """A dataset that is read (not synthesised) is checked before the run folder is made: its
+    val / test splits have masks, and the labeled split can be drawn (or read) from it."""
+    from semires.data import load_index
+    from semires.data.splits import make_split, read_split
+
+    if cfg.synth is not None:
+        return
+    index = load_index(cfg.data.spec())
+    check_scored_splits(index, cfg.data)
+    if cfg.split_dir:
+        split = read_split(cfg.split_dir, index)
+    else:
+        split = make_split(index, cfg.labeled, seed=cfg.split_seed, split=cfg.data.train_split)
+    if cfg.methods and not split.unlabeled_images:
+        raise ConfigError(
+            f"labeled {cfg.labeled!r}: every {split.split} image of {cfg.data.spec().describe()} "
+            "is labeled, and the teacher-student runs need unlabeled images (lines without "
+            "masks, or a smaller labeled share)"
+        )
+
+
 def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run the whole experiment described by ``cfg``; the run folder is locked meanwhile (a
-    second run of the same folder is refused, naming this one's PID)."""
+    second run of the same folder is refused, naming this one's PID). A dataset that is read
+    is checked first (:func:`check_data`), so bad data leaves no run folder behind."""
+    check_data(cfg)
     with run_folder_lock(cfg.out):
         return Pipeline(cfg, progress=progress).run()
 

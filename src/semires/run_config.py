@@ -65,7 +65,8 @@ class RunConfig:
     #: synthesise the data; null = read ``data`` (a real dataset)
     synth: SynthSection | None = field(default_factory=SynthSection)
     data: DataConfig = field(default_factory=DataConfig)
-    #: labeled share of the train images (percent or fraction), drawn by image
+    #: labeled share of the train images (percent or fraction), drawn by image among those
+    #: whose refs all have masks; ``masks``: all of those (JSON Lines: the lines with masks)
     labeled: str = "10%"
     split_seed: int = 0
     #: an existing split folder to use instead of drawing one

@@ -17,11 +17,15 @@ class DataFormat(StrEnum):
 
     refer = "refer"
     semires = "semires"
+    jsonl = "jsonl"
 
 
 FormatOpt = Annotated[
     DataFormat,
-    typer.Option("--format", help="refer: refs(<splitBy>).p + instances.json; semires: LAVT json."),
+    typer.Option(
+        "--format",
+        help="refer: refs(<splitBy>).p + instances.json; semires: LAVT json; jsonl: JSON Lines.",
+    ),
 ]
 RootOpt = Annotated[Path | None, typer.Option("--root", help="refer: folder holding <dataset>/.")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="refer: e.g. refcoco.")]
@@ -29,11 +33,21 @@ SplitByOpt = Annotated[
     str | None,
     typer.Option("--split-by", help="refer: unc, umd, google, ... (the only one if omitted)."),
 ]
-ImageRootOpt = Annotated[Path | None, typer.Option("--image-root", help="Folder of the images.")]
-AnnOpt = Annotated[Path | None, typer.Option("--ann", help="semires: the json file.")]
+ImageRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--image-root", help="Folder of the images (jsonl: base of the paths; default its folder)."
+    ),
+]
+AnnOpt = Annotated[
+    Path | None, typer.Option("--ann", help="semires: the json file; jsonl: the .jsonl file.")
+]
 MaskRootOpt = Annotated[
     Path | None,
-    typer.Option("--mask-root", help="semires: mask folder (default <json dir>/masks)."),
+    typer.Option(
+        "--mask-root",
+        help="semires: mask folder (default <json dir>/masks); jsonl: base of the mask paths.",
+    ),
 ]
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from semires.data.index import Image, Object, Ref, RESIndex, Sentence, tokenize
 
-Format = Literal["refer", "semires"]
+Format = Literal["refer", "semires", "jsonl"]
 
 
 @dataclass
@@ -23,6 +23,8 @@ class DataSpec:
       ``root/images/mscoco/images/train2014``).
     - ``format="semires"``: the LAVT/SemiRES json ``ann`` with masks in ``mask_root``
       (default: ``<folder of ann>/masks``) and images under ``image_root``.
+    - ``format="jsonl"``: the JSON Lines file ``ann`` (one referred object per line); image and
+      mask paths relative to its folder, or to ``image_root`` / ``mask_root``.
     """
 
     format: Format = "refer"
@@ -34,13 +36,13 @@ class DataSpec:
     mask_root: str | None = None
 
     def describe(self) -> str:
-        if self.format == "semires":
-            return f"semires json {self.ann}"
+        if self.format in ("semires", "jsonl"):
+            return f"{self.format} {self.ann}"
         return f"refer {self.root}/{self.dataset} ({self.split_by})"
 
 
 def load_index(spec: DataSpec) -> RESIndex:
-    """Read the dataset described by ``spec`` (refer layout or LAVT/SemiRES json)."""
+    """Read the dataset described by ``spec`` (refer layout, LAVT/SemiRES json or JSON Lines)."""
     from semires.errors import DataError
 
     if spec.format == "refer":
@@ -54,8 +56,16 @@ def load_index(spec: DataSpec) -> RESIndex:
 
         if not spec.ann:
             raise DataError("the semires format needs --ann FILE.json")
+        if spec.ann.endswith(".jsonl"):
+            raise DataError(f"{spec.ann} is JSON Lines: read it with --format jsonl")
         return read_semires_json(spec.ann, mask_root=spec.mask_root, image_root=spec.image_root)
-    raise DataError(f"unknown data format {spec.format!r}; expected 'refer' or 'semires'")
+    if spec.format == "jsonl":
+        from semires.data.jsonl import read_jsonl
+
+        if not spec.ann:
+            raise DataError("the jsonl format needs --ann FILE.jsonl")
+        return read_jsonl(spec.ann, image_root=spec.image_root, mask_root=spec.mask_root)
+    raise DataError(f"unknown data format {spec.format!r}; expected 'refer', 'semires' or 'jsonl'")
 
 
 __all__ = ["DataSpec", "Image", "Object", "RESIndex", "Ref", "Sentence", "load_index", "tokenize"]

@@ -124,6 +124,8 @@ class LabeledDataset(Dataset):
         jitter: Jitter | None = None,
     ) -> None:
         self.index, self.refs, self.size, self.seed = index, list(refs), size, seed
+        if self.refs:
+            index.require_masks(self.refs[0].split, "labeled refs need masks", self.refs)
         self.images = _ImageCache(index, size, cache_images)
         self.augment = augment
         self.jitter = jitter or Jitter()
@@ -183,7 +185,8 @@ class UnlabeledDataset(Dataset):
         self.max_candidates = max_candidates
         self.blur = blur or Blur()
         self.jitter = jitter or Jitter()
-        self.with_gt = with_gt and index.has_masks()
+        # statistics against the ground truth only where every unlabeled ref has a mask
+        self.with_gt = with_gt and all(index.has_mask(r.object_id) for r in self.refs)
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -229,6 +232,7 @@ class EvalDataset(Dataset):
         cache_images: bool = False,
     ) -> None:
         self.index, self.size = index, size
+        index.require_masks(split, "evaluation scores every ref against its mask")
         self.items = [(ref, s) for ref, s in index.sentences(split)]
         if max_sentences is not None and len(self.items) > max_sentences:
             pick = np.random.default_rng(0).choice(

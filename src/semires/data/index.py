@@ -41,17 +41,22 @@ class Image:
 
 @dataclass(slots=True)
 class Object:
-    """One annotated object (a COCO instance). ``segmentation`` is decoded lazily."""
+    """One annotated object (a COCO instance). ``segmentation`` is decoded lazily.
+
+    An object with neither ``segmentation`` nor ``mask_file`` has no mask: unlabeled data (a
+    JSON Lines line without ``mask``); :meth:`RESIndex.has_mask` tells.
+    """
 
     id: int
     image_id: int
     category_id: int
-    bbox: tuple[float, float, float, float]
+    bbox: tuple[float, float, float, float] | None  # None: not given (RESIndex.bbox derives it)
     segmentation: Any = None  # COCO polygons / RLE, or None when ``mask_file`` is used
     mask_file: Path | None = None  # LAVT/SemiRES json layout: masks/<mask_id>.npy
     iscrowd: int = 0
     area: float | None = None
     attributes: dict[str, Any] = field(default_factory=dict)  # e.g. synthetic shape/colour/parts
+    key: str | None = None  # the object's own id in its file (JSON Lines ``object``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,7 @@ class RESIndex:
         split_by: str = "",
         image_root: str | Path | None = None,
         source: str = "",
+        origins: dict[int, str] | None = None,
     ) -> None:
         self.images: dict[int, Image] = {im.id: im for im in images}
         self.objects: dict[int, Object] = {ob.id: ob for ob in objects}
@@ -102,6 +108,8 @@ class RESIndex:
         self.split_by = split_by
         self.image_root = Path(image_root) if image_root is not None else None
         self.source = source  # where the index was read from, for error messages
+        #: object id -> where it was read from (``file:line``), named by its mask errors
+        self.origins: dict[int, str] = dict(origins or {})
         self._rle_cache: dict[int, mask_ops.RLE] = {}
         self._header_sizes: dict[int, tuple[int, int] | None] = {}  # image files' own sizes
         self._mask_sizes: dict[int, tuple[int, int]] = {}  # size of the first checked mask
@@ -156,9 +164,7 @@ class RESIndex:
         if im.height is not None and im.width is not None:
             return im.height, im.width
         for ob in self.objects.values():
-            if ob.image_id == image_id and (
-                ob.segmentation is not None or ob.mask_file is not None
-            ):
+            if ob.image_id == image_id and self.has_mask(ob.id):
                 h, w = self.rle(ob.id)["size"]
                 return int(h), int(w)
         from semires.data.images import image_size
@@ -174,32 +180,44 @@ class RESIndex:
         ob = self.objects.get(object_id)
         if ob is None:
             raise DataError(f"object id {object_id} not in {self.source or self.name}")
+        where = self._where(ob)
         if ob.mask_file is not None:
-            rle = mask_ops.encode(mask_ops.read_mask_file(ob.mask_file))
-        elif ob.segmentation is not None:
-            im = self.images.get(ob.image_id)
-            h = im.height if im else None
-            w = im.width if im else None
-            if isinstance(ob.segmentation, list) and (h is None or w is None):
-                raise DataError(
-                    f"object {object_id}: polygon mask needs the size of image {ob.image_id}"
-                )
-            try:
-                rle = mask_ops.from_segmentation(ob.segmentation, h or 0, w or 0)
-            except Exception as exc:
-                raise DataError(
-                    f"object {object_id} in {self.source or self.name}: "
-                    f"cannot decode its segmentation ({exc})"
-                ) from exc
-        else:
-            raise DataError(f"object {object_id} in {self.source or self.name} has no mask")
-        where = f"object {object_id} (image {ob.image_id}) in {self.source or self.name}"
-        if ob.mask_file is not None:
+            rle = self._read_mask_file(ob)
             where += f", mask file {ob.mask_file}"
+        elif ob.segmentation is not None:
+            rle = self._decode_segmentation(ob, where)
+        else:
+            raise DataError(f"{where} has no mask")
         mask_ops.validate_mask(rle, self._known_image_size(ob.image_id), where)
         self._mask_sizes.setdefault(ob.image_id, (int(rle["size"][0]), int(rle["size"][1])))
         self._rle_cache[object_id] = rle
         return rle
+
+    def _where(self, ob: Object) -> str:
+        """How errors name an object: its ``file:line`` when known, else the index's source."""
+        origin = self.origins.get(ob.id)
+        if origin is not None:
+            return f"{origin}: object {ob.id} (image {ob.image_id})"
+        return f"object {ob.id} (image {ob.image_id}) in {self.source or self.name}"
+
+    def _read_mask_file(self, ob: Object) -> mask_ops.RLE:
+        try:
+            return mask_ops.encode(mask_ops.read_mask_file(ob.mask_file))  # type: ignore[arg-type]
+        except DataError as err:
+            if ob.id not in self.origins:
+                raise
+            raise DataError(f"{self.origins[ob.id]}: {err}") from err
+
+    def _decode_segmentation(self, ob: Object, where: str) -> mask_ops.RLE:
+        im = self.images.get(ob.image_id)
+        h = im.height if im else None
+        w = im.width if im else None
+        if isinstance(ob.segmentation, list) and (h is None or w is None):
+            raise DataError(f"object {ob.id}: polygon mask needs the size of image {ob.image_id}")
+        try:
+            return mask_ops.from_segmentation(ob.segmentation, h or 0, w or 0)
+        except Exception as exc:
+            raise DataError(f"{where}: cannot decode its segmentation ({exc})") from exc
 
     def _known_image_size(self, image_id: int) -> tuple[int, int] | None:
         """(height, width) of an image without reading any mask of its own: the index's
@@ -226,10 +244,35 @@ class RESIndex:
         """The object's (H, W) uint8 mask in {0, 1}."""
         return mask_ops.decode(self.rle(object_id))
 
+    def has_mask(self, object_id: int) -> bool:
+        """Whether the object has a mask (a segmentation or a mask file; the file may still be
+        absent, see :func:`semires.data.semires_json.mask_available`)."""
+        ob = self.objects[object_id]
+        return ob.segmentation is not None or ob.mask_file is not None
+
     def has_masks(self) -> bool:
-        return any(
-            ob.segmentation is not None or ob.mask_file is not None for ob in self.objects.values()
-        )
+        """Whether any object has a mask."""
+        return any(self.has_mask(i) for i in self.objects)
+
+    def bbox(self, object_id: int) -> tuple[float, float, float, float] | None:
+        """The object's [x, y, w, h] box: as given, else the mask's extent, else None."""
+        ob = self.objects[object_id]
+        if ob.bbox is not None or not self.has_mask(object_id):
+            return ob.bbox
+        x, y, w, h = mask_ops.bbox(self.rle(object_id))
+        return (x, y, w, h)
+
+    def require_masks(self, split: str, why: str, refs: Iterable[Ref] | None = None) -> None:
+        """Refuse a split (or these ``refs`` of it) some of whose refs have no mask, in one line
+        naming the first of them; ``why``: what needs the masks."""
+        refs = self.refs_in(split) if refs is None else list(refs)
+        without = [r for r in refs if not self.has_mask(r.object_id)]
+        if without:
+            first = self.objects[without[0].object_id]
+            raise DataError(
+                f"split {split!r} of {self.source or self.name}: {len(without)} of {len(refs)} "
+                f"refs have no mask (first: {self._where(first)}); {why}"
+            )
 
     # ------------------------------------------------------------------ checks / views
     def validate(self) -> None:
@@ -271,15 +314,26 @@ class RESIndex:
             split_by=self.split_by,
             image_root=self.image_root,
             source=self.source,
+            origins={k: v for k, v in self.origins.items() if k in obj_ids},
         )
         out._rle_cache = {k: v for k, v in self._rle_cache.items() if k in obj_ids}
         out._header_sizes = {k: v for k, v in self._header_sizes.items() if k in img_ids}
         out._mask_sizes = {k: v for k, v in self._mask_sizes.items() if k in img_ids}
         return out
 
+    def replace_objects(self, objects: Iterable[Object]) -> RESIndex:
+        """A copy of the index with these objects in place of those of the same ids (their
+        decoded masks forgotten)."""
+        out = self.with_image_root(self.image_root)
+        for ob in objects:
+            out.objects[ob.id] = ob
+            out._rle_cache.pop(ob.id, None)
+        return out
+
     def with_image_root(self, image_root: str | Path | None) -> RESIndex:
         out = self.subset(self.refs)
         out.images = dict(self.images)
         out.objects = dict(self.objects)
+        out.origins = dict(self.origins)
         out.image_root = Path(image_root) if image_root is not None else None
         return out

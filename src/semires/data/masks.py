@@ -149,6 +149,29 @@ def read_mask_file(path: str | Path) -> np.ndarray:
     return (arr > 0).astype(np.uint8)
 
 
+def mask_file_size(path: str | Path) -> tuple[int, int] | None:
+    """(height, width) of a mask file from its header (``.npy`` or an image file), without
+    reading the pixels; None when the header gives no 2-D size (:func:`read_mask_file` then
+    says what is wrong with the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise missing(path, "mask file")
+    if path.suffix.lower() != ".npy":
+        from semires.data.images import image_size
+
+        return image_size(path)
+    from numpy.lib import format as npy
+
+    try:
+        with open(path, "rb") as fh:
+            version = npy.read_magic(fh)
+            read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, _ = read(fh)
+    except Exception:  # a version-3 or broken header: read_mask_file reports on the file
+        return None
+    return (int(shape[0]), int(shape[1])) if len(shape) == 2 else None
+
+
 def validate_mask(rle: RLE, image_size: tuple[int, int] | None, where: str) -> RLE:
     """Check an object's mask against its image; returns ``rle``.
 
@@ -157,16 +180,23 @@ def validate_mask(rle: RLE, image_size: tuple[int, int] | None, where: str) -> R
     source (polygons, RLE, mask files), so no command sees a mask of the wrong size or an
     empty one; the :class:`DataError` names ``where`` (the object and its file).
     """
-    height, width = (int(v) for v in rle["size"])
-    if image_size is not None and (height, width) != (int(image_size[0]), int(image_size[1])):
-        raise DataError(
-            f"{where}: the mask is {height}x{width} but its image is "
-            f"{int(image_size[0])}x{int(image_size[1])} (height x width); a mask must have its "
-            "image's size"
-        )
+    check_mask_size((int(rle["size"][0]), int(rle["size"][1])), image_size, where)
     if area(rle) == 0:
         raise DataError(f"{where}: the mask is empty (no foreground pixel)")
     return rle
+
+
+def check_mask_size(
+    size: tuple[int, int], image_size: tuple[int, int] | None, where: str, what: str = "the mask"
+) -> None:
+    """A mask of ``size`` (height, width) must have its image's size (when that is known)."""
+    height, width = size
+    if image_size is not None and (height, width) != (int(image_size[0]), int(image_size[1])):
+        raise DataError(
+            f"{where}: {what} is {height}x{width} but its image is "
+            f"{int(image_size[0])}x{int(image_size[1])} (height x width); a mask must have its "
+            "image's size"
+        )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -329,7 +329,7 @@ def _annotation_record(index: RESIndex, ob: Object) -> dict[str, Any]:
         "id": ob.id,
         "image_id": ob.image_id,
         "category_id": ob.category_id,
-        "bbox": list(ob.bbox),
+        "bbox": list(index.bbox(ob.id) or ()),
         "area": area,
         "iscrowd": ob.iscrowd,
         "segmentation": segmentation,
@@ -353,6 +353,12 @@ def write_refer(index: RESIndex, root: str | Path, dataset: str, split_by: str) 
     """
     folder = Path(root) / dataset
     index.validate()
+    for split in index.splits():
+        index.require_masks(
+            split,
+            "the refer layout needs a segmentation for every annotation (write JSON Lines "
+            "or the semires json instead, which keep lines without masks)",
+        )
     refs = [_ref_record(index, ref) for ref in index.refs.values()]
     instances = {
         "images": [_image_record(index, im) for im in index.images.values()],

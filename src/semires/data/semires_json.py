@@ -34,6 +34,7 @@ from semires.utils.io import atomic_write_json
 META_KEYS = ("categories", "images")
 COCO_FILE_NAME = "COCO_train2014_{:012d}.jpg"
 GROUPED_SPLIT = "train"  # the one split whose entries hold all sentences of an object
+UNKNOWN_BBOX = (0.0, 0.0, 0.0, 0.0)  # written for an object with neither a box nor a mask
 
 
 @dataclass
@@ -199,7 +200,8 @@ def _entries(index: RESIndex, split: str, cat_ids: dict[int, int]) -> list[dict[
     entries = []
     for ref in index.refs_in(split):
         ob = index.objects[ref.object_id]
-        base = {"iid": ref.image_id, "bbox": list(ob.bbox), "cat_id": cat_ids[ob.category_id]}
+        bbox = index.bbox(ob.id) or UNKNOWN_BBOX
+        base = {"iid": ref.image_id, "bbox": list(bbox), "cat_id": cat_ids[ob.category_id]}
         groups = [ref.sentences] if split == GROUPED_SPLIT else [[s] for s in ref.sentences]
         for sents in groups:
             entries.append(
@@ -242,7 +244,8 @@ def write_semires_json(
     """Write ``index`` (all splits, or ``splits``) as a LAVT/SemiRES json; returns its path.
 
     With ``masks=True`` every written ref's mask goes to ``<mask_root>/<ref id>.npy`` (default
-    ``mask_root``: ``<folder of out_json>/masks``); all masks are checked to be readable before
+    ``mask_root``: ``<folder of out_json>/masks``; an object without a mask, unlabeled data,
+    gets no file, as in a json shipped without masks); all masks are checked to be readable before
     anything is written, and every file is written atomically (the json last). ``progress``:
     bars while the masks are checked and written (only on a terminal).
     """
@@ -259,6 +262,7 @@ def write_semires_json(
         if value is not None:
             data[key] = value
     if masks:
+        refs = [ref for ref in refs if index.has_mask(ref.object_id)]
         root = Path(mask_root) if mask_root is not None else out.parent / "masks"
         with progress_bar(
             refs, enabled=progress, desc="checking masks", unit="mask", leave=False

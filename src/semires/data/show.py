@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -114,6 +114,18 @@ def render_grid(
     return Path(out)
 
 
+def _draw_mask(ax: Any, ref: Ref, image: np.ndarray, mask: np.ndarray) -> None:
+    """The image with everything outside the ref's mask dimmed and the mask outlined."""
+    if mask.shape != image.shape[:2]:
+        raise DataError(
+            f"ref {ref.id}: mask of object {ref.object_id} is {mask.shape[1]}x{mask.shape[0]}, "
+            f"image {ref.image_id} is {image.shape[1]}x{image.shape[0]}"
+        )
+    ax.imshow(highlight(image, mask), interpolation="nearest")
+    if mask.any():
+        ax.contour(mask, levels=[0.5], colors=OUTLINE, linewidths=1.4)
+
+
 def _cell(
     fig: Figure, index: RESIndex, ref: Ref, box: tuple[float, float, float, float], sentences: int
 ) -> None:
@@ -123,15 +135,10 @@ def _cell(
     panel = h * PANEL_INCHES / cell_inches(sentences)[1]
     ax = fig.add_axes((x + pad, y + h - panel + pad * 0.5, w - 2 * pad, panel - 1.5 * pad))
     image = index.load_image(ref.image_id)
-    mask = index.mask(ref.object_id)
-    if mask.shape != image.shape[:2]:
-        raise DataError(
-            f"ref {ref.id}: mask of object {ref.object_id} is {mask.shape[1]}x{mask.shape[0]}, "
-            f"image {ref.image_id} is {image.shape[1]}x{image.shape[0]}"
-        )
-    ax.imshow(highlight(image, mask), interpolation="nearest")
-    if mask.any():
-        ax.contour(mask, levels=[0.5], colors=OUTLINE, linewidths=1.4)
+    if index.has_mask(ref.object_id):
+        _draw_mask(ax, ref, image, index.mask(ref.object_id))
+    else:  # unlabeled data: the image and its expressions only
+        ax.imshow(image, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{ref.split} \u00b7 ref {ref.id}", fontsize=7, color="0.35", pad=2)
     fig.text(

@@ -10,7 +10,14 @@ A split folder holds ``labeled.txt`` and ``unlabeled.txt`` (image ids, one per l
 
 Ratios: a value ending in ``%`` is a percentage (``"1%"``, ``"0.5%"``); a bare value is a
 fraction and must be at most 1 (``"0.01"`` is 1%, ``"1"`` is every image); a bare value above 1
-is refused with a hint to add ``%``. Allowed range: (0, 100%].
+is refused with a hint to add ``%``. Allowed range: (0, 100%]. ``"masks"`` is ``100%``: every
+image that can be labeled.
+
+Only an image every ref of which (in the split) has a mask can be labeled: the draw is among
+those images, and every other image of the split is unlabeled. In the refer layout and the
+SemiRES json every object has a mask, so every image is drawn from; in JSON Lines a line without
+``mask`` makes its image unlabeled (``labeled: masks`` = the images whose lines all have masks).
+An index in which no object has a mask (ids only) draws from every image.
 """
 
 from __future__ import annotations
@@ -31,17 +38,21 @@ from semires.utils.io import atomic_write_json, atomic_write_text
 LABELED = "labeled.txt"
 UNLABELED = "unlabeled.txt"
 SPLIT_JSON = "split.json"
+#: the labeled share "every image that can be labeled" (every ref of it has a mask)
+MASKS = "masks"
 
 
 def parse_ratio(value: float | str) -> Fraction:
     """The labeled ratio as an exact fraction in (0, 1] (see the module doc for the rule)."""
     text = str(value).strip()
+    if text == MASKS:
+        return Fraction(1)
     percent = text.endswith("%")
     try:
         ratio = Fraction(text[:-1].strip() if percent else text)
     except (ValueError, ZeroDivisionError):
         raise DataError(
-            f"labeled ratio {value!r} is not a number; expected e.g. '1%' or '0.01'"
+            f"labeled ratio {value!r} is not a number; expected e.g. '1%', '0.01' or 'masks'"
         ) from None
     if percent:
         ratio /= 100
@@ -99,18 +110,31 @@ def _with_counts(split: Split, index: RESIndex) -> Split:
     return replace(split, counts=counts)
 
 
+def labelable_images(index: RESIndex, split: str = "train") -> list[int]:
+    """The sorted image ids of ``split`` every ref of which has a mask (those can be labeled);
+    every image of the split when no object of the index has a mask (an index of ids only)."""
+    if not index.has_masks():
+        return index.image_ids(split)
+    without = {r.image_id for r in index.refs_in(split) if not index.has_mask(r.object_id)}
+    return [i for i in index.image_ids(split) if i not in without]
+
+
 def make_split(index: RESIndex, ratio: float | str, seed: int = 0, split: str = "train") -> Split:
-    """Draw labeled images from ``split`` of ``index`` (deterministic for a seed)."""
+    """Draw labeled images from ``split`` of ``index`` (deterministic for a seed) among the
+    images that can be labeled (:func:`labelable_images`); the others are unlabeled."""
     fraction = parse_ratio(ratio)
     if seed < 0:
         raise DataError(f"seed {seed} is negative; expected an integer >= 0")
     ids = index.image_ids(split)
     if not ids:
         raise DataError(f"{index.source or index.name}: split {split!r} has no images")
-    k = max(1, math.floor(fraction * len(ids)))
-    order = np.random.default_rng(seed).permutation(len(ids))
-    labeled = tuple(sorted(ids[i] for i in order[:k]))
-    unlabeled = tuple(sorted(ids[i] for i in order[k:]))
+    pool = labelable_images(index, split)
+    if not pool:
+        index.require_masks(split, "labeled images need masks: give some lines a mask")
+    k = max(1, math.floor(fraction * len(pool)))
+    order = np.random.default_rng(seed).permutation(len(pool))
+    labeled = tuple(sorted(pool[i] for i in order[:k]))
+    unlabeled = tuple(sorted(set(ids) - set(labeled)))
     drawn = Split(index.name, float(fraction), seed, labeled, unlabeled, split)
     return _with_counts(drawn, index)
 
@@ -198,6 +222,12 @@ def read_split(split_dir: str | Path, index: RESIndex | None = None) -> Split:
         raise DataError(
             f"{folder}: image ids not in split {split.split!r} of "
             f"{index.source or index.name}: {unknown[:10]}"
+        )
+    maskless = sorted(set(labeled) - set(labelable_images(index, split.split)))
+    if maskless:
+        raise DataError(
+            f"{folder / LABELED}: labeled images {maskless[:10]} have refs without masks in "
+            f"{index.source or index.name}; a labeled image needs the mask of every ref"
         )
     return _with_counts(split, index)
 

@@ -59,14 +59,19 @@ def _split_areas(
     from semires.utils.progress import progress_bar
 
     refs = index.refs_in(split)
-    have = [r for r in refs if mask_available(index, r.object_id)]
+    given = [r for r in refs if index.has_mask(r.object_id)]  # the others: unlabeled data
+    have = [r for r in given if mask_available(index, r.object_id)]
     with progress_bar(
         have, enabled=progress, desc=f"{split}: mask areas", unit="mask", leave=False
     ) as bar:
         fractions = [mask_area_fraction(index, r.object_id) for r in bar]
-    if len(have) < len(refs):
-        action = "area quantiles skipped" if not have else "area quantiles over the rest"
-        notes.append(f"{split}: {len(refs) - len(have)} of {len(refs)} masks absent; {action}")
+    action = "area quantiles skipped" if not have else "area quantiles over the rest"
+    if len(given) < len(refs):
+        notes.append(
+            f"{split}: {len(refs) - len(given)} of {len(refs)} refs have no mask; {action}"
+        )
+    if len(have) < len(given):
+        notes.append(f"{split}: {len(given) - len(have)} of {len(refs)} masks absent; {action}")
     return {"masks": len(have), "mask_area_quantiles": area_quantiles(fractions)}
 
 
