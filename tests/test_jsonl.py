@@ -417,3 +417,17 @@ def test_a_run_whose_test_split_lacks_masks_fails_before_any_folder(tmp_path: Pa
     with pytest.raises(DataError, match="testB"):
         run_pipeline(cfg, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_polygon_without_an_image_size_names_the_line() -> None:
+    from semires.data.index import Image, Object, Ref, RESIndex, Sentence
+
+    index = RESIndex(
+        [Image(1, "a.png", None, None)],
+        [Object(3, 1, 0, None, segmentation=[[1.0, 1.0, 4.0, 1.0, 4.0, 4.0]])],
+        [Ref(3, 3, 1, 0, "train", [Sentence.from_text(0, "a cup")])],
+        {},
+        origins={3: "data.jsonl:3"},
+    )
+    with pytest.raises(DataError, match=r"^data\.jsonl:3: object 3 .*polygon mask needs the size"):
+        index.rle(3)

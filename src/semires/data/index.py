@@ -213,7 +213,7 @@ class RESIndex:
         h = im.height if im else None
         w = im.width if im else None
         if isinstance(ob.segmentation, list) and (h is None or w is None):
-            raise DataError(f"object {ob.id}: polygon mask needs the size of image {ob.image_id}")
+            raise DataError(f"{where}: polygon mask needs the size of image {ob.image_id}")
         try:
             return mask_ops.from_segmentation(ob.segmentation, h or 0, w or 0)
         except Exception as exc:
