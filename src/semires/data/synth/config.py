@@ -20,9 +20,10 @@ SPLITS: tuple[str, ...] = ("train", "val", "testA", "testB")
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """All knobs of the generator. Sizes are fractions of the image side."""
+    """All knobs of the generator. Sizes are fractions of the image's shorter side."""
 
-    image_size: int = 128
+    image_size: int = 128  # the image's width (and its height unless ``image_height`` is set)
+    image_height: int = 0  # 0: square images; otherwise their height (e.g. 640 x 480 as COCO)
     images_train: int = 800
     images_val: int = 100
     images_testA: int = 100
@@ -40,11 +41,23 @@ class SynthConfig:
     ref_share: float = 1.0  # share of the resolvable objects that get a ref
     sentences_min: int = 2
     sentences_max: int = 4
+    polygons: float = 0.0  # share of the objects whose mask is written as COCO polygons
+    image_format: str = "png"  # png (pixels and masks agree exactly) or jpg (as COCO)
     colours: tuple[str, ...] = field(
         default=("red", "orange", "yellow", "green", "blue", "purple", "white", "black")
     )
     shapes: tuple[str, ...] = SHAPES
     patterns: tuple[str, ...] = PATTERNS
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """The image size as (height, width)."""
+        return (self.image_height or self.image_size, self.image_size)
+
+    @property
+    def short_side(self) -> int:
+        """The shorter image side: object sizes and the relations' margin scale with it."""
+        return min(self.shape)
 
     def images(self, split: str) -> int:
         """Number of images of ``split``."""
@@ -60,6 +73,8 @@ class SynthConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` (one line naming the knob) for an out-of-range value."""
         _in_range("image_size", self.image_size, 48, 1024)
+        if self.image_height:
+            _in_range("image_height", self.image_height, 48, 1024)
         for split in SPLITS:
             _in_range(f"images_{split}", self.images(split), 1 if split == "train" else 0, 10**6)
         _in_range("objects_min", self.objects_min, 1, 10)
@@ -73,6 +88,11 @@ class SynthConfig:
         _in_range("ref_share", self.ref_share, 0.01, 1.0)
         _in_range("sentences_min", self.sentences_min, 1, 8)
         _in_range("sentences_max", self.sentences_max, self.sentences_min, 8)
+        _in_range("polygons", self.polygons, 0.0, 1.0)
+        if self.image_format not in ("png", "jpg"):
+            raise ConfigError(
+                f"knob 'image_format' = {self.image_format!r}; expected one of: png, jpg"
+            )
         _names("colours", self.colours, tuple(COLOURS), minimum=2)
         _names("shapes", self.shapes, SHAPES, minimum=2)
         _names("patterns", self.patterns, PATTERNS, minimum=0)
@@ -131,6 +151,28 @@ PRESETS: dict[str, SynthConfig] = {
         clutter=0.7,
         occlusion=0.6,
         parts=0.6,
+        colours=tuple(COLOURS),
+    ),
+    # RefCOCO's shape (unc splits): 16,994 / 1,500 / 750 / 750 images of 640 x 480, about 2.5
+    # referred objects per image and 3 expressions per object, some masks as polygons (as in
+    # COCO's instances.json). For the scale rehearsal (docs/scale.md); ``images_*`` overrides
+    # give its fractions.
+    "refcoco": SynthConfig(
+        image_size=640,
+        image_height=480,
+        images_train=16994,
+        images_val=1500,
+        images_testA=750,
+        images_testB=750,
+        objects_min=2,
+        objects_max=5,
+        size_small=0.16,
+        size_large=0.28,
+        ref_share=0.8,
+        sentences_min=2,
+        sentences_max=4,
+        polygons=0.5,
+        image_format="jpg",
         colours=tuple(COLOURS),
     ),
 }

@@ -25,45 +25,53 @@ def _muted(rng: np.random.Generator, lum: float) -> np.ndarray:
     return lum + rng.uniform(-TINT, TINT, size=3)
 
 
-def _ramp(size: int, angle: float, cx: float, cy: float, scale: float) -> np.ndarray:
-    """A linear ramp across the image in direction ``angle``: 0 at (cx, cy), +-1 at ``scale``."""
-    xx, yy = grid((size, size))
+def _ramp(size: tuple[int, int], angle: float, cx: float, cy: float, scale: float) -> np.ndarray:
+    """A linear ramp across an image of ``size`` (H, W) in direction ``angle``: 0 at (cx, cy),
+    +-1 at ``scale``."""
+    xx, yy = grid(size)
     ramp = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / scale
     return np.clip(ramp, -1.0, 1.0)
 
 
-def _texture(rng: np.random.Generator, size: int, clutter: float) -> np.ndarray:
+def _texture(rng: np.random.Generator, size: tuple[int, int], clutter: float) -> np.ndarray:
     """A smooth luminance texture (coarse noise, bicubically upsampled)."""
     cells = 3 + round(6 * clutter)
     coarse = rng.normal(0.0, 1.0, size=(cells, cells)).astype(np.float32)
-    smooth = Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC)
+    smooth = Image.fromarray(coarse).resize((size[1], size[0]), Image.Resampling.BICUBIC)
     return np.asarray(smooth) * (4.0 + 14.0 * clutter)
 
 
 def _scribble(
-    draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, lum: float, contrast: float
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    lum: float,
+    contrast: float,
 ) -> None:
     """One low-contrast stroke or blob."""
     colour = tuple(
         int(v) for v in np.clip(_muted(rng, lum + rng.uniform(-contrast, contrast)), 0, 255)
     )
+    wh = np.array([size[1], size[0]], dtype=float)
     if rng.random() < 0.6:
         points = [
-            tuple(float(v) for v in rng.uniform(-0.1, 1.1, size=2) * size)
+            tuple(float(v) for v in rng.uniform(-0.1, 1.1, size=2) * wh)
             for _ in range(int(rng.integers(2, 5)))
         ]
         draw.line(points, fill=colour, width=int(rng.integers(1, 4)))
     else:
-        w, h = rng.uniform(0.04, 0.22, size=2) * size
-        x, y = rng.uniform(0, size, size=2)
+        w, h = rng.uniform(0.04, 0.22, size=2) * wh
+        x, y = rng.uniform(0, wh)
         draw.ellipse([x - w, y - h, x + w, y + h], fill=colour)
 
 
-def background(rng: np.random.Generator, size: int, clutter: float) -> np.ndarray:
-    """An (H, W, 3) float32 background, before grain."""
+def background(rng: np.random.Generator, size: tuple[int, int], clutter: float) -> np.ndarray:
+    """An (H, W, 3) float32 background of ``size`` (H, W), before grain."""
     lum = rng.uniform(96.0, 166.0)
     start, end = _muted(rng, lum), _muted(rng, lum + rng.uniform(-35.0, 35.0))
-    t = (_ramp(size, rng.uniform(0, 2 * np.pi), size / 2, size / 2, size / 1.4) + 1) / 2
+    height, width = size
+    angle = rng.uniform(0, 2 * np.pi)
+    t = (_ramp(size, angle, width / 2, height / 2, max(size) / 1.4) + 1) / 2
     base = np.multiply.outer(t, (end - start).astype(np.float32))
     base += start.astype(np.float32) + _texture(rng, size, clutter)[..., None]
     im = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
@@ -74,10 +82,10 @@ def background(rng: np.random.Generator, size: int, clutter: float) -> np.ndarra
 
 
 def render(
-    objects: list[SceneObject], size: int, clutter: float, rng: np.random.Generator
+    objects: list[SceneObject], size: tuple[int, int], clutter: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """The (H, W, 3) uint8 RGB image of a scene."""
-    grain = rng.uniform(-1.0, 1.0, size=(size, size)).astype(np.float32) * (3.0 + 7.0 * clutter)
+    """The (H, W, 3) uint8 RGB image of a scene, of ``size`` (H, W)."""
+    grain = rng.uniform(-1.0, 1.0, size=size).astype(np.float32) * (3.0 + 7.0 * clutter)
     image = np.clip(background(rng, size, clutter) + grain[..., None], *BACKGROUND_RANGE)
     for ob in objects:
         reach = 1.6 * ob.r

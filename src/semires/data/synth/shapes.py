@@ -147,7 +147,7 @@ def part_masks(
         part = whole & (np.mod(across / period + layout.phase, 1.0) < STRIPE_DUTY)
     elif pattern == "outlined":
         width = max(2, round(0.16 * r))
-        part = whole & ~binary_erosion(whole, structure=disk(width))
+        part = whole & ~_eroded(whole, disk(width))
     elif pattern == "dotted":
         part = whole & _disk(cx, cy, 0.4 * r, size)
     elif pattern == "handle":
@@ -159,6 +159,20 @@ def part_masks(
     else:
         raise ValueError(f"unknown pattern {pattern!r}")
     return whole & ~part, part
+
+
+def _eroded(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """``binary_erosion(mask, structure)``, computed on ``mask``'s bounding box grown by the
+    structure's reach (the same result: the erosion is False wherever ``mask`` is)."""
+    out = np.zeros_like(mask)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return out
+    pad = max(structure.shape) // 2 + 1
+    y0, x0 = max(0, rows[0] - pad), max(0, cols[0] - pad)
+    y1, x1 = rows[-1] + pad + 1, cols[-1] + pad + 1
+    out[y0:y1, x0:x1] = binary_erosion(mask[y0:y1, x0:x1], structure=structure)
+    return out
 
 
 def extent(shape: str, pattern: str, r: float) -> float:
