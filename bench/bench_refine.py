@@ -1,4 +1,5 @@
-"""Refinement speed: batched IOM / CPI (semires.train.refine) vs per-candidate Python loops.
+"""Refinement speed: batched IOM / CPI (semires.train.refine) vs per-candidate Python loops,
+and bool vs bit-packed candidates.
 
 Two loop baselines run in the same process on the same data:
 
@@ -7,8 +8,11 @@ Two loop baselines run in the same process on the same data:
   products and sums per candidate and a Python-side comparison per candidate;
 - ``loop (bool)``: the same loop written as leanly as we could (bool masks, ``&`` / ``|``).
 
-Every method's output is checked against the batched one before timing (that run is the
-warm-up). Times are medians over ``--repeats`` interleaved runs, as wall time and as this
+The batched functions run on the candidates as bool [B, K, H, W] (what the loader carried before)
+and bit-packed (``semires.utils.bits.PackedMasks``, 64 pixels a word with their areas, what it
+carries now); ``--clean`` draws the pseudo-labels without their 2% salt noise (a teacher's
+label is one blob: the packed counts then read only the columns it spans). Every method's
+output is checked against the batched one before timing (that run is the warm-up). Times are medians over ``--repeats`` interleaved runs, as wall time and as this
 process's CPU time (the latter is less disturbed by other processes on a shared machine).
 
     .venv/bin/python bench/bench_refine.py                      # CPU, 8 x 128 at 480x480
@@ -28,16 +32,17 @@ import torch
 from torch import Tensor
 
 from semires.train.refine import candidate_overlaps, cpi, iom
+from semires.utils.bits import PackedMasks
 
 TAU, T1, T2 = 0.5, 0.7, 0.7
 
 
 def make_case(
-    batch: int, k: int, size: int, seed: int, device: str
+    batch: int, k: int, size: int, seed: int, device: str, noise: float = 0.02
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Ellipse candidates (many small, a few large; every third one the left half of the one
-    before, as SAM returns parts) and pseudo-labels: a noisy copy of candidate 0 in even
-    samples, an unrelated ellipse in odd ones."""
+    before, as SAM returns parts) and pseudo-labels: a copy of candidate 0 with ``noise`` of its
+    pixels flipped in even samples, an unrelated ellipse in odd ones."""
     gen = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
 
@@ -52,8 +57,8 @@ def make_case(
     labels, masks = [], []
     for b in range(batch):
         masks.append(ellipses(k))
-        noise = torch.rand(size, size, generator=gen) < 0.02
-        labels.append(masks[-1][0] ^ noise if b % 2 == 0 else ellipses(1)[0])
+        flip = torch.rand(size, size, generator=gen) < noise
+        labels.append(masks[-1][0] ^ flip if b % 2 == 0 else ellipses(1)[0])
     valid = torch.ones(batch, k, dtype=torch.bool)
     return torch.stack(labels).to(device), torch.stack(masks).to(device), valid.to(device)
 
@@ -146,13 +151,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--clean", action="store_true", help="pseudo-labels without noise")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = args.device
-    P, M, valid = make_case(args.batch, args.candidates, args.size, args.seed, dev)
+    noise = 0.0 if args.clean else 0.02
+    P, M, valid = make_case(args.batch, args.candidates, args.size, args.seed, dev, noise)
     c, masks = P.long(), [m.long() for m in M]  # the released code's dtypes (not timed)
+    packed = PackedMasks.from_bool(M)  # what the loader hands over (not timed)
 
     methods: dict[str, Callable[[], Tensor]] = {
         "IOM batched": lambda: iom(P, M, valid, TAU).refined,
@@ -162,10 +170,14 @@ def main() -> None:
         "CPI loop (released code)": lambda: loop_cpi_released(c, masks).bool(),
         "CPI loop (bool)": lambda: loop_cpi_bool(P, M),
         "overlap counts only": lambda: candidate_overlaps(P, M, valid).inter,
+        "IOM batched, packed": lambda: iom(P, packed, valid, TAU).refined,
+        "CPI batched, packed": lambda: cpi(P, packed, valid, T1, T2).refined,
+        "overlap counts only, packed": lambda: candidate_overlaps(P, packed, valid).inter,
     }
-    for name in ("IOM", "CPI"):  # correctness first, and a warm-up
-        want = methods[f"{name} batched"]()
-        for variant in ("loop (released code)", "loop (bool)"):
+    for name in ("IOM", "CPI", "overlap"):  # correctness first, and a warm-up
+        want = methods[f"{name} batched" if name != "overlap" else "overlap counts only"]()
+        variants = ("loop (released code)", "loop (bool)", "batched, packed")
+        for variant in variants if name != "overlap" else ("counts only, packed",):
             if not torch.equal(methods[f"{name} {variant}"](), want):
                 raise SystemExit(f"{name} {variant} disagrees with the batched result")
     matched_iom = int(iom(P, M, valid, TAU).matched.sum())
@@ -185,14 +197,19 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, medians of {args.repeats}, load average "
         f"{os.getloadavg()[0]:.1f}; matched: IOM {matched_iom}, CPI {matched_cpi} of {args.batch}"
     )
-    print("\n| method | wall ms | CPU ms | loop / batched (wall) | loop / batched (CPU) |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "\n| method | wall ms | CPU ms | this / batched (wall) | this / batched (CPU) "
+        "| bool / packed (wall) | bool / packed (CPU) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in methods:
-        base = f"{name.split()[0]} batched"
-        ratios = ["", ""]
+        base = "overlap counts only" if name.startswith("overlap") else f"{name[:3]} batched"
+        ratios = ["", "", "", ""]
         if "loop" in name:
-            ratios = [f"{wall[name] / wall[base]:.1f}x", f"{cpu[name] / cpu[base]:.1f}x"]
-        print(f"| {name} | {wall[name]:.1f} | {cpu[name]:.1f} | {ratios[0]} | {ratios[1]} |")
+            ratios[:2] = [f"{wall[name] / wall[base]:.1f}x", f"{cpu[name] / cpu[base]:.1f}x"]
+        if "packed" in name:
+            ratios[2:] = [f"{wall[base] / wall[name]:.1f}x", f"{cpu[base] / cpu[name]:.1f}x"]
+        print(f"| {name} | {wall[name]:.1f} | {cpu[name]:.1f} | {' | '.join(ratios)} |")
 
 
 if __name__ == "__main__":

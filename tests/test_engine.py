@@ -360,6 +360,44 @@ def test_teacher_student_with_refinement_logs_pseudo_label_quality(
     assert "teacher" in ck
 
 
+def test_packed_candidates_train_exactly_as_bool_ones(
+    supervised_run, synth_tiny, tmp_path, monkeypatch
+):
+    """The loader carries candidates bit-packed; the same run with bool candidates (the format
+    before) ends with the same weights and the same refinement statistics, to the bit."""
+    out, _ = supervised_run
+    split_dir = _split(synth_tiny, tmp_path)
+    from semires.data.splits import read_split
+
+    index = load_index(DataSpec(root=str(synth_tiny), dataset="synthref", split_by="synth"))
+    unl = list(read_split(split_dir, index).unlabeled_images)
+    props = _gt_proposals(synth_tiny, tmp_path / "props", unl)
+    args = [
+        f"semi.burn_in={out / 'best.pt'}",
+        f"data.split_dir={split_dir}",
+        "semi.enabled=true",
+        "semi.unlabeled_batch_size=4",
+        f"semi.proposals={props}",
+        "semi.refine.strategy=cpi",
+        "train.epochs=1",
+    ]
+    train(make_cfg(synth_tiny, tmp_path / "packed", *args), progress=False)
+
+    class BoolCandidates(engine_mod.UnlabeledDataset):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw, packed=False)
+
+    monkeypatch.setattr(engine_mod, "UnlabeledDataset", BoolCandidates)
+    train(make_cfg(synth_tiny, tmp_path / "bool", *args), progress=False)
+    a, b = weights(tmp_path / "packed" / "latest.pt"), weights(tmp_path / "bool" / "latest.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    hist = [json.loads((tmp_path / d / "history.json").read_text()) for d in ("packed", "bool")]
+    assert hist[0][-1]["share_matched_cpi_u"] + hist[0][-1]["share_matched_cpi_o"] > 0
+    drop = ("time", "seconds", "wall", "_per_s")
+    clean = [[{k: v for k, v in r.items() if not k.endswith(drop)} for r in h] for h in hist]
+    assert clean[0] == clean[1]
+
+
 def test_teacher_student_without_candidates_uses_pwa(supervised_run, synth_tiny, tmp_path):
     out, _ = supervised_run
     split_dir = _split(synth_tiny, tmp_path)

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from semires.data.index import Ref, RESIndex
 from semires.data.transforms import Blur, Jitter, resize_image, resize_mask
+from semires.utils.bits import PackedMasks, words_per_column
 
 LABELED, UNLABELED = 0, 1
 
@@ -161,7 +162,9 @@ class UnlabeledDataset(Dataset):
     """Unlabeled refs: weak and strong views (pixel-aligned), a sentence, SAM-style candidates.
 
     The candidates of the image come from a proposal store and go through the same resize as the
-    image, so they align with both views. The GT mask is returned only for logging pseudo-label
+    image, so they align with both views; ``packed`` (the default) carries them bit-packed
+    (:class:`semires.utils.bits.PackedMasks`, 64 pixels a word, with their areas), else as a
+    bool [K, size, size] tensor. The GT mask is returned only for logging pseudo-label
     quality (``gt_mask``; never used for training) when the index has masks.
     """
 
@@ -178,11 +181,13 @@ class UnlabeledDataset(Dataset):
         jitter: Jitter | None = None,
         cache_images: bool = False,
         with_gt: bool = True,
+        packed: bool = True,
     ) -> None:
         self.index, self.refs, self.size, self.seed = index, list(refs), size, seed
         self.images = _ImageCache(index, size, cache_images)
         self.proposals = proposals
         self.max_candidates = max_candidates
+        self.packed = packed
         self.blur = blur or Blur()
         self.jitter = jitter or Jitter()
         # statistics against the ground truth only where every unlabeled ref has a mask
@@ -191,12 +196,19 @@ class UnlabeledDataset(Dataset):
     def __len__(self) -> int:
         return len(self.refs)
 
-    def candidates(self, image_id: int) -> torch.Tensor:
-        """(K, size, size) bool candidate masks of an image (K may be 0)."""
+    def candidates(self, image_id: int) -> torch.Tensor | PackedMasks:
+        """The candidate masks of an image at (size, size), K of them (K may be 0): packed, or
+        a bool [K, size, size] tensor."""
+        size, top = (self.size, self.size), self.max_candidates
         if self.proposals is None:
-            return torch.zeros((0, self.size, self.size), dtype=torch.bool)
+            if self.packed:
+                words = torch.zeros((0, self.size, words_per_column(self.size)), dtype=torch.int64)
+                return PackedMasks(words, self.size, torch.zeros(0, dtype=torch.int64))
+            return torch.zeros((0, *size), dtype=torch.bool)
         # stores keep every image's candidates best-first: the first K are the best-scored
-        return self.proposals.masks(image_id, (self.size, self.size))[: self.max_candidates]
+        if self.packed:
+            return self.proposals.packed_masks(image_id, size)[:top]
+        return self.proposals.masks(image_id, size)[:top]
 
     def __getitem__(self, key: SampleKey) -> dict[str, Any]:
         ref = self.refs[key.index]
@@ -261,7 +273,9 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in items[0]:
         values = [it[key] for it in items]
-        if key == "candidates":
+        if key == "candidates" and isinstance(values[0], PackedMasks):
+            out["candidates"], out["candidates_valid"] = PackedMasks.stack(values)
+        elif key == "candidates":
             k = max(v.shape[0] for v in values)
             h, w = values[0].shape[-2:]
             padded = torch.zeros((len(values), k, h, w), dtype=torch.bool)

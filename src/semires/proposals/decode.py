@@ -138,3 +138,14 @@ def decode_resized(
     if by_column.shape[1] != dst[1]:
         by_column = by_column[:, column_map]
     return by_column.transpose(0, 2, 1)
+
+
+def decode_packed(
+    counts: list[bytes], size: tuple[int, int], out_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """:func:`decode_resized`, bit-packed: uint64 [K, w, ceil(h / 64)] words
+    (:mod:`semires.utils.bits`: 64 pixels of a column to a word; the decoded columns are
+    contiguous, so packing them needs no transpose)."""
+    from semires.utils.bits import pack_columns
+
+    return pack_columns(decode_resized(counts, size, out_size).transpose(0, 2, 1))

@@ -55,6 +55,7 @@ from semires.train.config import (
     TrainConfig,
 )
 from semires.train.optim import build_optimizer, poly_factor, set_lr
+from semires.train.refine import as_bool
 from semires.train.semi import SemiSupervised
 from semires.train.strategies import PixelLosses
 from semires.utils.io import atomic_write_json, atomic_write_text
@@ -532,7 +533,7 @@ class Trainer:
             gt = unl.get("gt_mask")
             yield {
                 "prob": view.prob,
-                "candidates": view.candidates,
+                "candidates": as_bool(view.candidates),
                 "valid": view.valid,
                 "gt": None if gt is None else gt.to(self.device).bool(),
                 "sentence": list(unl["sentence"]),

@@ -32,7 +32,11 @@ import torch
 from torch import Tensor
 
 from semires.evaluate.metrics import intersection_union, iou_from_counts
+from semires.utils.bits import PackedMasks, and_counts, count, pack
 from semires.utils.typed_config import FieldError
+
+#: candidate masks: bool [B, K, H, W], or the same bit-packed (what the training loader gives)
+Masks = Tensor | PackedMasks
 
 #: the strategy names (their labels and losses: :mod:`semires.train.strategies`)
 Strategy = Literal["none", "iom", "cpi", "confidence", "soft"]
@@ -74,8 +78,8 @@ class CPIResult(NamedTuple):
     selected: Tensor  # [B, K] bool: the set S
 
 
-def check_inputs(P: Tensor, M: Tensor, valid: Tensor) -> None:
-    if P.dim() != 3 or M.dim() != 4 or valid.dim() != 2:
+def check_inputs(P: Tensor, M: Masks, valid: Tensor) -> None:
+    if P.dim() != 3 or len(M.shape) != 4 or valid.dim() != 2:
         raise ValueError(
             f"expected P [B, H, W], M [B, K, H, W], valid [B, K]; got {tuple(P.shape)}, "
             f"{tuple(M.shape)}, {tuple(valid.shape)}"
@@ -111,15 +115,20 @@ def _count_words(words: Tensor) -> Tensor:
     return lanes.view(torch.uint8).sum(-1, dtype=torch.int64)
 
 
-def candidate_overlaps(P: Tensor, M: Tensor, valid: Tensor) -> Overlaps:
+def candidate_overlaps(P: Tensor, M: Masks, valid: Tensor) -> Overlaps:
     """``|M_k AND P|``, ``|M_k|`` for every candidate and ``|P|`` for every sample.
 
-    One batched bitwise reduction over all candidates (masks read as 64-bit words, 8 pixels at
-    a time): candidate areas in one pass, intersections in blocks of candidates that bound the
-    temporary memory (8 MiB on CPU).
+    One batched bitwise reduction over all candidates. Bool masks are read as 64-bit words,
+    8 pixels at a time: candidate areas in one pass, intersections in blocks of candidates that
+    bound the temporary memory (8 MiB on CPU). Bit-packed masks (:class:`PackedMasks`, 64
+    pixels a word) bring their areas; the intersections are population counts of the ANDed
+    words (:func:`semires.utils.bits.and_counts`).
     Exact integer counts on any device; padding slots count 0.
     """
     check_inputs(P, M, valid)
+    if isinstance(M, PackedMasks):
+        labels = pack(P)
+        return Overlaps(and_counts(M.words, labels) * valid, M.area * valid, count(labels))
     batch, k = valid.shape
     m_words = _as_words(M.flatten(2))  # [B, K, n]
     p_words = _as_words(P.flatten(1))[:, None]  # [B, 1, n]
@@ -148,7 +157,19 @@ def _keep_unmatched(matched: Tensor, refined: Tensor, P: Tensor) -> Tensor:
     return labels
 
 
-def iom_from_overlaps(P: Tensor, M: Tensor, valid: Tensor, ov: Overlaps, tau: float) -> IOMResult:
+def as_bool(M: Masks) -> Tensor:
+    """The candidates as a bool [B, K, H, W] tensor (unpacked when bit-packed)."""
+    return M.unpack().contiguous() if isinstance(M, PackedMasks) else M
+
+
+def _masks_at(M: Masks, flat_index: Tensor) -> Tensor:
+    """bool [N, H, W]: the candidates at ``flat_index`` (sample * K + slot)."""
+    if isinstance(M, PackedMasks):
+        return M.select(flat_index)
+    return M.flatten(0, 1).index_select(0, flat_index).bool()
+
+
+def iom_from_overlaps(P: Tensor, M: Masks, valid: Tensor, ov: Overlaps, tau: float) -> IOMResult:
     batch, k = valid.shape
     has_any = valid.any(1)
     if k == 0:
@@ -158,12 +179,12 @@ def iom_from_overlaps(P: Tensor, M: Tensor, valid: Tensor, ov: Overlaps, tau: fl
     iou = iou.masked_fill(~valid, -1.0)  # padding never wins the argmax
     index = iou.argmax(1)  # first maximum on ties
     matched = has_any & (iou.gather(1, index[:, None])[:, 0] > tau)
-    best = M.flatten(0, 1).index_select(0, torch.arange(batch, device=M.device) * k + index)
-    refined = _keep_unmatched(matched, best.bool(), P)
+    best = _masks_at(M, torch.arange(batch, device=M.device) * k + index)
+    refined = _keep_unmatched(matched, best, P)
     return IOMResult(refined, matched, index.masked_fill(~has_any, -1))
 
 
-def iom(P: Tensor, M: Tensor, valid: Tensor, tau: float = 0.5) -> IOMResult:
+def iom(P: Tensor, M: Masks, valid: Tensor, tau: float = 0.5) -> IOMResult:
     """IoU-based optimal matching (IOM).
 
     ``IoU_k = |M_k AND P| / |M_k OR P|``, ``k* = argmax_k IoU_k`` (first on ties);
@@ -179,14 +200,16 @@ def cpi_rules(ov: Overlaps, valid: Tensor, t1: float, t2: float) -> tuple[Tensor
     return valid & (r1 > t1), valid & (r2 > t2)
 
 
-def _union_of(M: Tensor, selected: Tensor) -> Tensor:
+def _union_of(M: Masks, selected: Tensor) -> Tensor:
     """Per sample, the union (OR) of the candidates with ``selected`` set: bool [B, H, W].
 
-    The selected masks (as words) are added per sample with one ``index_add_``: each byte lane
+    Bit-packed candidates: :meth:`PackedMasks.union`. Bool ones: the selected masks (as words) are added per sample with one ``index_add_``: each byte lane
     then counts the selected masks covering its pixel, and the union is where that count is not
     0. A sample's selected masks go to groups of at most 255 (their own accumulator rows, OR-ed
     at the end), so that no count reaches 256 and overflows.
     """
+    if isinstance(M, PackedMasks):
+        return M.union(selected)
     batch, k = selected.shape
     pixels = M.shape[2] * M.shape[3]
     sample, slot = selected.nonzero(as_tuple=True)
@@ -200,7 +223,7 @@ def _union_of(M: Tensor, selected: Tensor) -> Tensor:
 
 
 def cpi_union(
-    P: Tensor, M: Tensor, by_u: Tensor, by_o: Tensor, use_u: bool, use_o: bool
+    P: Tensor, M: Masks, by_u: Tensor, by_o: Tensor, use_u: bool, use_o: bool
 ) -> CPIResult:
     if not (use_u or use_o):
         raise ValueError("CPI needs at least one of its rules (use_u, use_o)")
@@ -211,7 +234,7 @@ def cpi_union(
 
 def cpi(
     P: Tensor,
-    M: Tensor,
+    M: Masks,
     valid: Tensor,
     t1: float = 0.7,
     t2: float = 0.7,
@@ -238,7 +261,7 @@ class SoftIOMResult(NamedTuple):
     score: Tensor  # [B] float64: softIoU_k* (0 without candidates)
 
 
-def soft_iom(P: Tensor, p: Tensor, M: Tensor, valid: Tensor, tau: float = 0.0) -> SoftIOMResult:
+def soft_iom(P: Tensor, p: Tensor, M: Masks, valid: Tensor, tau: float = 0.0) -> SoftIOMResult:
     """Soft IoU matching (ours, beyond the paper): choose the candidate that best agrees with
     the teacher's PROBABILITY, not with its thresholded label.
 
@@ -249,6 +272,8 @@ def soft_iom(P: Tensor, p: Tensor, M: Tensor, valid: Tensor, tau: float = 0.0) -
     binary P may have kept only the wrong one.
     """
     check_inputs(P, M, valid)
+    if isinstance(M, PackedMasks):
+        M = M.unpack()  # the soft score weighs every pixel by p
     batch, k = valid.shape
     has_any = valid.any(1)
     if k == 0:

@@ -30,7 +30,7 @@ from semires.runtime.distributed import DistInfo, all_reduce_sum
 from semires.runtime.precision import autocast
 from semires.runtime.textcache import TextInputs
 from semires.train.ema import EMATeacher
-from semires.train.refine import RefineResult, correction_stats, expression_consensus
+from semires.train.refine import Masks, RefineResult, correction_stats, expression_consensus
 from semires.train.strategies import PixelLosses, make_strategy
 
 
@@ -132,7 +132,8 @@ class TeacherView(NamedTuple):
     """What refinement gets of an unlabeled batch."""
 
     prob: Tensor  # [B, H, W] teacher foreground probability on the weak view
-    candidates: Tensor  # [B, K, H, W] bool (K = 0 without a proposal store)
+    #: [B, K, H, W] candidates, bit-packed from the loader (K = 0 without a proposal store)
+    candidates: Masks
     valid: Tensor  # [B, K] bool
 
 
