@@ -19,10 +19,12 @@ generator would take minutes per hundred images here). Both formats are checked 
 Figures: per-sample time split into its parts (image, views, candidates), samples/s of one
 worker (the main process, one torch thread: one core), samples/s of a ``DataLoader`` with
 ``--workers`` worker processes, and the bytes of candidates per sample and per collated batch
-(what is pinned and copied to the device). Medians of ``--repeats`` passes over the samples.
+(what is pinned and copied to the device), and the peak resident memory of a worker. Medians
+of ``--repeats`` passes over the samples; "gain" is before / now for costs and now / before for
+rates.
 
     .venv/bin/python bench/bench_loader.py                 # 24 images, 100 candidates
-    .venv/bin/python bench/bench_loader.py --workers 2 --json out.json
+    .venv/bin/python bench/bench_loader.py --workers 1 2 4 --json out.json
 """
 
 from __future__ import annotations
@@ -112,8 +114,9 @@ def per_sample(ds: UnlabeledDataset, refs: list[Any], repeats: int) -> dict[str,
     return out
 
 
-def loader_rate(ds: UnlabeledDataset, workers: int, steps: int) -> float:
-    """Samples/s of a DataLoader over ``steps`` batches of 3 (workers started before timing)."""
+def loader_rate(ds: UnlabeledDataset, workers: int, steps: int) -> tuple[float, float]:
+    """Samples/s of a DataLoader over ``steps`` batches of 3 (workers started before timing),
+    and the largest peak resident memory of its worker processes in MiB (0 without workers)."""
     sampler = StepBatchSampler(len(ds), BATCH, 0, UNLABELED, 0, steps + 2 * max(1, workers))
     loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate, num_workers=workers)
     it = iter(loader)
@@ -122,7 +125,21 @@ def loader_rate(ds: UnlabeledDataset, workers: int, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         next(it)
-    return steps * BATCH / (time.perf_counter() - start)
+    rate = steps * BATCH / (time.perf_counter() - start)
+    peaks = [_peak_rss_mib(w.pid) for w in getattr(it, "_workers", [])]
+    del it
+    return rate, max(peaks, default=0.0)
+
+
+def _peak_rss_mib(pid: int | None) -> float:
+    """VmHWM (peak resident set) of a live process, from /proc (Linux); 0 if unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def candidate_bytes(ds: UnlabeledDataset, refs: list[Any]) -> tuple[float, float]:
@@ -155,7 +172,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=24, help="training images")
     parser.add_argument("--candidates", type=int, default=100, help="candidates per image")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="DataLoader worker counts"
+    )
     parser.add_argument("--steps", type=int, default=24, help="batches timed per loader run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, help="keep the data here (default: a temp dir)")
@@ -182,9 +201,10 @@ def main() -> None:
             row["candidate_bytes_per_sample"], row["candidate_bytes_per_batch"] = candidate_bytes(
                 ds, refs
             )
-            row[f"loader_samples_per_s_{args.workers}_workers"] = loader_rate(
-                ds, args.workers, args.steps
-            )
+            for n in args.workers:
+                rate, peak = loader_rate(ds, n, args.steps)
+                row[f"loader_samples_per_s_{n}_workers"] = rate
+                row[f"worker_peak_rss_mib_{n}_workers"] = peak
             figures[fmt] = row
     report(figures, args, store_candidates=store.manifest["candidates"])
     if args.json:
@@ -202,12 +222,13 @@ def report(figures: dict[str, Any], args: argparse.Namespace, store_candidates: 
         f"{torch.__version__}, {os.cpu_count()} CPUs, medians of {args.repeats}, load "
         f"average {os.getloadavg()[0]:.1f}"
     )
-    keys = list(figures["bool"])
-    print("\n| figure | bool (before) | packed (now) | bool / packed |")
+    print("\n| figure | bool (before) | packed (now) | gain |")
     print("|---|---:|---:|---:|")
-    for key in keys:
+    for key in figures["bool"]:
         a, b = figures["bool"][key], figures["packed"][key]
-        print(f"| {key} | {a:,.2f} | {b:,.2f} | {a / b:.2f}x |")
+        rate = key.startswith(("samples_per_s", "loader_samples_per_s"))
+        gain = (b / a if rate else a / b) if a and b else float("nan")
+        print(f"| {key} | {a:,.2f} | {b:,.2f} | {gain:.2f}x |")
 
 
 if __name__ == "__main__":
