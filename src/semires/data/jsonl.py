@@ -37,7 +37,7 @@ from semires.data.index import Image, Object, Ref, RESIndex, Sentence
 from semires.data.refer import one_line, require, require_bbox
 from semires.data.semires_json import mask_available
 from semires.errors import DataError, missing
-from semires.utils.io import atomic_write_bytes, atomic_write_text
+from semires.utils.io import atomic_write_bytes, atomic_write_text, remove_temp_files
 
 KEYS = ("image", "expressions", "split", "mask", "bbox", "category", "object")
 MaskFormat = Literal["png", "npy", "rle"]
@@ -331,6 +331,8 @@ def write_jsonl(
     with progress_bar(labeled, enabled=progress, desc="checking masks", leave=False) as bar:
         rles = {r.id: index.rle(r.object_id) for r in bar}
     files = {i: f"masks/{i}.{masks}" for i in rles} if masks != "rle" else {}
+    for folder in (out.parent, out.parent / "masks", out.parent / "images"):
+        remove_temp_files(folder)  # what an interrupted conversion left
     with progress_bar(files.items(), enabled=progress, desc="writing masks", leave=False) as bar:
         for ref_id, name in bar:
             _write_mask(out.parent / name, rles[ref_id], masks)

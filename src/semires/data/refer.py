@@ -27,7 +27,7 @@ from typing import Any
 
 from semires.data.index import Image, Object, Ref, RESIndex, Sentence, tokenize
 from semires.errors import DataError, missing
-from semires.utils.io import atomic_write_json, atomic_write_pickle
+from semires.utils.io import atomic_write_json, atomic_write_pickle, remove_temp_files
 
 INSTANCES = "instances.json"
 
@@ -365,6 +365,7 @@ def write_refer(index: RESIndex, root: str | Path, dataset: str, split_by: str) 
         "annotations": [_annotation_record(index, ob) for ob in index.objects.values()],
         "categories": [{"id": cid, "name": name} for cid, name in index.categories.items()],
     }
+    remove_temp_files(folder)  # what an interrupted conversion left
     atomic_write_json(folder / INSTANCES, instances, indent=None)
     atomic_write_pickle(folder / f"refs({split_by}).p", refs)
     return folder

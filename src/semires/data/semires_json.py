@@ -29,7 +29,7 @@ from semires.data import coco
 from semires.data.index import Image, Object, Ref, RESIndex, Sentence
 from semires.data.refer import load_json, require, require_bbox, require_list
 from semires.errors import DataError
-from semires.utils.io import atomic_write_json
+from semires.utils.io import atomic_write_json, remove_temp_files
 
 META_KEYS = ("categories", "images")
 COCO_FILE_NAME = "COCO_train2014_{:012d}.jpg"
@@ -246,7 +246,8 @@ def write_semires_json(
     With ``masks=True`` every written ref's mask goes to ``<mask_root>/<ref id>.npy`` (default
     ``mask_root``: ``<folder of out_json>/masks``; an object without a mask, unlabeled data,
     gets no file, as in a json shipped without masks); all masks are checked to be readable before
-    anything is written, and every file is written atomically (the json last). ``progress``:
+    anything is written, and every file is written atomically (the json last; an interrupted
+    conversion's temporary files are removed by the next one). ``progress``:
     bars while the masks are checked and written (only on a terminal).
     """
     from semires.data import masks as mask_ops
@@ -264,6 +265,7 @@ def write_semires_json(
     if masks:
         refs = [ref for ref in refs if index.has_mask(ref.object_id)]
         root = Path(mask_root) if mask_root is not None else out.parent / "masks"
+        remove_temp_files(root)  # what an interrupted conversion left
         with progress_bar(
             refs, enabled=progress, desc="checking masks", unit="mask", leave=False
         ) as bar:

@@ -45,6 +45,17 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         raise
 
 
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.*.tmp``) that writers killed mid-write left in
+    ``folder`` (a crash, SIGKILL); returns what was removed. Writers call it before writing
+    into a folder again, so an interrupted run leaves nothing behind once rerun."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_open(path, "wb") as fh:
         fh.write(data)
