@@ -26,7 +26,9 @@ def _knob_help() -> str:
 def synth(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", help="Dataset folder to write.")],
-    preset: Annotated[str, typer.Option("--preset", help="demo, hard, tiny or large.")] = "demo",
+    preset: Annotated[
+        str, typer.Option("--preset", help="demo, hard, tiny, large or refcoco.")
+    ] = "demo",
     seed: Annotated[int, typer.Option("--seed", help="Generator seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Regenerate even if cached.")] = False,
     workers: Annotated[

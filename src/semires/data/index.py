@@ -113,6 +113,7 @@ class RESIndex:
         self._rle_cache: dict[int, mask_ops.RLE] = {}
         self._header_sizes: dict[int, tuple[int, int] | None] = {}  # image files' own sizes
         self._mask_sizes: dict[int, tuple[int, int]] = {}  # size of the first checked mask
+        self._by_image: dict[int, list[int]] | None = None  # see _objects_by_image
 
     # ------------------------------------------------------------------ queries
     def __repr__(self) -> str:
@@ -163,13 +164,24 @@ class RESIndex:
         im = self.images[image_id]
         if im.height is not None and im.width is not None:
             return im.height, im.width
-        for ob in self.objects.values():
-            if ob.image_id == image_id and self.has_mask(ob.id):
-                h, w = self.rle(ob.id)["size"]
+        for object_id in self._objects_by_image().get(image_id, ()):
+            if self.has_mask(object_id):
+                h, w = self.rle(object_id)["size"]
                 return int(h), int(w)
         from semires.data.images import image_size
 
         return image_size(self.image_path(image_id))
+
+    def _objects_by_image(self) -> dict[int, list[int]]:
+        """Image id -> its object ids in the index's order, built once: :meth:`image_size` of
+        every image of an index without sizes (the SemiRES json) would otherwise scan all
+        objects per image, quadratic in the dataset's size."""
+        if self._by_image is None:
+            by_image: dict[int, list[int]] = {}
+            for ob in self.objects.values():
+                by_image.setdefault(ob.image_id, []).append(ob.id)
+            self._by_image = by_image
+        return self._by_image
 
     # ------------------------------------------------------------------ masks
     def rle(self, object_id: int) -> mask_ops.RLE:
@@ -328,12 +340,14 @@ class RESIndex:
         for ob in objects:
             out.objects[ob.id] = ob
             out._rle_cache.pop(ob.id, None)
+        out._by_image = None
         return out
 
     def with_image_root(self, image_root: str | Path | None) -> RESIndex:
         out = self.subset(self.refs)
         out.images = dict(self.images)
         out.objects = dict(self.objects)
+        out._by_image = None
         out.origins = dict(self.origins)
         out.image_root = Path(image_root) if image_root is not None else None
         return out
