@@ -141,6 +141,24 @@ def test_refer_to_semires_to_refer_keeps_refs_sentences_masks(tmp_path: Path) ->
     assert index.categories.items() <= again.categories.items()  # the COCO table: all 80
 
 
+def test_masks_are_synced_once_before_the_json(tmp_path: Path, monkeypatch) -> None:
+    """One fsync per mask file made conversion at RefCOCO's size superlinear (docs/scale.md):
+    the masks are written without one, then synced once, before the json that names them."""
+    import os
+
+    events: list[str] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append("fsync"))
+    monkeypatch.setattr(os, "sync", lambda: events.append("sync"))
+    index = make_index()
+    out = write_semires_json(index, tmp_path / "s" / "refs.json")
+    n_masks = len(list((tmp_path / "s" / "masks").glob("*.npy")))
+    assert n_masks == len(index.refs) > 1
+    assert events == ["sync", "fsync"]  # all masks, then the json (fsynced, renamed last)
+    back = read_semires_json(out)
+    for ref in index.refs.values():
+        np.testing.assert_array_equal(back.mask(ref.id), index.mask(ref.object_id))
+
+
 def test_semires_to_refer_to_semires_keeps_the_json(tmp_path: Path) -> None:
     first = read_semires_json(hand_json(tmp_path))
     write_refer(first, tmp_path / "r", "refcoco", "unc")

@@ -216,12 +216,13 @@ def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_mask_npy(path: str | Path, mask: np.ndarray) -> None:
-    """Write a binary mask as uint8 ``.npy`` (atomically)."""
+def write_mask_npy(path: str | Path, mask: np.ndarray, *, fsync: bool = True) -> None:
+    """Write a binary mask as uint8 ``.npy`` (atomically; ``fsync=False``: see
+    :func:`semires.utils.io.atomic_open`)."""
     import io
 
     from semires.utils.io import atomic_write_bytes
 
     buf = io.BytesIO()
     np.save(buf, (mask > 0).astype(np.uint8), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), fsync=fsync)

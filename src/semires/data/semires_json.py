@@ -29,7 +29,7 @@ from semires.data import coco
 from semires.data.index import Image, Object, Ref, RESIndex, Sentence
 from semires.data.refer import load_json, require, require_bbox, require_list
 from semires.errors import DataError
-from semires.utils.io import atomic_write_json, remove_temp_files
+from semires.utils.io import atomic_write_json, remove_temp_files, sync_files
 
 META_KEYS = ("categories", "images")
 COCO_FILE_NAME = "COCO_train2014_{:012d}.jpg"
@@ -274,7 +274,9 @@ def write_semires_json(
         with progress_bar(
             refs, enabled=progress, desc=f"writing masks to {root}", unit="mask", leave=False
         ) as bar:
-            for ref in bar:
-                mask_ops.write_mask_npy(root / f"{ref.id}.npy", index.mask(ref.object_id))
+            for ref in bar:  # one sync for all masks (a sync per file grew superlinearly)
+                path = root / f"{ref.id}.npy"
+                mask_ops.write_mask_npy(path, index.mask(ref.object_id), fsync=False)
+        sync_files()
     atomic_write_json(out, data, indent=None)
     return out

@@ -23,10 +23,14 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+def atomic_open(
+    path: str | Path, mode: str = "w", *, fsync: bool = True, **kwargs: Any
+) -> Iterator[IO[Any]]:
     """Open a temporary file beside ``path``; on success fsync and rename it onto ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. ``fsync=False``
+    skips the flush to disk (the rename is still atomic): for writers of many small files that
+    sync once at the end (:func:`sync_files`) before writing the file that points to them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,7 +41,8 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         with open(tmp, mode, **kwargs) as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -56,9 +61,16 @@ def remove_temp_files(folder: str | Path) -> list[Path]:
     return stale
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_open(path, "wb") as fh:
+def atomic_write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> None:
+    with atomic_open(path, "wb", fsync=fsync) as fh:
         fh.write(data)
+
+
+def sync_files() -> None:
+    """Flush every file written so far to disk (one ``os.sync``): what a writer of many files
+    with ``fsync=False`` calls before it writes the file that refers to them, so that a crash
+    never leaves that file pointing at files still in memory."""
+    os.sync()
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
