@@ -62,30 +62,37 @@ SIZE = 480
 BATCH = 3
 
 
-def make_data(root: Path, images: int, candidates: int, seed: int) -> tuple[Any, ProposalStore]:
-    """The refcoco preset with ``images`` training images and a store of random candidates."""
-    data = synthesize(
-        root / "synth",
-        preset="refcoco",
-        seed=seed,
-        images_train=images,
-        images_val=1,
-        images_testA=1,
-        images_testB=1,
-    )
-    index = load(data)
+def make_data(
+    root: Path, images: int, candidates: int, seed: int, dataset: Path | None = None
+) -> tuple[Any, list[Any], ProposalStore]:
+    """The refcoco preset with ``images`` training images (or the whole synthetic dataset at
+    ``dataset``, of which the first ``images`` training images are used), their refs, and a
+    store of random candidates for them."""
+    if dataset is None:
+        dataset = synthesize(
+            root / "synth",
+            preset="refcoco",
+            seed=seed,
+            images_train=images,
+            images_val=1,
+            images_testA=1,
+            images_testB=1,
+        )
+    index = load(dataset)
+    used = set(sorted({r.image_id for r in index.refs_in("train")})[:images])
+    refs = [r for r in index.refs_in("train") if r.image_id in used]
     store_dir = root / "store"
     store = ProposalStore.create(store_dir, "random", {"candidates": candidates, "seed": seed})
     if len(store) == 0:
         rng = np.random.default_rng(seed)
         items = []
-        for image_id in sorted({r.image_id for r in index.refs_in("train")}):
+        for image_id in sorted(used):
             h, w = index.image_size(image_id)
             masks = random_masks(rng, candidates, h, w)
             props = Proposals.from_masks(masks, np.linspace(1.0, 0.5, candidates))
             items.append((image_id, props))
         store.write_shard(items)
-    return index, store
+    return index, refs, store
 
 
 def per_sample(ds: UnlabeledDataset, refs: list[Any], repeats: int) -> dict[str, float]:
@@ -178,6 +185,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24, help="batches timed per loader run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, help="keep the data here (default: a temp dir)")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        help="an existing synthetic dataset (e.g. the refcoco preset at full size): the workers "
+        "then hold its whole index, as in training; its first --images training images are read",
+    )
     parser.add_argument("--json", type=Path, help="write the figures as JSON")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
@@ -185,8 +198,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or Path(tmp)
-        index, store = make_data(root, args.images, args.candidates, args.seed)
-        refs = index.refs_in("train")
+        index, refs, store = make_data(root, args.images, args.candidates, args.seed, args.dataset)
         made = {
             fmt: UnlabeledDataset(
                 index, refs, SIZE, args.seed, proposals=store, packed=fmt == "packed"
@@ -217,7 +229,8 @@ def _args(args: argparse.Namespace) -> dict[str, Any]:
 
 def report(figures: dict[str, Any], args: argparse.Namespace, store_candidates: int) -> None:
     print(
-        f"refcoco preset, {args.images} images of 640x480 -> {SIZE}x{SIZE}, "
+        f"refcoco preset ({args.dataset or 'made here'}), {args.images} images of 640x480 -> "
+        f"{SIZE}x{SIZE}, "
         f"{store_candidates / args.images:.0f} candidates per image, batch {BATCH}, torch "
         f"{torch.__version__}, {os.cpu_count()} CPUs, medians of {args.repeats}, load "
         f"average {os.getloadavg()[0]:.1f}"

@@ -4,7 +4,8 @@ When the text encoder is frozen (the CPU default), a sentence's word features ne
 they are computed once - every sentence of the dataset in one pass, sorted by length and padded
 only to the longest sentence of each batch - and reused every epoch, by teacher and student, and
 in evaluation. The store can be saved to a file and shared by several runs on the same data
-(the ``semires run`` pipeline does). Because the features are computed in a fixed order that does
+(the ``semires run`` pipeline does); a saved store is one flat table that loading maps from the
+file, so the processes that use it share its pages instead of each holding a copy. Because the features are computed in a fixed order that does
 not depend on training, resumed runs stay exact.
 
 When the text encoder is trained (the paper's BERT), only tokenisation happens here.
@@ -13,6 +14,7 @@ When the text encoder is trained (the paper's BERT), only tokenisation happens h
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Iterable
@@ -81,22 +83,42 @@ class TextInputs:
         return len(todo)
 
     def save(self, path: str | Path) -> None:
-        atomic_write_torch(path, {"key": encoder_key(self.model), "features": self._feats})
+        """Write every stored sentence's features to ``path`` (atomically) as one flat table:
+        ``{"key", "format": 2, "sentences": [...], "lengths": [N], "features": [T, D]}`` (the
+        features of sentence i are rows ``sum(lengths[:i]) ..`` of the table), which
+        :meth:`load` maps from the file instead of reading it into memory."""
+        sentences = sorted(self._feats)
+        rows = [self._feats[s] for s in sentences]
+        lengths = torch.tensor([r.shape[0] for r in rows], dtype=torch.int64)
+        table = torch.cat(rows) if rows else torch.zeros((0, 0))
+        data = {"key": encoder_key(self.model), "format": 2, "sentences": sentences}
+        atomic_write_torch(path, {**data, "lengths": lengths, "features": table})
 
     def load(self, path: str | Path) -> bool:
-        """Load a stored cache made by the same text encoder; False (and a log line) otherwise."""
+        """Load a stored cache made by the same text encoder; False (and a log line) otherwise.
+
+        The features stay in the file (``torch.load(mmap=True)``): the pages are read when a
+        sentence is used and are shared by every process that loads the same file (the
+        parallel teacher-student runs of ``semires run``), instead of a copy in each. Caches
+        written before the flat table (a dict of per-sentence tensors) are read whole."""
         path = Path(path)
         if not self.cached or not path.is_file():
             return False
         try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:
             log.warning("ignoring unreadable text-feature cache %s (%s)", path, exc)
             return False
         if data.get("key") != encoder_key(self.model):
             log.warning("ignoring text-feature cache %s made by another text encoder", path)
             return False
-        self._feats.update(data["features"])
+        if data.get("format") == 2:
+            table, lengths = data["features"], data["lengths"].tolist()
+            starts = [0, *itertools.accumulate(lengths)][:-1]
+            for sentence, start, n in zip(data["sentences"], starts, lengths, strict=True):
+                self._feats[sentence] = table[start : start + n]
+        else:
+            self._feats.update(data["features"])
         return True
 
     # ------------------------------------------------------------------ inputs
