@@ -400,11 +400,18 @@ def stage_synth(size: Size, args: argparse.Namespace) -> Result:
 
 
 def stage_stats(size: Size, args: argparse.Namespace) -> Result:
-    out = fresh(size.path("stats-refer.json"))
-    cmd = [SEMIRES, "data", "stats", *size.data_options(), "-q", "--json", str(out)]
+    return _stats_stage("stats", size, args, size.data_options(), "stats-refer.json")
+
+
+def _stats_stage(
+    name: str, size: Size, args: argparse.Namespace, data: list[str], out_name: str
+) -> Result:
+    """``semires data stats`` on ``data`` (the dataset options), statistics to ``out_name``."""
+    out = fresh(size.path(out_name))
+    cmd = [SEMIRES, "data", "stats", *data, "-q", "--json", str(out)]
     proc = run_measured(cmd, timeout=args.stage_timeout)
     refs = total(size, "refs")
-    result = from_proc("stats", size, proc, items=refs, unit="refs")
+    result = from_proc(name, size, proc, items=refs, unit="refs")
     result.disk_mib = disk_mib(out)
     result.rate = per_s(refs, proc.wall_s, "ref")
     return result
@@ -439,15 +446,8 @@ def stage_convert(size: Size, args: argparse.Namespace) -> Result:
 
 def stage_stats_semires(size: Size, args: argparse.Namespace) -> Result:
     ann = size.path("semires-json") / "refcoco_synth.json"
-    out = fresh(size.path("stats-semires.json"))
-    cmd = [SEMIRES, "data", "stats", "--format", "semires", "--ann", str(ann), "-q"]
-    cmd += ["--json", str(out)]
-    proc = run_measured(cmd, timeout=args.stage_timeout)
-    refs = total(size, "refs")
-    result = from_proc("stats-semires", size, proc, items=refs, unit="refs")
-    result.disk_mib = disk_mib(out)
-    result.rate = per_s(refs, proc.wall_s, "ref")
-    return result
+    data = ["--format", "semires", "--ann", str(ann)]
+    return _stats_stage("stats-semires", size, args, data, "stats-semires.json")
 
 
 def stage_stats_real(args: argparse.Namespace) -> Result:
