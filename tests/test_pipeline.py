@@ -340,3 +340,20 @@ def test_method_variants_vary_the_refinement_from_one_burn_in(tmp_path):
             method(bad)
     with pytest.raises(ConfigError, match=r"semi\.refine\.t9"):
         pipe.train_config("cpi[t9=1]")
+
+
+def test_a_read_dataset_is_read_once_by_the_run(synth_tiny, tmp_path, monkeypatch):
+    """check_data, the split, the proposals, the in-process training stages and the report's
+    examples share one index (a RefCOCO-size one takes seconds to read; docs/scale.md)."""
+    import semires.data as data_mod
+
+    reads = []
+    real = data_mod.load_index
+    monkeypatch.setattr(data_mod, "load_index", lambda spec: reads.append(spec) or real(spec))
+    given = ["synth=null", f"data.root={synth_tiny}", "data.dataset=synthref"]
+    given += ["data.split_by=synth", "methods=[cpi]", "parallel=1"]
+    cfg = load_run_config(preset="demo", overrides=[f"out={tmp_path / 'run'}", *TINY, *given])
+    summary = run_pipeline(cfg, progress=False)
+    assert set(summary["methods"]) == {"supervised", "cpi"}
+    assert list((tmp_path / "run" / "figures").glob("examples*"))  # drawn from the same index
+    assert len(reads) == 1, reads

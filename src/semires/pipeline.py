@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semires.errors import ConfigError
 from semires.layout import SUPERVISED, RunLayout
@@ -50,6 +50,9 @@ from semires.train.config import Config, DataConfig, OutputConfig, SemiConfig
 from semires.utils.io import atomic_write_json, atomic_write_text
 from semires.utils.typed_config import load_dataclass, read_yaml, to_dict
 
+if TYPE_CHECKING:
+    from semires.data.index import RESIndex
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -65,10 +68,15 @@ class Stage:
 class Pipeline:
     """Runs the stages of a :class:`RunConfig` in its run folder."""
 
-    def __init__(self, cfg: RunConfig, *, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: RunConfig, *, progress: bool = True, index: RESIndex | None = None
+    ) -> None:
         from semires.runtime.distributed import init_distributed
 
         self.cfg = cfg
+        # the dataset, read once for every stage of this process (a RefCOCO-size index takes
+        # seconds to read); ``index``: already read by the caller (run's check_data)
+        self._index = index
         self.out = Path(cfg.out)
         self.layout = RunLayout(self.out)
         # under torchrun: one process group for every stage; rank 0 makes the data, the split
@@ -132,6 +140,15 @@ class Pipeline:
         return data
 
     @property
+    def index(self) -> RESIndex:
+        """The run's dataset (read on first use: a synthetic one exists after the data stage)."""
+        if self._index is None:
+            from semires.data import load_index
+
+            self._index = load_index(self.data_config().spec())
+        return self._index
+
+    @property
     def burn_in_path(self) -> Path:
         """The checkpoint the teacher-student runs start from."""
         if self.cfg.burn_in_checkpoint:
@@ -155,10 +172,9 @@ class Pipeline:
         self.say(f"  {self.layout.data} (preset {s.preset}, seed {s.seed})")
 
     def make_split(self) -> None:
-        from semires.data import load_index
         from semires.data.splits import make_split, read_split, write_split
 
-        index = load_index(self.data_config().spec())
+        index = self.index
         check_scored_splits(index, self.cfg.data)
         if self.cfg.split_dir:
             split = read_split(self.split_dir, index)
@@ -189,12 +205,11 @@ class Pipeline:
         if self.cfg.proposals.store:
             self.say(f"  using the existing store {self.proposals_dir}")
             return
-        from semires.data import load_index
         from semires.proposals import build_generator
         from semires.proposals.generate import generate_store, image_paths, select_images
 
         data = self.data_config()
-        index = load_index(data.spec())
+        index = self.index
         ids = select_images(index, split=data.train_split, split_dir=self.split_dir)
         generator = build_generator(self.cfg.proposals.generator, **self.cfg.proposals.params)
         report = generate_store(
@@ -244,7 +259,6 @@ class Pipeline:
     def score_burn_in(self) -> dict[str, Any]:
         """The supervised row when the burn-in is given (``burn_in_checkpoint``): the checkpoint
         scored on the burn-in stage's final splits, cached in ``supervised/metrics.json``."""
-        from semires.data import load_index
         from semires.evaluate.evaluate import evaluate_model, score_splits
         from semires.runtime.checkpoint import load_model_checkpoint
 
@@ -264,7 +278,7 @@ class Pipeline:
         model = model.to(device)
         train = self.cfg.burn_in
         data = self.data_config()
-        index = load_index(data.spec())
+        index = self.index
         self.say(f"  scoring the given burn-in {path}")
 
         def run(split: str) -> dict[str, Any]:
@@ -306,7 +320,7 @@ class Pipeline:
         if metrics.is_file():
             self.say(f"  cached: {metrics}")
             return json.loads(metrics.read_text())
-        return train(cfg, progress=self.progress)
+        return train(cfg, progress=self.progress, index=self.index)
 
     def run_methods_parallel(self, methods: list[str]) -> dict[str, dict[str, Any]]:
         """Train several teacher-student methods at once in worker processes."""
@@ -407,6 +421,7 @@ class Pipeline:
             stage_configs={m: self.train_config(m) for m in self.stage_names[1:]},
             burn_in=self.burn_in_path,
             split_dir=self.split_dir,
+            index=self.index,
         )
         self.summary = write_report(inputs, {m: results[m] for m in order}, say=self.say)
         return self.summary
@@ -414,12 +429,11 @@ class Pipeline:
     def _qualitative(self) -> int:
         """The number of examples to draw: none when some unlabeled refs have no mask (JSON
         Lines), since each example shows the ground truth beside the pseudo-labels."""
-        from semires.data import load_index
         from semires.data.splits import read_split
 
         if not self.cfg.report.qualitative:
             return 0
-        index = load_index(self.data_config().spec())
+        index = self.index
         refs = read_split(self.split_dir, index).unlabeled_refs(index)
         if all(index.has_mask(r.object_id) for r in refs):
             return self.cfg.report.qualitative
@@ -587,14 +601,15 @@ def check_scored_splits(index: Any, data: DataConfig) -> None:
         )
 
 
-def check_data(cfg: RunConfig) -> None:
+def check_data(cfg: RunConfig) -> RESIndex | None:
     """A dataset that is read (not synthesised) is checked before the run folder is made: its
-    val / test splits have masks, and the labeled split can be drawn (or read) from it."""
+    val / test splits have masks, and the labeled split can be drawn (or read) from it. Returns
+    the dataset read (None for a synthetic one, made later by the run)."""
     from semires.data import load_index
     from semires.data.splits import make_split, read_split
 
     if cfg.synth is not None:
-        return
+        return None
     index = load_index(cfg.data.spec())
     check_scored_splits(index, cfg.data)
     if cfg.split_dir:
@@ -607,15 +622,16 @@ def check_data(cfg: RunConfig) -> None:
             "is labeled, and the teacher-student runs need unlabeled images (lines without "
             "masks, or a smaller labeled share)"
         )
+    return index
 
 
 def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run the whole experiment described by ``cfg``; the run folder is locked meanwhile (a
     second run of the same folder is refused, naming this one's PID). A dataset that is read
     is checked first (:func:`check_data`), so bad data leaves no run folder behind."""
-    check_data(cfg)
+    index = check_data(cfg)
     with run_folder_lock(cfg.out):
-        return Pipeline(cfg, progress=progress).run()
+        return Pipeline(cfg, progress=progress, index=index).run()
 
 
 def run_folder_lock(out: str | Path) -> contextlib.AbstractContextManager[Any]:

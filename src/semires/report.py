@@ -40,6 +40,8 @@ class ReportInputs:
     #: the burn-in checkpoint (the teacher of the pseudo-labels shown)
     burn_in: Path
     split_dir: Path
+    #: the run's dataset, read once by the pipeline (None: read from the stage configs)
+    index: Any = None
 
 
 def headline_split(metrics: dict[str, Any], val_split: str) -> str:
@@ -179,7 +181,7 @@ def plot_examples(inputs: ReportInputs, name: str, path: Path, n: int) -> int:
     from semires.evaluate.predict import load
 
     cfg = inputs.stage_configs[name]
-    index = load_index(cfg.data.spec())
+    index = inputs.index if inputs.index is not None else load_index(cfg.data.spec())
     refs = read_split(inputs.split_dir, index).unlabeled_refs(index)
     if not refs or n <= 0:
         return 0

@@ -38,6 +38,7 @@ from semires.data.dataset import (
     collate,
     split_batch,
 )
+from semires.data.index import RESIndex
 from semires.data.transforms import normalize
 from semires.errors import CheckpointError, DataError, SemiresError
 from semires.layout import StageLayout
@@ -90,7 +91,10 @@ class Trainer:
         seed: int = 0,
         losses: PixelLosses | None = None,
         progress: bool = True,
+        index: RESIndex | None = None,
     ) -> None:
+        #: the dataset ``data`` describes, when the caller has read it already (the pipeline)
+        self._given_index = index
         self.cfg = Config(
             name=name, seed=seed, data=data, model=model, train=train, semi=semi, output=output
         )
@@ -148,7 +152,8 @@ class Trainer:
         from semires.data import load_index
 
         cfg = self.cfg
-        self.index = load_index(cfg.data.spec())
+        given, self._given_index = self._given_index, None
+        self.index = given if given is not None else load_index(cfg.data.spec())
         self.labeled_refs, self.unlabeled_refs = self._split_refs()
         if not self.labeled_refs:
             raise DataError(
@@ -751,6 +756,7 @@ class Trainer:
         return score_splits(run, splits, cfg.data.test_splits, cfg.train.protocol, counts)
 
 
-def train(cfg: Config, *, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) the run described by ``cfg``; returns the final metrics."""
-    return Trainer.from_config(cfg, progress=progress).fit()
+def train(cfg: Config, *, progress: bool = True, index: RESIndex | None = None) -> dict[str, Any]:
+    """Train (or resume) the run described by ``cfg``; returns the final metrics. ``index``: the
+    dataset of ``cfg.data``, if the caller has read it already (read from disk otherwise)."""
+    return Trainer.from_config(cfg, progress=progress, index=index).fit()
