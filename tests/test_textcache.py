@@ -1,5 +1,6 @@
-"""The frozen text-feature store (semires.runtime.textcache): one flat table on disk, mapped by
-every process that loads it; the same features after a round trip; old caches still read."""
+"""The frozen text-feature store (semires.runtime.textcache): features kept as views of their
+batch tables, mapped from the file by every process that loads it; the same features after a
+round trip; caches of per-sentence tensors (written before) still read."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def fresh(model) -> TextInputs:
 def test_a_saved_store_loads_the_same_features_mapped_from_the_file(model, tmp_path):
     made = fresh(model)
     assert made.precompute(SENTENCES) == len(SENTENCES)
+    assert len({made._feats[s].untyped_storage().data_ptr() for s in SENTENCES}) == 1
     made.save(tmp_path / "feats.pt")
     loaded = fresh(model)
     assert loaded.load(tmp_path / "feats.pt")
@@ -43,7 +45,7 @@ def test_a_saved_store_loads_the_same_features_mapped_from_the_file(model, tmp_p
     for s in SENTENCES:
         assert torch.equal(loaded._feats[s], made._feats[s])
     storages = {loaded._feats[s].untyped_storage().data_ptr() for s in SENTENCES}
-    assert len(storages) == 1  # one table for all sentences, not a tensor each
+    assert len(storages) == 1  # one batch table for all five sentences, not a tensor each
     maps = Path("/proc/self/maps")
     if maps.is_file():  # Linux: the table is mapped from the file, not read into memory
         assert str(tmp_path / "feats.pt") in maps.read_text()

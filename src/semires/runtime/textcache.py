@@ -4,8 +4,9 @@ When the text encoder is frozen (the CPU default), a sentence's word features ne
 they are computed once - every sentence of the dataset in one pass, sorted by length and padded
 only to the longest sentence of each batch - and reused every epoch, by teacher and student, and
 in evaluation. The store can be saved to a file and shared by several runs on the same data
-(the ``semires run`` pipeline does); a saved store is one flat table that loading maps from the
-file, so the processes that use it share its pages instead of each holding a copy. Because the features are computed in a fixed order that does
+(the ``semires run`` pipeline does). Each sentence's features are a view of the batch table it
+was encoded in (no copy per sentence), and a saved store is mapped from its file when loaded,
+so the processes that use it share its pages instead of each holding a copy. Because the features are computed in a fixed order that does
 not depend on training, resumed runs stay exact.
 
 When the text encoder is trained (the paper's BERT), only tokenisation happens here.
@@ -14,7 +15,6 @@ When the text encoder is trained (the paper's BERT), only tokenisation happens h
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 from collections.abc import Iterable
@@ -74,7 +74,7 @@ class TextInputs:
             mask = tok["attention_mask"][rows, :width].to(self.device)
             feats = self.model.encode_text(ids, mask).float().cpu()
             for j, r in enumerate(rows):
-                self._feats[todo[r]] = feats[j, : int(lengths[r])].clone()
+                self._feats[todo[r]] = feats[j, : int(lengths[r])]  # a view: no copy each
             if bar is not None:
                 bar.update(len(rows))
         if bar is not None:
@@ -83,24 +83,17 @@ class TextInputs:
         return len(todo)
 
     def save(self, path: str | Path) -> None:
-        """Write every stored sentence's features to ``path`` (atomically) as one flat table:
-        ``{"key", "format": 2, "sentences": [...], "lengths": [N], "features": [T, D]}`` (the
-        features of sentence i are rows ``sum(lengths[:i]) ..`` of the table), which
-        :meth:`load` maps from the file instead of reading it into memory."""
-        sentences = sorted(self._feats)
-        rows = [self._feats[s] for s in sentences]
-        lengths = torch.tensor([r.shape[0] for r in rows], dtype=torch.int64)
-        table = torch.cat(rows) if rows else torch.zeros((0, 0))
-        data = {"key": encoder_key(self.model), "format": 2, "sentences": sentences}
-        atomic_write_torch(path, {**data, "lengths": lengths, "features": table})
+        """Write the stored features to ``path`` (atomically): ``{"key", "features": {sentence:
+        (L, D) tensor}}``. Each sentence's tensor is a view of the batch it was encoded in, so
+        the file holds a few hundred batch tables rather than a tensor per sentence."""
+        atomic_write_torch(path, {"key": encoder_key(self.model), "features": self._feats})
 
     def load(self, path: str | Path) -> bool:
         """Load a stored cache made by the same text encoder; False (and a log line) otherwise.
 
-        The features stay in the file (``torch.load(mmap=True)``): the pages are read when a
+        The features stay in the file (``torch.load(mmap=True)``): its pages are read when a
         sentence is used and are shared by every process that loads the same file (the
-        parallel teacher-student runs of ``semires run``), instead of a copy in each. Caches
-        written before the flat table (a dict of per-sentence tensors) are read whole."""
+        parallel teacher-student runs of ``semires run``) instead of a copy in each."""
         path = Path(path)
         if not self.cached or not path.is_file():
             return False
@@ -112,13 +105,7 @@ class TextInputs:
         if data.get("key") != encoder_key(self.model):
             log.warning("ignoring text-feature cache %s made by another text encoder", path)
             return False
-        if data.get("format") == 2:
-            table, lengths = data["features"], data["lengths"].tolist()
-            starts = [0, *itertools.accumulate(lengths)][:-1]
-            for sentence, start, n in zip(data["sentences"], starts, lengths, strict=True):
-                self._feats[sentence] = table[start : start + n]
-        else:
-            self._feats.update(data["features"])
+        self._feats.update(data["features"])
         return True
 
     # ------------------------------------------------------------------ inputs
