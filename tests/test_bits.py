@@ -182,3 +182,21 @@ def test_the_loader_carries_packed_candidates_7x_smaller(synth_tiny, tmp_path):
     assert torch.equal(halves[1]["candidates"].area, plain["candidates"][1:2].flatten(2).sum(2))
     no_store = UnlabeledDataset(index, refs, 96, 0)
     assert no_store.candidates(refs[0].image_id).shape == (0, 96, 96)
+
+
+def test_the_loader_pins_packed_candidates(monkeypatch):
+    """DataLoader(pin_memory=True) pins what has a ``pin_memory`` method: the words and areas."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned: list[int] = []
+
+    def fake_pin(tensor, *args, **kwargs):  # no CUDA here: record the call, copy the tensor
+        pinned.append(tensor.numel())
+        return tensor.clone()
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    masks = PackedMasks.from_bool(random_masks(7, 2, 3, 20, 20))
+    batch = pin_memory({"candidates": masks, "sentence": ["a", "b"]})
+    got = batch["candidates"]
+    assert isinstance(got, PackedMasks) and torch.equal(got.unpack(), masks.unpack())
+    assert sorted(pinned) == sorted([masks.words.numel(), masks.area.numel()])

@@ -189,6 +189,11 @@ class PackedMasks:
             self.area.to(device, non_blocking=non_blocking),
         )
 
+    def pin_memory(self) -> PackedMasks:
+        """A copy in page-locked memory (the DataLoader's ``pin_memory`` calls this on CUDA, so
+        that the host-to-device copy of the words can overlap the step)."""
+        return PackedMasks(self.words.pin_memory(), self.height, self.area.pin_memory())
+
     def unpack(self) -> Tensor:
         """bool [..., H, W] (a transposed view)."""
         return unpack(self.words, self.height)
