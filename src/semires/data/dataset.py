@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Sampler
 
 from semires.data.index import Ref, RESIndex
 from semires.data.transforms import Blur, Jitter, resize_image, resize_mask
-from semires.utils.bits import PackedMasks, words_per_column
+from semires.utils.bits import PackedMasks
 
 LABELED, UNLABELED = 0, 1
 
@@ -201,10 +201,8 @@ class UnlabeledDataset(Dataset):
         a bool [K, size, size] tensor."""
         size, top = (self.size, self.size), self.max_candidates
         if self.proposals is None:
-            if self.packed:
-                words = torch.zeros((0, self.size, words_per_column(self.size)), dtype=torch.int64)
-                return PackedMasks(words, self.size, torch.zeros(0, dtype=torch.int64))
-            return torch.zeros((0, *size), dtype=torch.bool)
+            empty = torch.zeros((0, *size), dtype=torch.bool)
+            return PackedMasks.from_bool(empty) if self.packed else empty
         # stores keep every image's candidates best-first: the first K are the best-scored
         if self.packed:
             return self.proposals.packed_masks(image_id, size)[:top]

@@ -43,7 +43,7 @@ import numpy as np
 from semires.errors import ProposalError
 from semires.proposals.base import Proposals
 from semires.proposals.decode import decode_packed, decode_resized
-from semires.utils.io import atomic_open, atomic_write_json
+from semires.utils.io import atomic_open, atomic_write_json, remove_temp_files
 
 if TYPE_CHECKING:
     import torch
@@ -703,10 +703,7 @@ class ProposalStore:
 
     def remove_temp_files(self) -> list[Path]:
         """Delete temporary files left by killed writers; returns what was removed."""
-        stale = [p for p in self.shard_dir.glob(".*.tmp")] + list(self.root.glob(".*.tmp"))
-        for path in stale:
-            path.unlink(missing_ok=True)
-        return stale
+        return remove_temp_files(self.shard_dir) + remove_temp_files(self.root)
 
 
 def _blank(root: Path) -> bool:

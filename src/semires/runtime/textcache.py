@@ -6,8 +6,9 @@ only to the longest sentence of each batch - and reused every epoch, by teacher 
 in evaluation. The store can be saved to a file and shared by several runs on the same data
 (the ``semires run`` pipeline does). Each sentence's features are a view of the batch table it
 was encoded in (no copy per sentence), and a saved store is mapped from its file when loaded,
-so the processes that use it share its pages instead of each holding a copy. Because the features are computed in a fixed order that does
-not depend on training, resumed runs stay exact.
+so the processes that use it share its pages instead of each holding a copy. Because the
+features are computed in a fixed order that does not depend on training, resumed runs stay
+exact.
 
 When the text encoder is trained (the paper's BERT), only tokenisation happens here.
 """
