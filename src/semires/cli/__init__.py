@@ -67,8 +67,21 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
+    plugin: list[str] = typer.Option(
+        [],
+        "--plugin",
+        help="Import this module first (repeatable): your own refinement strategies, data "
+        "formats or proposal generators, registered when it is imported. Also read from "
+        "SEMIRES_PLUGINS (comma-separated) and the 'semires.plugins' entry points.",
+    ),
 ) -> None:
     """SemiRES command line."""
+    from semires.utils.registry import load_plugins, use_plugins
+
+    if plugin:
+        use_plugins(plugin)
+    else:
+        load_plugins()
 
 
 def _register() -> None:
