@@ -19,7 +19,7 @@ import torch
 from semires.data import DataSpec, load_index
 from semires.errors import CheckpointError, DataError, ProposalError
 from semires.runtime.checkpoint import load_checkpoint
-from semires.train import engine as engine_mod
+from semires.train import teacher_student as ts_mod
 from semires.train.config import load_config
 from semires.train.engine import Trainer, TrainingError, train
 
@@ -118,7 +118,7 @@ def test_resume_after_a_crash_is_exact(synth_tiny, tmp_path, monkeypatch, superv
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(
     synth_tiny, tmp_path, monkeypatch
 ):
-    from semires.train.strategies import PixelLosses
+    from semires.train.losses import PixelLosses
 
     out = tmp_path / "nan"
     cfg = make_cfg(synth_tiny, out, "train.checkpoint_every=1")
@@ -288,7 +288,7 @@ def test_proposals_made_from_other_image_files_are_refused(supervised_run, synth
     ):
         Trainer.from_config(make_cfg(synth_tiny, tmp_path / "bad", *common), progress=False)
     cfg = make_cfg(synth_tiny, tmp_path / "ok", *common, "semi.allow_proposal_mismatch=true")
-    assert Trainer.from_config(cfg, progress=False).proposals is not None
+    assert Trainer.from_config(cfg, progress=False).method.proposals is not None
 
 
 def test_teacher_student_with_refinement_logs_pseudo_label_quality(
@@ -325,7 +325,7 @@ def test_teacher_student_with_refinement_logs_pseudo_label_quality(
     )
     trainer = Trainer.from_config(cfg, progress=False)
     burn = weights(out / "best.pt")
-    teacher_before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
+    teacher_before = {k: v.clone() for k, v in trainer.method.teacher.state_dict().items()}
     result = trainer.fit()
     hist = json.loads((tmp_path / "cpi" / "history.json").read_text())[-1]
     for key in (
@@ -349,7 +349,7 @@ def test_teacher_student_with_refinement_logs_pseudo_label_quality(
     assert hist["pl_iou_after"] >= hist["pl_iou_before"] - 1e-9
     assert result["splits"]["val"]["n"] > 0
     # the teacher moved by EMA, away from the burn-in weights but not equal to the student
-    t_after = trainer.teacher.state_dict()
+    t_after = trainer.method.teacher.state_dict()
     moved = [
         k
         for k in burn
@@ -383,11 +383,11 @@ def test_packed_candidates_train_exactly_as_bool_ones(
     ]
     train(make_cfg(synth_tiny, tmp_path / "packed", *args), progress=False)
 
-    class BoolCandidates(engine_mod.UnlabeledDataset):
+    class BoolCandidates(ts_mod.UnlabeledDataset):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw, packed=False)
 
-    monkeypatch.setattr(engine_mod, "UnlabeledDataset", BoolCandidates)
+    monkeypatch.setattr(ts_mod, "UnlabeledDataset", BoolCandidates)
     train(make_cfg(synth_tiny, tmp_path / "bool", *args), progress=False)
     a, b = weights(tmp_path / "packed" / "latest.pt"), weights(tmp_path / "bool" / "latest.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -429,15 +429,17 @@ def test_teacher_student_without_candidates_uses_pwa(supervised_run, synth_tiny,
     assert hist["pl_iou_after"] == pytest.approx(hist["pl_iou_before"])
 
 
-def test_teacher_batches_show_what_refinement_gets_and_train_nothing(
+def test_training_batches_show_what_refinement_gets_and_train_nothing(
     supervised_run, synth_tiny, tmp_path
 ):
-    """``Trainer.teacher_batches`` (bench_refine_teacher.py): the burn-in teacher's probabilities
-    on the weak views, the candidates resized with them and the GT, in a fixed order."""
+    """``Trainer.batches`` + the method's pseudo-labeler (bench_refine_teacher.py): the burn-in
+    teacher's probabilities on the weak views, the candidates resized with them and the GT, in a
+    fixed order; nothing is trained."""
+    from semires.train.refine import as_bool
+
     out, _ = supervised_run
     split_dir = _split(synth_tiny, tmp_path)
     from semires.data.splits import read_split
-    from semires.errors import SemiresError
 
     index = load_index(DataSpec(root=str(synth_tiny), dataset="synthref", split_by="synth"))
     unl = list(read_split(split_dir, index).unlabeled_images)
@@ -452,31 +454,29 @@ def test_teacher_batches_show_what_refinement_gets_and_train_nothing(
         f"semi.proposals={props}",
     )
     trainer = Trainer.from_config(cfg, progress=False)
-    before = {k: v.clone() for k, v in trainer.teacher.state_dict().items()}
-    first = list(trainer.teacher_batches(2))
+    labeler = trainer.method.labeler
+    before = {k: v.clone() for k, v in trainer.method.teacher.state_dict().items()}
+    first = [(unl, labeler(unl)) for _, unl in trainer.batches(0, 2)]
     assert len(first) == 2
-    for b in first:
-        n, h, w = b["prob"].shape
+    for b, labels in first:
+        n, h, w = labels.prob.shape
         assert n == 4 == len(b["sentence"]) and (h, w) == (64, 64)
-        assert float(b["prob"].min()) >= 0.0 and float(b["prob"].max()) <= 1.0
-        cands = b["candidates"]
+        assert float(labels.prob.min()) >= 0.0 and float(labels.prob.max()) <= 1.0
+        cands = as_bool(labels.candidates)
         assert cands.dtype == torch.bool and cands.shape[0] == n and cands.shape[2:] == (h, w)
-        assert b["valid"].shape == b["candidates"].shape[:2] and b["valid"].any(1).all()
-        assert b["gt"].dtype == torch.bool and b["gt"].shape == (n, h, w)
+        assert labels.valid.shape == cands.shape[:2] and labels.valid.any(1).all()
+        gt = b["gt"].bool()
+        assert gt.shape == (n, h, w)
         # the candidates are the images' GT objects, so one of them is each referred object
-        inter = (b["candidates"] & b["gt"][:, None]).flatten(2).sum(2)
-        union = (b["candidates"] | b["gt"][:, None]).flatten(2).sum(2).clamp(min=1)
+        inter = (cands & gt[:, None]).flatten(2).sum(2)
+        union = (cands | gt[:, None]).flatten(2).sum(2).clamp(min=1)
         assert float((inter / union).amax(1).min()) > 0.9
-    again = list(trainer.teacher_batches(2))
-    for a, b in zip(first, again, strict=True):
-        assert a["sentence"] == b["sentence"] and torch.equal(a["prob"], b["prob"])
-    after = trainer.teacher.state_dict()
+    again = [(unl, labeler(unl)) for _, unl in trainer.batches(0, 2)]
+    for (a, la), (b, lb) in zip(first, again, strict=True):
+        assert a["sentence"] == b["sentence"] and torch.equal(la.prob, lb.prob)
+    after = trainer.method.teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert trainer.step == 0 and not (tmp_path / "cpi" / "latest.pt").exists()
-
-    supervised = Trainer.from_config(make_cfg(synth_tiny, tmp_path / "sup"), progress=False)
-    with pytest.raises(SemiresError, match=r"semi\.enabled"):
-        next(supervised.teacher_batches(1))
 
 
 def test_empty_labeled_split_is_an_error(synth_tiny, tmp_path):
@@ -534,9 +534,9 @@ def test_gradient_accumulation_and_the_authors_switches(synth_tiny, tmp_path, mo
     seen: list[int] = []
     original = Trainer._micro_loss
 
-    def record(self, lab, unl):
-        seen.append(len(lab["sentence"]))
-        return original(self, lab, unl)
+    def record(self, batches):
+        seen.append(len(batches[0]["sentence"]))
+        return original(self, batches)
 
     monkeypatch.setattr(Trainer, "_micro_loss", record)
     common = [
@@ -577,10 +577,10 @@ def test_gradient_accumulation_and_the_authors_switches(synth_tiny, tmp_path, mo
         trainer.scaler.step = lambda opt, m=trainer.model: grads.append(
             {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
         )
-    lab_one = next(iter(one._loader(one.labeled_ds, 4, engine_mod.LABELED, 0, 1)))
+    lab_one = list(next(iter(one.batches(0, 1))))
     seen.clear()
-    one.train_step(lab_one, None)
-    two.train_step(lab_one, None)
+    one.train_step(lab_one)
+    two.train_step(lab_one)
     assert seen == [4, 2, 2]
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name, g in grads[0].items():

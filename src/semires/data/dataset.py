@@ -151,7 +151,7 @@ class LabeledDataset(Dataset):
             image = self.jitter(image, rng)
         return {
             "image": image,
-            "mask": self.mask(ref),
+            "gt": self.mask(ref),
             "sentence": sentence,
             "ref_id": ref.id,
             "image_id": ref.image_id,
@@ -165,7 +165,7 @@ class UnlabeledDataset(Dataset):
     image, so they align with both views; ``packed`` (the default) carries them bit-packed
     (:class:`semires.utils.bits.PackedMasks`, 64 pixels a word, with their areas), else as a
     bool [K, size, size] tensor. The GT mask is returned only for logging pseudo-label
-    quality (``gt_mask``; never used for training) when the index has masks.
+    quality (``gt``; never used for training) when the index has masks.
     """
 
     def __init__(
@@ -214,7 +214,15 @@ class UnlabeledDataset(Dataset):
         sentence = ref.sentences[int(rng.integers(len(ref.sentences)))].raw
         image = self.images.get(ref.image_id)
         weak = self.blur(image, rng)
-        strong = self.jitter(weak, rng)
+        return self._item(ref, sentence, weak, self.jitter(weak, rng))
+
+    def item(self, ref: Ref, sentence: str) -> dict[str, Any]:
+        """The sample of ``ref`` with ``sentence``, without augmentation (both views are the
+        image): what labelling a sample outside training starts from."""
+        image = self.images.get(ref.image_id)
+        return self._item(ref, sentence, image, image)
+
+    def _item(self, ref: Ref, sentence: str, weak: torch.Tensor, strong: torch.Tensor) -> dict:
         item = {
             "weak": weak,
             "strong": strong,
@@ -224,8 +232,8 @@ class UnlabeledDataset(Dataset):
             "ref_id": ref.id,
             "image_id": ref.image_id,
         }
-        if self.with_gt:
-            item["gt_mask"] = resize_mask(self.index.mask(ref.object_id), self.size)
+        if self.with_gt:  # for statistics only: never a training target
+            item["gt"] = resize_mask(self.index.mask(ref.object_id), self.size)
         return item
 
 

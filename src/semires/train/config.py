@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from semires.data import DataSpec
 from semires.errors import ConfigError
-from semires.train.refine import RefineConfig
+from semires.train.strategies import RefineConfig, needs_proposals
 from semires.utils.typed_config import (
     apply_overrides,
     invalid,
@@ -237,7 +237,8 @@ class SemiConfig:
     sup_weight: float = 1.0
     unsup_weight: float = 1.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    #: pseudo-label refinement (docs/method.md section 4), see :class:`semires.train.refine.RefineConfig`
+    #: pseudo-label refinement (docs/method.md section 4), see
+    #: :class:`semires.train.strategies.RefineConfig`
     refine: RefineConfig = field(default_factory=RefineConfig)
     #: at most this many candidates per image (the highest-scoring ones)
     max_candidates: int = 256
@@ -284,8 +285,6 @@ class Config:
         return to_dict(self)
 
     def validate(self) -> None:
-        from semires.train.strategies import needs_proposals
-
         if (
             self.semi.enabled
             and not self.semi.proposals

@@ -1,12 +1,11 @@
-"""The training engine: one loop for the supervised burn-in and the teacher-student stage.
+"""The training loop: one loop for every training method.
 
-``Trainer.from_config(cfg).fit()`` trains the RES model on the labeled refs. The loop knows
-nothing of SemiRES: with ``semi.enabled`` a :class:`~semires.train.semi.SemiSupervised`
-collaborator (teacher, EMA, refinement, unsupervised loss, statistics) is handed each unlabeled
-batch - before the student's forward pass for the pseudo-labels, after it for the loss, after
-the optimizer step for the teacher's update. Everything else - data order, schedule, gradient
-accumulation, mixed precision, DDP, evaluation, best / latest checkpoints, exact resume,
-TensorBoard - is the loop's.
+``Trainer.from_config(cfg).fit()`` trains a :class:`~semires.train.method.Method` (supervised,
+teacher-student, or any registered one; :func:`~semires.train.method.build_method` picks it from
+the config). The loop runs data iteration over the method's streams, the optimizer step,
+gradient accumulation, mixed precision, DDP, the schedule, evaluation and checkpoint selection,
+best / latest checkpoints, exact resume and TensorBoard; the method owns its data, its networks,
+its loss, what happens after a step and its part of a checkpoint.
 
 Run folder (``output.dir``, :class:`~semires.layout.StageLayout`): ``config.yaml`` (resolved),
 ``latest.pt`` (resumable), ``best.pt`` (selected on ``data.val_split``, never a test split),
@@ -29,36 +28,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from semires.data.dataset import (
-    LABELED,
-    UNLABELED,
-    LabeledDataset,
-    StepBatchSampler,
-    UnlabeledDataset,
-    collate,
-    split_batch,
-)
+from semires.data.dataset import StepBatchSampler, collate, split_batch
 from semires.data.index import RESIndex
 from semires.data.transforms import normalize
-from semires.errors import CheckpointError, DataError, SemiresError
+from semires.errors import DataError, SemiresError
 from semires.layout import StageLayout
 from semires.runtime import checkpoint as ckpt_io
 from semires.runtime.distributed import barrier, cleanup, gather_objects, init_distributed
 from semires.runtime.logs import held_records, log_to_file, replay
 from semires.runtime.precision import autocast, resolve_amp
 from semires.runtime.textcache import TextInputs
-from semires.train.config import (
-    Config,
-    DataConfig,
-    ModelSection,
-    OutputConfig,
-    SemiConfig,
-    TrainConfig,
-)
+from semires.train.config import Config, DataConfig, ModelSection, OutputConfig, TrainConfig
+from semires.train.losses import PixelLosses
+from semires.train.method import Method, build_method
 from semires.train.optim import build_optimizer, poly_factor, set_lr
-from semires.train.refine import as_bool
-from semires.train.semi import SemiSupervised
-from semires.train.strategies import PixelLosses
+from semires.train.scoring import Scorer, final_metrics
 from semires.utils.io import atomic_write_json, atomic_write_text
 from semires.utils.lock import folder_lock
 
@@ -71,12 +55,13 @@ class TrainingError(SemiresError):
 
 class Trainer:
     """One training run; one keyword argument per config section (see
-    :class:`~semires.train.config.Config`), ``losses`` to replace the pixel losses.
+    :class:`~semires.train.config.Config`), ``losses`` to replace the pixel losses, ``method``
+    to train another :class:`~semires.train.method.Method` than the config's.
 
     ``__init__`` is a sequence of named steps: the process (device, threads, the folder's lock),
     then - before anything is written into the run folder, so a failed start leaves it as it
-    was - the data, the model, the teacher-student collaborator, the optimizer, the text inputs,
-    the schedule and the resume; then the run folder (``config.yaml``, ``train.log``).
+    was - the data, the model, the losses and the method's networks, the optimizer, the text
+    inputs, the schedule and the resume; then the run folder (``config.yaml``, ``train.log``).
     """
 
     def __init__(
@@ -85,11 +70,12 @@ class Trainer:
         data: DataConfig,
         model: ModelSection,
         train: TrainConfig,
-        semi: SemiConfig,
+        semi: Any,  # the teacher-student section: read by the method, not by the loop
         output: OutputConfig,
         name: str = "run",
         seed: int = 0,
         losses: PixelLosses | None = None,
+        method: Method | None = None,
         progress: bool = True,
         index: RESIndex | None = None,
     ) -> None:
@@ -105,10 +91,12 @@ class Trainer:
         self._lock = folder_lock(self.layout.root).acquire() if self.info.is_main else None
         try:
             with held_records() as held:
+                self.method = method or build_method(
+                    self.cfg, device=self.device, progress=progress and self.info.is_main
+                )
                 self._setup_data()
                 self._setup_model()
                 self._setup_losses(losses)
-                self._setup_semi()
                 self._setup_optimizer()
                 self._setup_text()
                 self._setup_schedule()
@@ -124,17 +112,8 @@ class Trainer:
     @classmethod
     def from_config(cls, cfg: Config, *, progress: bool = True, **kwargs: Any) -> Trainer:
         """A trainer for a whole :class:`~semires.train.config.Config`."""
-        return cls(
-            data=cfg.data,
-            model=cfg.model,
-            train=cfg.train,
-            semi=cfg.semi,
-            output=cfg.output,
-            name=cfg.name,
-            seed=cfg.seed,
-            progress=progress,
-            **kwargs,
-        )
+        sections = {k: getattr(cfg, k) for k in ("data", "model", "train", "semi", "output")}
+        return cls(**sections, name=cfg.name, seed=cfg.seed, progress=progress, **kwargs)
 
     # ------------------------------------------------------------------ set-up steps
     def _setup_process(self) -> None:
@@ -159,74 +138,24 @@ class Trainer:
             raise DataError(
                 f"no labeled refs in split {cfg.data.train_split!r} of {cfg.data.spec().describe()}"
             )
-        views = cfg.semi.augment
-        self.labeled_ds = LabeledDataset(
-            self.index,
-            self.labeled_refs,
-            cfg.data.img_size,
-            cfg.seed,
-            cache_images=cfg.data.cache_images,
-            augment=cfg.data.labeled_augment,
-            jitter=views.jitter(),
-        )
-        self.unlabeled_ds: UnlabeledDataset | None = None
-        self.proposals = None
-        if not cfg.semi.enabled:
-            return
-        if not self.unlabeled_refs:
-            raise DataError(
-                "the teacher-student stage needs unlabeled refs; data.split_dir gives none"
-            )
-        if cfg.semi.proposals:
-            self.proposals = self._open_proposals()
-        self.unlabeled_ds = UnlabeledDataset(
-            self.index,
-            self.unlabeled_refs,
-            cfg.data.img_size,
-            cfg.seed,
-            proposals=self.proposals,
-            max_candidates=cfg.semi.max_candidates,
-            blur=views.blur(),
-            jitter=views.jitter(),
-            cache_images=cfg.data.cache_images,
-        )
+        self.method.build_data(self.index, self.labeled_refs, self.unlabeled_refs)
 
     def _setup_model(self) -> None:
         from semires.model import build_model
 
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
-        overrides = dict(cfg.model.overrides)
-        if cfg.semi.enabled:  # every weight comes from the burn-in: no backbone file needed
-            overrides["backbone_weights"] = None
+        overrides = self.method.model_overrides(dict(cfg.model.overrides))
         self.model = build_model(cfg.model.name, **overrides).to(self.device)
         self.model.text_eval = not cfg.train.text_dropout
         if cfg.train.sync_bn:
             self._sync_batchnorm()
-        if cfg.semi.enabled:
-            if not cfg.semi.burn_in:
-                raise SemiresError(
-                    "config key 'semi.burn_in': the teacher-student stage needs a burn-in checkpoint"
-                )
-            self._load_burn_in(cfg.semi.burn_in)
+        self.method.init_model(self.model)
 
     def _setup_losses(self, losses: PixelLosses | None) -> None:
-        cfg = self.cfg
-        weights = torch.tensor(cfg.train.class_weights, device=self.device, dtype=torch.float32)
-        self.losses = losses or PixelLosses(weights, cfg.train.ce_mean, cfg.semi.pwa_class_weights)
-
-    def _setup_semi(self) -> None:
+        self.losses = losses or self.method.make_losses()
         self.text = TextInputs(self.model, self.device)
-        self.semi: SemiSupervised | None = None
-        if self.cfg.semi.enabled:
-            self.semi = SemiSupervised(
-                cfg=self.cfg.semi,
-                student=self.model,
-                text=self.text,
-                losses=self.losses,
-                device=self.device,
-                amp=self.cfg.train.amp,
-            )
+        self.method.attach(self.model, self.text, self.losses)
 
     def _setup_optimizer(self) -> None:
         cfg = self.cfg.train
@@ -263,15 +192,24 @@ class Trainer:
 
     def _setup_schedule(self) -> None:
         cfg = self.cfg
-        n = len(self.unlabeled_refs) if cfg.semi.enabled else len(self.labeled_refs)
-        batch = cfg.semi.unlabeled_batch_size if cfg.semi.enabled else cfg.train.batch_size
-        per_step = batch * cfg.train.grad_accum * self.info.world
-        self.steps_per_epoch = cfg.train.steps_per_epoch or max(1, n // per_step)
+        self.streams = self.method.streams()
+        (epoch,) = [s for s in self.streams if s.epoch]
+        per_step = epoch.batch_size * cfg.train.grad_accum * self.info.world
+        self.steps_per_epoch = cfg.train.steps_per_epoch or max(1, len(epoch.dataset) // per_step)
         self.total_steps = self.steps_per_epoch * cfg.train.epochs
         self.step = 0
         self.best: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
         self._tb = None
+        self.scorer = Scorer(
+            index=self.index,
+            data=cfg.data,
+            train=cfg.train,
+            device=self.device,
+            info=self.info,
+            progress=self.progress,
+            on_result=self._log_eval,
+        )
         if self.info.is_main:
             log.info("model %s\n%s", cfg.model.name, self.model.describe())
             log.info(
@@ -304,6 +242,7 @@ class Trainer:
             self._lock.release()
 
     def _split_refs(self) -> tuple[list, list]:
+        """The train split's refs of the labeled and of the unlabeled images."""
         from semires.data.splits import read_split
 
         train = self.index.refs_in(self.cfg.data.train_split)
@@ -312,20 +251,6 @@ class Trainer:
         split = read_split(self.cfg.data.split_dir, self.index)
         lab, unl = set(split.labeled_images), set(split.unlabeled_images)
         return [r for r in train if r.image_id in lab], [r for r in train if r.image_id in unl]
-
-    def _open_proposals(self) -> Any:
-        """The proposal store, checked against the unlabeled images (ids, sizes, file content)."""
-        from semires.proposals.store import ProposalStore
-
-        store = ProposalStore.open(self.cfg.semi.proposals)
-        store.check_for_images(
-            [r.image_id for r in self.unlabeled_refs],
-            self.index.image_size,
-            self.index.image_path,
-            sizes_and_files=not self.cfg.semi.allow_proposal_mismatch,
-            progress=self.progress and self.info.is_main,
-        )
-        return store
 
     def _note(self, text: str) -> None:
         """A one-off remark: in train.log, and on the console when showing progress."""
@@ -342,28 +267,6 @@ class Trainer:
         where = "a single process" if not self.info.enabled else f"{self.device.type} / gloo"
         self._note(f"train.sync_bn is off in {where} (it needs DDP on CUDA); plain BatchNorm")
 
-    def _load_burn_in(self, path: str) -> None:
-        """Start from the burn-in checkpoint; refuse one made for another architecture (knobs
-        that do not change tensor shapes, e.g. fusion heads, would otherwise load silently)."""
-        from semires.model.config import ModelConfig, architecture_differences
-
-        ck = ckpt_io.load_checkpoint(path)
-        if "model_config" in ck:
-            theirs = ModelConfig.from_dict(ck["model_config"])
-            diffs = architecture_differences(theirs, self.model.config)
-            if diffs:
-                shown = "; ".join(f"{k}: checkpoint {a!r}, run {b!r}" for k, a, b in diffs[:3])
-                raise CheckpointError(
-                    f"burn-in checkpoint {path} was made for another model ({shown}); set "
-                    "model.overrides to match it"
-                )
-        ckpt_io.load_model_state(self.model, ck["model"], path, ck.get("text_from_source", False))
-
-    @property
-    def teacher(self) -> nn.Module | None:
-        """The EMA teacher of a teacher-student run (None in a supervised one)."""
-        return self.semi.teacher if self.semi is not None else None
-
     @property
     def tb(self) -> Any:
         if self._tb is None and self.info.is_main and self.cfg.output.tensorboard:
@@ -375,8 +278,10 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _payload(self, full: bool) -> dict[str, Any]:
         """A checkpoint: ``full`` (latest.pt: everything to resume) or best.pt (the evaluated
-        network, and in a teacher-student run the other one as ``companion``)."""
-        state, dropped = ckpt_io.model_state(self.model if full else self.eval_net)
+        network, and where the method has another one, that one as ``companion``)."""
+        nets = self.method.networks()
+        role = "student" if full else self.method.eval_role
+        state, dropped = ckpt_io.model_state(nets[role])
         payload: dict[str, Any] = {
             "model": state,
             "text_from_source": dropped,
@@ -388,19 +293,16 @@ class Trainer:
         }
         if getattr(self.model, "embedded_tokenizer", None) is not None:
             payload["tokenizer"] = self.model.embedded_tokenizer
-        if self.teacher is not None and not full:
-            other = self.model if self.eval_net is self.teacher else self.teacher
-            payload["companion"] = {
-                "role": self._role(other),
-                "model": ckpt_io.model_state(other)[0],
-            }
+        others = [(r, net) for r, net in nets.items() if r != role]
+        if others and not full:
+            other, net = others[0]
+            payload["companion"] = {"role": other, "model": ckpt_io.model_state(net)[0]}
         if full:
             payload["optimizer"] = self.optimizer.state_dict()
             payload["scaler"] = self.scaler.state_dict()
             payload["history"] = self.history
             payload["world"] = self.info.world
-            if self.teacher is not None:
-                payload["teacher"] = ckpt_io.model_state(self.teacher)[0]
+            payload.update(self.method.state_dict())
         return payload
 
     def save_latest(self) -> None:
@@ -415,12 +317,7 @@ class Trainer:
         ck = ckpt_io.load_checkpoint(path, map_location=self.device)
         from_source = ck.get("text_from_source", False)
         ckpt_io.load_model_state(self.model, ck["model"], path, from_source)
-        if self.teacher is not None:
-            if "teacher" not in ck:
-                raise CheckpointError(
-                    f"{path} has no teacher state but this run is a teacher-student run"
-                )
-            ckpt_io.load_model_state(self.teacher, ck["teacher"], path, from_source)
+        self.method.load_state_dict(ck, path, from_source)
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scaler.load_state_dict(ck["scaler"])
         self.step = int(ck["step"])
@@ -456,32 +353,16 @@ class Trainer:
             generator=torch.Generator().manual_seed(self.cfg.seed),
         )
 
-    def _norm(self, images: torch.Tensor) -> torch.Tensor:
+    def _forward(self, images: torch.Tensor, sentences: list[str]) -> torch.Tensor:
+        """The trained network's logits for raw images in [0, 1] (the methods' ``forward``)."""
         images = images.to(self.device, non_blocking=True)
-        return normalize(images, self.model.image_mean, self.model.image_std)
+        x = normalize(images, self.model.image_mean, self.model.image_std)
+        return self.ddp_model(x, **self.text(sentences))
 
-    def _micro_loss(
-        self, lab: dict[str, Any], unl: dict[str, Any] | None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of one (micro-)batch and its parts; with an unlabeled batch
-        ``w_sup L_sup + lambda L_unsup`` (docs/method.md section 3)."""
-        cfg = self.cfg
-        parts: dict[str, float] = {}
-        x_l, y_l = self._norm(lab["image"]), lab["mask"].to(self.device)
-        with autocast(self.device, cfg.train.amp):
-            if unl is None or self.semi is None:
-                logits = self.ddp_model(x_l, **self.text(lab["sentence"]))
-                loss = loss_sup = self.losses.ce(logits, y_l)
-            else:
-                result = self.semi.pseudo_labels(unl)
-                images = torch.cat([x_l, self._norm(unl["strong"])])
-                logits = self.ddp_model(images, **self.text([*lab["sentence"], *unl["sentence"]]))
-                b = x_l.shape[0]
-                loss_sup = self.losses.ce(logits[:b], y_l)
-                loss_unsup = self.semi.loss(logits[b:], result)
-                loss = cfg.semi.sup_weight * loss_sup + cfg.semi.unsup_weight * loss_unsup
-                parts["loss_unsup"] = float(loss_unsup.detach())
-        parts["loss_sup"] = float(loss_sup.detach())
+    def _micro_loss(self, batches: list[dict[str, Any]]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The method's loss of one micro-batch and its parts; a non-finite loss stops the run."""
+        with autocast(self.device, self.cfg.train.amp):
+            loss, parts = self.method.loss(batches, self._forward)
         parts["loss"] = float(loss.detach())
         if not math.isfinite(parts["loss"]):
             raise TrainingError(
@@ -490,8 +371,9 @@ class Trainer:
             )
         return loss, parts
 
-    def train_step(self, lab: dict[str, Any], unl: dict[str, Any] | None) -> dict[str, float]:
-        """One optimizer step over ``train.grad_accum`` micro-batches; returns scalar logs."""
+    def train_step(self, batches: list[dict[str, Any]]) -> dict[str, float]:
+        """One optimizer step over ``train.grad_accum`` micro-batches of each stream's batch;
+        returns scalar logs."""
         cfg = self.cfg
         factor = poly_factor(
             self.step, self.total_steps, cfg.train.poly_power, cfg.train.warmup_steps
@@ -499,15 +381,13 @@ class Trainer:
         logs: dict[str, float] = {"lr": set_lr(self.optimizer, cfg.train.lr, factor)}
         self.ddp_model.train()
         n = cfg.train.grad_accum
-        labs = split_batch(lab, n)
-        unls = split_batch(unl, n) if unl is not None else [None] * n
+        micro = list(zip(*(split_batch(b, n) for b in batches), strict=True))
         self.optimizer.zero_grad(set_to_none=True)
-        for i, (part_l, part_u) in enumerate(zip(labs, unls, strict=True)):
+        for i, parts_in in enumerate(micro):
             # under DDP only the last micro-batch all-reduces the gradients
-            last = i == n - 1
-            no_sync = self.info.enabled and not last
+            no_sync = self.info.enabled and i < n - 1
             with self.ddp_model.no_sync() if no_sync else contextlib.nullcontext():
-                loss, parts = self._micro_loss(part_l, part_u)
+                loss, parts = self._micro_loss(list(parts_in))
                 self.scaler.scale(loss / n if n > 1 else loss).backward()
             for k, v in parts.items():
                 logs[k] = logs.get(k, 0.0) + v / n
@@ -517,124 +397,83 @@ class Trainer:
             logs["grad_norm"] = float(norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.semi is not None:
-            self.semi.update_teacher()
+        self.method.after_step()
         self.step += 1
         return logs
 
-    def teacher_batches(self, steps: int) -> Iterator[dict[str, Any]]:
-        """What the teacher sees in the first ``steps`` unlabeled batches of the stage, for
-        studying refinement offline (``bench/bench_refine_teacher.py``); nothing is trained.
-
-        Per batch: ``prob`` (teacher foreground probability on the weak view, [B, H, W]; the
-        pseudo-label is ``prob > 0.5``), ``candidates`` ([B, K, H, W] bool) and ``valid``
-        ([B, K]) as refinement gets them, ``gt`` ([B, H, W] bool, or None where the unlabeled
-        images have no masks) and ``sentence``. Needs ``semi.enabled``."""
-        if self.unlabeled_ds is None or self.semi is None:
-            raise SemiresError("teacher_batches needs a teacher-student config (semi.enabled)")
-        batch = self.cfg.semi.unlabeled_batch_size
-        for unl in self._loader(self.unlabeled_ds, batch, UNLABELED, 0, steps):
-            view = self.semi.teacher_view(unl)
-            gt = unl.get("gt_mask")
-            yield {
-                "prob": view.prob,
-                "candidates": as_bool(view.candidates),
-                "valid": view.valid,
-                "gt": None if gt is None else gt.to(self.device).bool(),
-                "sentence": list(unl["sentence"]),
-            }
-
     # ------------------------------------------------------------------ epochs
-    def _epoch_batches(self, start: int, stop: int) -> Iterator[tuple[dict, dict | None]]:
-        """(labeled, unlabeled or None) batches of the steps ``start .. stop - 1``."""
-        cfg = self.cfg
-        accum = cfg.train.grad_accum
-        labeled = self._loader(self.labeled_ds, cfg.train.batch_size * accum, LABELED, start, stop)
-        if self.unlabeled_ds is None:
-            return ((lab, None) for lab in labeled)
-        batch = cfg.semi.unlabeled_batch_size * accum
-        unlabeled = self._loader(self.unlabeled_ds, batch, UNLABELED, start, stop)
-        return zip(labeled, unlabeled, strict=True)
+    def batches(self, start: int, stop: int) -> Iterator[tuple[dict, ...]]:
+        """One batch of each of the method's streams for every step ``start .. stop - 1``, as
+        training draws them (e.g. to study a method's labels offline; nothing is trained)."""
+        accum = self.cfg.train.grad_accum
+        loaders = [
+            self._loader(s.dataset, s.batch_size * accum, s.stream, start, stop)
+            for s in self.streams
+        ]
+        return zip(*loaders, strict=True)
 
     def train_epoch(self) -> dict[str, Any]:
         """Train until the end of the current epoch; returns the epoch's training record."""
         from semires.utils.progress import progress_bar
 
-        cfg = self.cfg
         epoch = self.step // self.steps_per_epoch
         start, stop = self.step, (epoch + 1) * self.steps_per_epoch
         sums: dict[str, float] = {}
         n_steps = images = 0
         t0 = time.perf_counter()
-        desc = f"epoch {epoch + 1}/{cfg.train.epochs}"
+        desc = f"epoch {epoch + 1}/{self.cfg.train.epochs}"
         enabled = self.progress and self.info.is_main
         bar = progress_bar(total=stop - start, desc=desc, unit="step", leave=False, enabled=enabled)
-        for lab, unl in self._epoch_batches(start, stop):
-            logs = self.train_step(lab, unl)
+        for batches in self.batches(start, stop):
+            logs = self.train_step(list(batches))
             n_steps += 1
-            images += len(lab["sentence"]) + (len(unl["sentence"]) if unl is not None else 0)
+            images += sum(len(b["sentence"]) for b in batches)
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             speed = images * self.info.world / max(time.perf_counter() - t0, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{logs['loss']:.4f}", img_s=f"{speed:.1f}")
-            if self.tb is not None and self.step % cfg.train.log_every == 0:
-                for k, v in logs.items():
-                    self.tb.add_scalar(f"train/{k}", v, self.step)
-                self.tb.add_scalar("train/images_per_s", speed, self.step)
-            every = cfg.train.checkpoint_every
-            if every and self.step % every == 0 and self.step < stop:
-                self.save_latest()
+            self._after_step(logs, speed, stop)
         bar.close()
         elapsed = time.perf_counter() - t0
         record: dict[str, Any] = {"epoch": epoch + 1, "step": self.step, "seconds": elapsed}
         record.update({k: v / max(n_steps, 1) for k, v in sums.items()})
         record["images_per_s"] = images * self.info.world / max(elapsed, 1e-9)
-        if self.semi is not None:
-            record.update(self.semi.epoch_record(self.info))
+        record.update(self.method.epoch_record(self.info))
         return record
 
+    def _after_step(self, logs: dict[str, float], speed: float, stop: int) -> None:
+        """TensorBoard scalars every ``train.log_every`` steps, a resumable checkpoint every
+        ``train.checkpoint_every``."""
+        cfg = self.cfg.train
+        if self.tb is not None and self.step % cfg.log_every == 0:
+            for k, v in logs.items():
+                self.tb.add_scalar(f"train/{k}", v, self.step)
+            self.tb.add_scalar("train/images_per_s", speed, self.step)
+        every = cfg.checkpoint_every
+        if every and self.step % every == 0 and self.step < stop:
+            self.save_latest()
+
+    # ------------------------------------------------------------------ evaluation
     def evaluate(
         self,
         split: str,
         *,
         max_sentences: int | None = None,
         pred_dir: str | Path | None = None,
-        net: nn.Module | None = None,
+        role: str | None = None,
     ) -> dict[str, Any]:
-        """Evaluate the current student (or teacher, see ``semi.eval_model``; or ``net``) on a
-        split."""
-        from semires.evaluate.evaluate import evaluate_model
-
-        model = self.eval_net if net is None else net
-        text = self.semi.text if self.semi is not None and model is self.teacher else self.text
-        return evaluate_model(
-            model,
-            self.index,
-            split,
-            size=self.cfg.data.img_size,
-            batch_size=self.cfg.train.eval_batch_size,
-            device=self.device,
-            info=self.info,
-            text=text,
-            amp=self.cfg.train.amp,
-            max_sentences=max_sentences,
-            pred_dir=pred_dir,
-            cache_images=self.cfg.data.cache_images,
-            progress=self.progress,
-            num_panels=self.cfg.train.num_panels,
-            protocol=self.cfg.train.protocol,
+        """Evaluate the method's evaluated network (or its network ``role``) on a split."""
+        role = role or self.method.eval_role
+        net = self.method.networks()[role]
+        return self.scorer.evaluate(
+            net, self.method.text_for(role), split, max_sentences=max_sentences, pred_dir=pred_dir
         )
 
     @property
     def eval_net(self) -> nn.Module:
-        """The network evaluated and saved as ``best``: the student, or the EMA teacher."""
-        if self.teacher is not None and self.cfg.semi.eval_model == "teacher":
-            return self.teacher
-        return self.model
-
-    def _role(self, net: nn.Module) -> str:
-        return "teacher" if net is self.teacher else "student"
+        """The network evaluated and saved as ``best`` (the method's ``eval_role``)."""
+        return self.method.networks()[self.method.eval_role]
 
     def _log_eval(self, split: str, result: dict[str, Any]) -> None:
         if self.tb is None:
@@ -675,12 +514,8 @@ class Trainer:
                 self._log_record(record)
                 self.save_latest()
             if self.best is None and self.info.is_main:  # no evaluation: the last weights
-                self.best = {
-                    "score": None,
-                    "metric": None,
-                    "epoch": cfg.train.epochs,
-                    "step": self.step,
-                }
+                self.best = dict.fromkeys(("score", "metric", "epoch", "step"))
+                self.best.update(epoch=cfg.train.epochs, step=self.step)
                 ckpt_io.save_checkpoint(self.layout.best, self._payload(full=False))
             barrier(self.info)
             return self.final_evaluation()
@@ -707,54 +542,21 @@ class Trainer:
         atomic_write_json(self.layout.history, self.history)
 
     def final_evaluation(self) -> dict[str, Any]:
-        """Load ``best.pt`` and evaluate the val split (unless ``train.final_val`` is off) and
-        every test split; write metrics.json.
-
-        In a teacher-student run the other network of the selected step (``companion`` in
-        ``best.pt``) is scored on the same splits: ``metrics.json`` holds ``eval_model`` (the
-        network of ``splits``, the headline) and ``companion`` ``{"model", "splits"}``.
-        """
+        """Load ``best.pt`` and score it on the final splits (:func:`~semires.train.scoring.
+        final_metrics`): the evaluated network, and the method's other network of the selected
+        step (``companion`` in ``best.pt``) beside it; writes metrics.json and samples.json."""
         source = self.layout.best
         best = ckpt_io.load_checkpoint(source, map_location=self.device)
         from_source = best.get("text_from_source", False)
-        ckpt_io.load_model_state(self.eval_net, best["model"], source, from_source)
-        counts: dict[str, Any] = {}
-        out: dict[str, Any] = {
-            "best": self.best,
-            "eval_model": self._role(self.eval_net),
-            "splits": self._final_splits(self.eval_net, counts),
-        }
-        if self.info.is_main:
-            atomic_write_json(self.layout.samples, counts, indent=None)
+        nets, role = self.method.networks(), self.method.eval_role
+        ckpt_io.load_model_state(nets[role], best["model"], source, from_source)
+        scored = [(role, nets[role], self.method.text_for(role))]
         companion = best.get("companion")
-        if companion is not None and self.teacher is not None:
-            other = self.model if self.eval_net is self.teacher else self.teacher
-            ckpt_io.load_model_state(other, companion["model"], source, from_source)
-            out["companion"] = {"model": self._role(other), "splits": self._final_splits(other)}
-        if self.info.is_main:
-            atomic_write_json(self.layout.metrics, out)
-        return out
-
-    def _final_splits(self, net: nn.Module, counts: dict | None = None) -> dict[str, Any]:
-        """Metrics of ``net`` on the final splits (and all test splits together); ``counts``
-        receives the per-sentence counts of each split."""
-        from semires.evaluate.evaluate import score_splits
-
-        cfg = self.cfg
-        role = self._role(net)
-        tag = "final" if net is self.eval_net else f"final_{role}"
-
-        def run(split: str) -> dict[str, Any]:
-            result = self.evaluate(split, net=net)
-            self._log_eval(f"{tag}_{split}", result)
-            if self.info.is_main:
-                m = result["metrics"]
-                log.info("final %s (%s): oIoU %.2f mIoU %.2f", split, role, m["oIoU"], m["mIoU"])
-            return result
-
-        splits = [cfg.data.val_split] if cfg.train.final_val or not cfg.data.test_splits else []
-        return score_splits(run, splits, cfg.data.test_splits, cfg.train.protocol, counts)
-
+        if companion is not None and companion["role"] in nets:
+            other = companion["role"]
+            ckpt_io.load_model_state(nets[other], companion["model"], source, from_source)
+            scored.append((other, nets[other], self.method.text_for(other)))
+        return final_metrics(self.scorer, scored, self.layout, {"best": self.best})
 
 def train(cfg: Config, *, progress: bool = True, index: RESIndex | None = None) -> dict[str, Any]:
     """Train (or resume) the run described by ``cfg``; returns the final metrics. ``index``: the

@@ -1,6 +1,13 @@
-"""Losses (docs/method.md section 3): class-weighted pixel cross-entropy and its PWA-weighted form."""
+"""Losses (docs/method.md section 3): class-weighted pixel cross-entropy and its PWA-weighted form.
+
+:class:`PixelLosses` holds a run's settings of them (class weights, how the CE is averaged); the
+supervised loss and every refinement strategy's unsupervised loss call it, never the raw
+functions. A run may inject its own (``Trainer(losses=...)``).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -46,3 +53,28 @@ def masked_ce(
     ce = F.cross_entropy(logits.float(), target.long(), weight=class_weights, reduction="none")
     w = class_weights[target.long()] * keep
     return (ce * keep).sum() / w.sum().clamp_min(1e-6)
+
+
+@dataclass
+class PixelLosses:
+    """The pixel losses of a run: class weights and how they are averaged (``train.ce_mean``,
+    ``semi.pwa_class_weights``)."""
+
+    class_weights: torch.Tensor
+    mean: str = "weighted"
+    pwa_class_weights: bool = True
+
+    def ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Class-weighted pixel cross-entropy (:func:`weighted_ce`)."""
+        return weighted_ce(logits, target, self.class_weights, self.mean)
+
+    def pwa(
+        self, logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        """The PWA loss: mean of w(x) CE(x)."""
+        cw = self.class_weights if self.pwa_class_weights else None
+        return pixel_weighted_ce(logits, target, weights, cw)
+
+    def masked(self, logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Class-weighted CE over the kept pixels."""
+        return masked_ce(logits, target, keep, self.class_weights)

@@ -1,7 +1,8 @@
 """SAM-guided pseudo-label refinement: IOM, CPI and PWA (docs/method.md section 4).
 
 Small pure functions of batched tensors, each next to its equation; the strategies that use
-them for training (labels and loss) are in :mod:`semires.train.strategies`. Notation (per sample b):
+them for training (labels and loss, with their configuration) are in
+:mod:`semires.train.strategies`. Notation (per sample b):
 
 - ``P``: the teacher's pseudo-label, bool [B, H, W] (teacher argmax on the weak view);
 - ``p``: the teacher's foreground probability, float [B, H, W];
@@ -25,22 +26,24 @@ Edge cases, the same in every function:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from semires.evaluate.metrics import intersection_union, iou_from_counts
 from semires.utils.bits import PackedMasks, and_counts, count, pack
-from semires.utils.typed_config import FieldError
 
 #: candidate masks: bool [B, K, H, W], or the same bit-packed (what the training loader gives)
 Masks = Tensor | PackedMasks
 
-#: the strategy names (their labels and losses: :mod:`semires.train.strategies`)
-Strategy = Literal["none", "iom", "cpi", "confidence", "soft"]
-STRATEGIES: tuple[str, ...] = ("none", "iom", "cpi", "confidence", "soft")
+#: the paper's constants (docs/method.md section 4), the defaults of every rule and config
+TAU = 0.5  # IOM: a candidate matches when its IoU with P exceeds tau
+T1 = 0.7  # CPI-U: share of P a candidate covers
+T2 = 0.7  # CPI-O: share of a candidate inside P
+PWA_SIGMA2 = 0.1  # PWA: the Gaussian's variance s
+PWA_OFFSET = 1.3  # PWA: w(x) = offset - N(p(x); 0.5, s)
 
 # Pixels are counted 8 at a time: a bool tensor is viewed as int64 words of 8 bytes (each 0 or 1)
 # and words are added; every byte lane then holds a partial count. At most 255 words are added
@@ -184,7 +187,7 @@ def iom_from_overlaps(P: Tensor, M: Masks, valid: Tensor, ov: Overlaps, tau: flo
     return IOMResult(refined, matched, index.masked_fill(~has_any, -1))
 
 
-def iom(P: Tensor, M: Masks, valid: Tensor, tau: float = 0.5) -> IOMResult:
+def iom(P: Tensor, M: Masks, valid: Tensor, tau: float = TAU) -> IOMResult:
     """IoU-based optimal matching (IOM).
 
     ``IoU_k = |M_k AND P| / |M_k OR P|``, ``k* = argmax_k IoU_k`` (first on ties);
@@ -236,8 +239,8 @@ def cpi(
     P: Tensor,
     M: Masks,
     valid: Tensor,
-    t1: float = 0.7,
-    t2: float = 0.7,
+    t1: float = T1,
+    t2: float = T2,
     use_u: bool = True,
     use_o: bool = True,
 ) -> CPIResult:
@@ -312,7 +315,7 @@ def expression_consensus(probs: Tensor, owner: Tensor, batch: int) -> Tensor:
     return total / count[:, None, None]
 
 
-def pwa_weights(p: Tensor, sigma2: float = 0.1, offset: float = 1.3) -> Tensor:
+def pwa_weights(p: Tensor, sigma2: float = PWA_SIGMA2, offset: float = PWA_OFFSET) -> Tensor:
     """Pixel-wise adjustment (PWA) weights for samples without a match.
 
     ``w(x) = offset - exp(-(p(x) - 0.5)^2 / (2 s)) / sqrt(2 pi s)``, ``s = sigma2`` (a variance).
@@ -331,93 +334,13 @@ def confidence_filter(p: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
     return p > 0.5, torch.maximum(p, 1.0 - p) < threshold
 
 
-@dataclass(frozen=True)
-class RefineConfig:
-    """How pseudo-labels are refined (the ``refine`` section of a training config).
-
-    ``strategy``: ``none`` (plain teacher-student: P with weight 1), ``iom``, ``cpi``,
-    ``confidence`` (P with pixels below ``confidence`` ignored) or ``soft`` (soft-IoU matching
-    against the teacher's probability, threshold ``soft_tau``; ours). ``pwa`` weights the
-    unmatched samples of ``iom`` / ``cpi`` / ``soft``. Defaults are the paper's
-    (docs/method.md section 4); :mod:`semires.train.strategies` applies them.
-    """
-
-    strategy: Strategy = "cpi"
-    tau: float = 0.5
-    t1: float = 0.7
-    t2: float = 0.7
-    cpi_u: bool = True
-    cpi_o: bool = True
-    pwa: bool = True
-    pwa_sigma2: float = 0.1
-    pwa_offset: float = 1.3
-    confidence: float = 0.9
-    #: soft_iom's threshold; 0 takes the best candidate whenever the teacher puts any
-    #: probability in one (measured on the demo's unlabeled images: 0 > 0.1 > 0.2 > 0.3)
-    soft_tau: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """:class:`FieldError` (keyed within the section) for a bad value."""
-        if self.strategy not in STRATEGIES:
-            raise FieldError(
-                "strategy",
-                "{key} = {value}: expected one of " + ", ".join(STRATEGIES),
-                value=repr(self.strategy),
-            )
-        for key in ("tau", "t1", "t2", "confidence", "soft_tau"):
-            value = getattr(self, key)
-            if not _is_number(value) or not 0.0 <= value <= 1.0:
-                raise FieldError(
-                    key, "{key} = {value}: expected a number in [0, 1]", value=repr(value)
-                )
-        for key in ("cpi_u", "cpi_o", "pwa"):
-            if not isinstance(getattr(self, key), bool):
-                raise FieldError(
-                    key, "{key} = {value}: expected true or false", value=repr(getattr(self, key))
-                )
-        if self.strategy == "cpi" and not (self.cpi_u or self.cpi_o):
-            raise FieldError("cpi_u", "{key} and cpi_o are both false: CPI needs one rule")
-        self._check_pwa()
-
-    def _check_pwa(self) -> None:
-        sigma2, offset = self.pwa_sigma2, self.pwa_offset
-        if not _is_number(sigma2) or not 0.0 < sigma2 < math.inf:
-            raise FieldError(
-                "pwa_sigma2", "{key} = {value}: expected a positive number", value=repr(sigma2)
-            )
-        if not _is_number(offset) or not math.isfinite(offset):
-            raise FieldError(
-                "pwa_offset", "{key} = {value}: expected a finite number", value=repr(offset)
-            )
-        peak = 1.0 / math.sqrt(2.0 * math.pi * sigma2)
-        if offset < peak:
-            raise FieldError(
-                "pwa_offset",
-                "{key} = {value}: PWA weights would be negative near p = 0.5 "
-                f"(need pwa_offset >= {peak:.4f} for pwa_sigma2 = {sigma2!r})",
-                value=repr(offset),
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a plain dict (for saving next to a run)."""
-        return asdict(self)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 @dataclass
 class RefineResult:
     """Refined pseudo-labels and per-pixel loss weights for one unlabeled batch.
 
-    ``counts`` (for logging): ``n`` samples, ``matched`` (refined by a rule; the miss rate is
-    ``1 - matched / n`` for iom / cpi), ``matched_iom``, ``matched_cpi_u`` / ``matched_cpi_o``
-    (samples where that CPI rule selected at least one candidate; a sample can count in both),
-    and ``ignored_pixels`` (confidence baseline).
+    ``counts``: the strategy's own counters (its ``counters``, e.g. ``matched_cpi_u``: samples
+    where that CPI rule selected at least one candidate), summed per epoch into the run's
+    statistics.
     """
 
     labels: Tensor  # [B, H, W] bool

@@ -1,0 +1,282 @@
+"""The teacher-student method (the paper's mutual-learning training, docs/method.md section 3).
+
+:class:`TeacherStudent` is supervised training plus an unlabeled stream: an EMA teacher labels
+the weak view of each unlabeled sample (:class:`~semires.train.pseudo.PseudoLabeler`: teacher
+probability -> pseudo-label -> the refinement strategy's labels), the student learns them on the
+strong view with the strategy's loss, and the teacher follows the student after every optimizer
+step. The whole loss of a step, readable in one sitting (:meth:`TeacherStudent.loss`)::
+
+    labels = pseudo_labeler(unlabeled)                    # teacher, weak view, strategy labels
+    logits = student([labeled images, strong views])      # one forward pass
+    L = w_sup * CE(logits_labeled, gt) + lambda * strategy.loss(logits_unlabeled, labels)
+
+:class:`RefineStats` counts, per epoch, how refinement went (miss rate, each strategy's
+counters, and against the unlabeled images' ground truth where it exists: IoU before / after,
+corrections, grounding), written to ``history.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from semires.data.dataset import UNLABELED, UnlabeledDataset
+from semires.data.index import Ref, RESIndex
+from semires.errors import CheckpointError, DataError, SemiresError
+from semires.runtime import checkpoint as ckpt_io
+from semires.runtime.distributed import DistInfo, all_reduce_sum
+from semires.runtime.textcache import TextInputs
+from semires.train.ema import EMATeacher
+from semires.train.losses import PixelLosses
+from semires.train.method import METHODS, Forward, Method, Stream
+from semires.train.pseudo import PseudoLabeler, PseudoLabels
+from semires.train.refine import correction_stats
+from semires.train.strategies import counter_names
+
+#: the keys of :meth:`RefineStats.report` a report or a progress line shows, in that order
+#: (then ``share_<counter>`` of every registered strategy's counters, :func:`reported_keys`)
+QUALITY_KEYS = (
+    "pl_iou_before",
+    "pl_iou_after",
+    "grounding_before",
+    "grounding_after",
+    "miss_rate",
+    "corrections_positive",
+    "corrections_negative",
+    "corrections_no_change",
+)
+
+
+def reported_keys() -> tuple[str, ...]:
+    """The refinement statistics a report shows: :data:`QUALITY_KEYS` and each counter's
+    share."""
+    return (*QUALITY_KEYS, *(f"share_{c}" for c in counter_names()))
+
+
+@dataclass
+class RefineStats:
+    """Sums over the unlabeled samples of an epoch; :meth:`add` a batch, :meth:`all_reduced`
+    over processes, :meth:`report` the rates (the ``history.json`` record of the epoch).
+
+    ``counters`` holds every registered strategy's counters (0 where the run's strategy keeps
+    none), so every run's record has the same keys. The ground-truth part counts only where the
+    unlabeled images have masks; it is never used for training.
+    """
+
+    samples: float = 0.0
+    matched: float = 0.0
+    no_candidates: float = 0.0
+    with_gt: float = 0.0
+    iou_before: float = 0.0
+    iou_after: float = 0.0
+    positive: float = 0.0
+    negative: float = 0.0
+    no_change: float = 0.0
+    grounded_before: float = 0.0
+    grounded_after: float = 0.0
+    counters: dict[str, float] = field(default_factory=lambda: dict.fromkeys(counter_names(), 0.0))
+
+    #: a pseudo-label "finds" its object when its IoU with the object's mask reaches this
+    GROUNDED_IOU = 0.5
+    _SUMS = (
+        "samples",
+        "matched",
+        "no_candidates",
+        "with_gt",
+        "iou_before",
+        "iou_after",
+        "positive",
+        "negative",
+        "no_change",
+        "grounded_before",
+        "grounded_after",
+    )
+
+    def add(self, labels: PseudoLabels, gt: Tensor | None) -> None:
+        """Count one batch's labels against the ground truth (or None)."""
+        result, pseudo = labels.result, labels.pseudo
+        b = float(pseudo.shape[0])
+        self.samples += b
+        self.matched += float(result.matched.sum())
+        self.no_candidates += float((~labels.valid.any(dim=1)).sum())
+        for key, value in result.counts.items():
+            self.counters[key] = self.counters.get(key, 0.0) + float(value)
+        if gt is None:
+            return
+        cs = correction_stats(pseudo, result.labels, gt)
+        self.iou_before += float(cs["iou_before"].sum())
+        self.iou_after += float(cs["iou_after"].sum())
+        self.positive += float(cs["positive"])
+        self.negative += float(cs["negative"])
+        self.no_change += float(cs["no_change"])
+        self.grounded_before += float((cs["iou_before"] >= self.GROUNDED_IOU).sum())
+        self.grounded_after += float((cs["iou_after"] >= self.GROUNDED_IOU).sum())
+        self.with_gt += b
+
+    def all_reduced(self, info: DistInfo, device: torch.device) -> RefineStats:
+        """The sums over every process (one float64 all-reduce)."""
+        keys = list(self.counters)
+        values = [getattr(self, n) for n in self._SUMS] + [self.counters[k] for k in keys]
+        vec = all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=device), info)
+        vec = vec.cpu().tolist()
+        sums = dict(zip(self._SUMS, vec, strict=False))
+        return RefineStats(**sums, counters=dict(zip(keys, vec[len(self._SUMS) :], strict=True)))
+
+    def report(self) -> dict[str, float]:
+        """The epoch's rates: miss rate, candidate-less samples, each counter's share, and with
+        ground truth the pseudo-label IoU before / after refinement, the correction shares and
+        the grounding rates (IoU >= 0.5 with the referred object)."""
+        n = max(self.samples, 1.0)
+        out = {
+            "miss_rate": 1.0 - self.matched / n,
+            "no_candidates_rate": self.no_candidates / n,
+        }
+        for key, value in self.counters.items():
+            out[f"share_{key}"] = value / n
+        if self.with_gt > 0:
+            g = self.with_gt
+            out["pl_iou_before"] = self.iou_before / g
+            out["pl_iou_after"] = self.iou_after / g
+            out["corrections_positive"] = self.positive / g
+            out["corrections_negative"] = self.negative / g
+            out["corrections_no_change"] = self.no_change / g
+            out["grounding_before"] = self.grounded_before / g
+            out["grounding_after"] = self.grounded_after / g
+        return out
+
+
+class TeacherStudent(Method):
+    """Teacher-student training from a burn-in checkpoint (see the module docstring); its
+    settings are the config's ``semi`` section."""
+
+    # ------------------------------------------------------------------ set-up
+    def build_data(self, index: RESIndex, labeled: list[Ref], unlabeled: list[Ref]) -> None:
+        super().build_data(index, labeled, unlabeled)
+        cfg, semi = self.cfg, self.cfg.semi
+        if not unlabeled:
+            raise DataError(
+                "the teacher-student stage needs unlabeled refs; data.split_dir gives none"
+            )
+        self.proposals = self._open_proposals(index, unlabeled) if semi.proposals else None
+        self.unlabeled_ds = UnlabeledDataset(
+            index,
+            unlabeled,
+            cfg.data.img_size,
+            cfg.seed,
+            proposals=self.proposals,
+            max_candidates=semi.max_candidates,
+            blur=semi.augment.blur(),
+            jitter=semi.augment.jitter(),
+            cache_images=cfg.data.cache_images,
+        )
+
+    def _open_proposals(self, index: RESIndex, unlabeled: list[Ref]) -> Any:
+        """The proposal store, checked against the unlabeled images (ids, sizes, file content)."""
+        from semires.proposals.store import ProposalStore
+
+        semi = self.cfg.semi
+        store = ProposalStore.open(semi.proposals)
+        store.check_for_images(
+            [r.image_id for r in unlabeled],
+            index.image_size,
+            index.image_path,
+            sizes_and_files=not semi.allow_proposal_mismatch,
+            progress=self.progress,
+        )
+        return store
+
+    def model_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        # every weight comes from the burn-in: no backbone file needed
+        return {**overrides, "backbone_weights": None}
+
+    def init_model(self, model: nn.Module) -> None:
+        """Start from the burn-in checkpoint; refuse one made for another architecture (knobs
+        that do not change tensor shapes, e.g. fusion heads, would otherwise load silently)."""
+        from semires.model.config import ModelConfig, architecture_differences
+
+        path = self.cfg.semi.burn_in
+        if not path:
+            raise SemiresError(
+                "config key 'semi.burn_in': the teacher-student stage needs a burn-in checkpoint"
+            )
+        ck = ckpt_io.load_checkpoint(path)
+        if "model_config" in ck:
+            theirs = ModelConfig.from_dict(ck["model_config"])
+            diffs = architecture_differences(theirs, model.config)
+            if diffs:
+                shown = "; ".join(f"{k}: checkpoint {a!r}, run {b!r}" for k, a, b in diffs[:3])
+                raise CheckpointError(
+                    f"burn-in checkpoint {path} was made for another model ({shown}); set "
+                    "model.overrides to match it"
+                )
+        ckpt_io.load_model_state(model, ck["model"], path, ck.get("text_from_source", False))
+
+    def attach(self, model: nn.Module, text: TextInputs, losses: PixelLosses) -> None:
+        super().attach(model, text, losses)
+        semi = self.cfg.semi
+        self.teacher = copy.deepcopy(model)
+        self.ema = EMATeacher(self.teacher, model, semi.ema)
+        teacher_text = text if text.cached else TextInputs(self.teacher, self.device)
+        self.labeler = PseudoLabeler(
+            self.teacher, semi, device=self.device, amp=self.cfg.train.amp, text=teacher_text
+        )
+        self.stats = RefineStats()
+
+    # ------------------------------------------------------------------ the loop
+    def streams(self) -> list[Stream]:
+        batch = self.cfg.semi.unlabeled_batch_size
+        (labeled,) = super().streams()
+        labeled.epoch = False
+        return [labeled, Stream(self.unlabeled_ds, batch, UNLABELED, epoch=True)]
+
+    def loss(self, batches: list[dict[str, Any]], forward: Forward) -> tuple[Tensor, dict]:
+        """``w_sup L_sup + lambda L_unsup`` (docs/method.md section 3)."""
+        lab, unl = batches
+        semi = self.cfg.semi
+        labels = self.labeler(unl)
+        gt = unl.get("gt")
+        self.stats.add(labels, None if gt is None else gt.to(self.device))
+        logits = forward(torch.cat([lab["image"], unl["strong"]]), [*lab["sentence"], *unl["sentence"]])
+        b = lab["image"].shape[0]
+        loss_sup = self.losses.ce(logits[:b], lab["gt"].to(self.device))
+        loss_unsup = self.labeler.strategy.loss(logits[b:], labels.result, self.losses)
+        loss = semi.sup_weight * loss_sup + semi.unsup_weight * loss_unsup
+        return loss, {"loss_unsup": float(loss_unsup.detach()), "loss_sup": float(loss_sup.detach())}
+
+    def after_step(self) -> None:
+        """One EMA step of the teacher."""
+        self.ema.update()
+
+    def epoch_record(self, info: Any) -> dict[str, float]:
+        """The epoch's refinement rates over every process; the sums start again at 0."""
+        record = self.stats.all_reduced(info, self.device).report()
+        self.stats = RefineStats()
+        return record
+
+    # ------------------------------------------------------------------ networks
+    def networks(self) -> dict[str, nn.Module]:
+        return {"student": self.model, "teacher": self.teacher}
+
+    @property
+    def eval_role(self) -> str:
+        return self.cfg.semi.eval_model
+
+    def text_for(self, role: str) -> TextInputs:
+        return self.labeler.text if role == "teacher" else self.text
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"teacher": ckpt_io.model_state(self.teacher)[0]}
+
+    def load_state_dict(self, ck: dict[str, Any], path: Any, from_source: bool) -> None:
+        if "teacher" not in ck:
+            raise CheckpointError(
+                f"{path} has no teacher state but this run is a teacher-student run"
+            )
+        ckpt_io.load_model_state(self.teacher, ck["teacher"], path, from_source)
+
+
+METHODS.add("teacher_student", TeacherStudent, replace=True)
