@@ -4,18 +4,20 @@ formats, the JSON Lines example and the synthetic benchmark."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from semires.cli.options import (
-    DataFormat,
     QuietOpt,
     output_file,
     progress,
     with_data_options,
 )
 from semires.data import DataSpec
+
+if TYPE_CHECKING:
+    from semires.data.formats import DataFormat
 
 data_app = typer.Typer(
     help="Datasets: statistics, splits, conversion, examples, the synthetic benchmark.",
@@ -95,14 +97,28 @@ def split(
         )
 
 
+def _out_help() -> str:
+    """``convert --out``'s help: what each writable format writes."""
+    from semires.data.formats import FORMATS, writable
+
+    def target(name: str) -> str:
+        fmt = FORMATS.get(name)
+        return "a folder" if fmt.writes_folder else f"FILE{(fmt.suffixes or ('',))[0]}"
+
+    return "; ".join(f"{name}: {target(name)}" for name in writable()) + "."
+
+
+def _to_help() -> str:
+    from semires.data.formats import writable
+
+    return f"The format to write: {', '.join(writable())} (the registered formats with a writer)."
+
+
 @data_app.command("convert")
 @with_data_options
 def convert(
-    to: Annotated[DataFormat, typer.Option("--to", help="The format to write.")],
-    out: Annotated[
-        Path,
-        typer.Option("--out", help="jsonl: FILE.jsonl; semires: FILE.json; refer: root folder."),
-    ],
+    to: Annotated[str, typer.Option("--to", help=_to_help())],
+    out: Annotated[Path, typer.Option("--out", help=_out_help())],
     out_dataset: Annotated[
         str | None, typer.Option("--out-dataset", help="refer: dataset name (default: source's).")
     ] = None,
@@ -116,40 +132,57 @@ def convert(
     location: DataSpec = DataSpec(),
     quiet: QuietOpt = False,
 ) -> None:
-    """Write a dataset in another format (refer, semires json, JSON Lines); every image and mask
-    is checked before anything is written."""
+    """Write a dataset in another format (any registered format with a writer: refer, semires
+    json, JSON Lines, ...); every image and mask is checked before anything is written."""
     from semires.data import load_index
+    from semires.data.formats import WriteOptions
     from semires.data.jsonl import mask_format
 
-    fmt = mask_format(masks, "--masks")
-    _check_out(out, to)
+    mask_format(masks, "--masks")
+    target = _writer_of(to)
+    _check_out(out, target)
     index = load_index(location)
-    shown = progress(quiet)
-    if to == DataFormat.jsonl:
-        from semires.data.jsonl import write_jsonl
-
-        write_jsonl(index, out, masks=fmt, copy_images=copy_images, progress=shown)
-    elif to == DataFormat.semires:
-        from semires.data.semires_json import write_semires_json
-
-        write_semires_json(index, out, progress=shown)
-    else:
-        from semires.data.refer import write_refer
-
-        name, split_by = out_dataset or index.name, out_split_by or index.split_by or "semires"
-        out = write_refer(index, out, name, split_by) / f"refs({split_by}).p"
+    assert target.write is not None
+    options = WriteOptions(
+        masks=masks,
+        copy_images=copy_images,
+        dataset=out_dataset,
+        split_by=out_split_by,
+        progress=progress(quiet),
+    )
+    written = target.write(index, out, options)
     with_masks = sum(index.has_mask(r.object_id) for r in index.refs.values())
-    typer.echo(f"wrote {out} ({len(index.refs):,} refs, {with_masks:,} with masks)")
+    typer.echo(f"wrote {written} ({len(index.refs):,} refs, {with_masks:,} with masks)")
 
 
-def _check_out(out: Path, to: DataFormat) -> None:
-    """The output of ``convert``, checked before the dataset is read."""
+def _writer_of(to: str) -> DataFormat:
+    """The registered format ``--to`` names, refused unless it has a writer."""
+    from semires.data.formats import FORMATS, writable
+    from semires.errors import ConfigError
+
+    try:
+        fmt = FORMATS.get(to)
+    except ConfigError as err:
+        raise ConfigError(f"--to: {err}") from None
+    if fmt.write is None:
+        raise ConfigError(
+            f"--to {to}: the {to} format can be read but not written; "
+            f"formats with a writer: {', '.join(writable())}"
+        )
+    return fmt
+
+
+def _check_out(out: Path, target: DataFormat) -> None:
+    """The output of ``convert``, checked before the dataset is read: a file name, or (a
+    format written into a folder) not an existing file."""
     from semires.errors import DataError
 
-    if to != DataFormat.refer:
+    if not target.writes_folder:
         output_file(out, "--out", report=True)
     elif out.exists() and not out.is_dir():
-        raise DataError(f"--out {out}: is a file; the refer layout is written into a folder")
+        raise DataError(
+            f"--out {out}: is a file; the {target.name} layout is written into a folder"
+        )
 
 
 @data_app.command("example")

@@ -5,28 +5,30 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-
-class DataFormat(StrEnum):
-    """The on-disk dataset formats."""
-
-    refer = "refer"
-    semires = "semires"
-    jsonl = "jsonl"
+from semires.data.formats import FORMATS, format_for, suffix_rule
 
 
-FormatOpt = Annotated[
-    DataFormat,
-    typer.Option(
-        "--format",
-        help="refer: refs(<splitBy>).p + instances.json; semires: LAVT json; jsonl: JSON Lines.",
-    ),
-]
+def _format_help() -> str:
+    """``--format``'s help: the registered formats and how the default is chosen."""
+    listed = "; ".join(f"{name}: {fmt.help}" for name, fmt in FORMATS.items())
+    return (
+        f"{listed}; or a plugin's (--plugin). Default: the one the --ann file's ending names "
+        f"({suffix_rule()}), else refer (evaluate: else the checkpoint's)."
+    )
+
+
+def _ann_help() -> str:
+    """``--ann``'s help: the file each format that reads one expects."""
+    files = [f"{n}: FILE{f.suffixes[0] if f.suffixes else ''}" for n, f in FORMATS.items() if "ann" in f.fields]  # fmt: skip
+    return f"The annotation file ({'; '.join(files)})."
+
+
+FormatOpt = Annotated[str | None, typer.Option("--format", help=_format_help())]
 RootOpt = Annotated[Path | None, typer.Option("--root", help="refer: folder holding <dataset>/.")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="refer: e.g. refcoco.")]
 SplitByOpt = Annotated[
@@ -39,9 +41,7 @@ ImageRootOpt = Annotated[
         "--image-root", help="Folder of the images (jsonl: base of the paths; default its folder)."
     ),
 ]
-AnnOpt = Annotated[
-    Path | None, typer.Option("--ann", help="semires: the json file; jsonl: the .jsonl file.")
-]
+AnnOpt = Annotated[Path | None, typer.Option("--ann", help=_ann_help())]
 MaskRootOpt = Annotated[
     Path | None,
     typer.Option(
@@ -52,49 +52,75 @@ MaskRootOpt = Annotated[
 
 
 #: the dataset options, one per :class:`~semires.data.DataSpec` field: (field, parameter,
-#: annotation, default)
+#: annotation); every option defaults to None (not given)
 DATA_OPTIONS = (
-    ("format", "fmt", FormatOpt, DataFormat.refer),
-    ("root", "root", RootOpt, None),
-    ("dataset", "dataset", DatasetOpt, None),
-    ("split_by", "split_by", SplitByOpt, None),
-    ("image_root", "image_root", ImageRootOpt, None),
-    ("ann", "ann", AnnOpt, None),
-    ("mask_root", "mask_root", MaskRootOpt, None),
+    ("format", "fmt", FormatOpt),
+    ("root", "root", RootOpt),
+    ("dataset", "dataset", DatasetOpt),
+    ("split_by", "split_by", SplitByOpt),
+    ("image_root", "image_root", ImageRootOpt),
+    ("ann", "ann", AnnOpt),
+    ("mask_root", "mask_root", MaskRootOpt),
 )
 
 
+def given_data_options(**options: Any) -> dict[str, str]:
+    """The data options given on the command line (by parameter name), as DataSpec fields with
+    string values; ``--format`` is checked against the registry."""
+    from semires.errors import ConfigError
+
+    given = {f: str(options[p]) for f, p, _ in DATA_OPTIONS if options.get(p) is not None}
+    if "format" in given:
+        try:
+            FORMATS.get(given["format"])
+        except ConfigError as err:
+            raise ConfigError(f"--format: {err}") from None
+    return given
+
+
 def data_spec(**options: Any):
-    """The :class:`~semires.data.DataSpec` the data options describe (by parameter name)."""
+    """The :class:`~semires.data.DataSpec` the data options describe (by parameter name): the
+    format is ``--format``, else the one ``--ann``'s file ending names, else refer."""
     from semires.data import DataSpec
 
-    values = {}
-    for field, param, _, default in DATA_OPTIONS:
-        value = options.get(param, default)
-        if isinstance(value, DataFormat):
-            value = value.value
-        values[field] = str(value) if isinstance(value, Path) else value
-    return DataSpec(**values)
+    given = given_data_options(**options)
+    given.setdefault("format", format_for(given.get("ann")) or "refer")
+    return DataSpec(**given)
+
+
+def _with_options(
+    command: Callable[..., Any], keyword: str, build: Callable[..., Any]
+) -> Callable[..., Any]:
+    """``command`` with the dataset options added to its signature; the wrapper passes
+    ``build(**options)`` as the ``keyword`` argument."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != keyword]
+    kind = inspect.Parameter.KEYWORD_ONLY
+    extra = [inspect.Parameter(p, kind, default=None, annotation=a) for _, p, a in DATA_OPTIONS]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        options = {p: kwargs.pop(p) for _, p, _ in DATA_OPTIONS}
+        return command(**{keyword: build(**options)}, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != keyword}
+    return wrapper
 
 
 def with_data_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give a command the dataset options (``--format``, ``--root``, ``--dataset``,
     ``--split-by``, ``--image-root``, ``--ann``, ``--mask-root``), defined here once; the
     command receives them as one ``location`` keyword argument, a
-    :class:`~semires.data.DataSpec`."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "location"]
-    keyword = inspect.Parameter.KEYWORD_ONLY
-    extra = [inspect.Parameter(p, keyword, default=d, annotation=a) for _, p, a, d in DATA_OPTIONS]
+    :class:`~semires.data.DataSpec` (see :func:`data_spec`)."""
+    return _with_options(command, "location", data_spec)
 
-    @functools.wraps(command)
-    def wrapper(**kwargs: Any) -> Any:
-        options = {p: kwargs.pop(p) for _, p, _, _ in DATA_OPTIONS}
-        return command(location=data_spec(**options), **kwargs)
 
-    wrapper.__signature__ = signature.replace(parameters=[*own, *extra])  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items() if k != "location"}
-    return wrapper
+def with_data_overrides(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The same dataset options for a command that completes a stored location (``evaluate``:
+    the checkpoint's dataset); it receives the options given as one ``data`` keyword argument,
+    a dict of DataSpec fields (see :func:`given_data_options`)."""
+    return _with_options(command, "data", given_data_options)
 
 
 QuietOpt = Annotated[

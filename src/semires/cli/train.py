@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from semires.cli.options import with_data_overrides
+
 _CONFIG_HELP = "YAML config (a file, or the name of a shipped config such as synth_tiny)."
 
 
@@ -38,6 +40,7 @@ def train(
         )
 
 
+@with_data_overrides
 def evaluate(
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", help="A semires checkpoint (best.pt / latest.pt)."
@@ -57,21 +60,6 @@ def evaluate(
     ),
     batch_size: int = typer.Option(16, "--batch-size", help="Sentences per forward pass."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    fmt: str | None = typer.Option(
-        None,
-        "--format",
-        help="refer or semires; default: the checkpoint's (an imported LAVT checkpoint has none).",
-    ),
-    root: str | None = typer.Option(
-        None, "--root", help="refer: the folder holding <dataset>/ (overrides the checkpoint's)."
-    ),
-    dataset: str | None = typer.Option(None, "--dataset", help="refer: e.g. refcoco."),
-    split_by: str | None = typer.Option(None, "--split-by", help="refer: unc, umd, google."),
-    ann: str | None = typer.Option(
-        None, "--ann", help="semires: the json file (overrides the checkpoint's)."
-    ),
-    image_root: str | None = typer.Option(None, "--image-root", help="The image folder."),
-    mask_root: str | None = typer.Option(None, "--mask-root", help="semires: the mask folder."),
     weights: str = typer.Option(
         "model",
         "--weights",
@@ -79,10 +67,12 @@ def evaluate(
         "a teacher-student best.pt).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    data: dict[str, str] | None = None,
 ) -> None:
     """Evaluate a checkpoint on every sentence of every ref of a split (oIoU, mIoU, Prec@X).
 
-    The dataset is the one stored in the checkpoint, with the options above overriding it; a
+    The dataset is the one stored in the checkpoint, with the dataset options given overriding
+    it (--ann alone: the format its file ending names, e.g. .json: semires, .jsonl: jsonl); a
     checkpoint made by `semires model import-lavt` needs them, e.g. --format refer --root
     data/refer --dataset refcoco --split-by unc.
     """
@@ -98,25 +88,14 @@ def evaluate(
         batch_size=batch_size,
         device=device,
         weights=weights,
-        data_overrides={
-            "format": fmt,
-            "root": root,
-            "dataset": dataset,
-            "split_by": split_by,
-            "ann": ann,
-            "image_root": image_root,
-            "mask_root": mask_root,
-        },
+        data_overrides=data,
         pred_dir=pred_dir,
         gt_dir=gt_dir,
         json_out=json_out,
         progress=progress(quiet),
     )
-    typer.echo(
-        format_metrics_table(
-            {split: result["metrics"]}, title=f"{checkpoint} ({protocol} protocol)"
-        )
-    )
+    title = f"{checkpoint} ({protocol} protocol)"
+    typer.echo(format_metrics_table({split: result["metrics"]}, title=title))
 
 
 def predict(

@@ -1,7 +1,9 @@
 """Data: dataset formats, the synthetic benchmark, labeled/unlabeled splits, statistics.
 
 ``load_index(spec)`` is the one entry point that turns a :class:`DataSpec` (what a config file's
-``data:`` section or the CLI's data options describe) into a :class:`~semires.data.index.RESIndex`.
+``data:`` section or the CLI's data options describe) into a :class:`~semires.data.index.RESIndex`;
+the format named in ``spec.format`` is looked up in :data:`semires.data.formats.FORMATS`, where
+your own formats can be registered too (docs/data.md, "Your own data format").
 """
 
 from __future__ import annotations
@@ -10,16 +12,14 @@ import contextlib
 import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 from semires.data.index import Image, Object, Ref, RESIndex, Sentence, tokenize
-
-Format = Literal["refer", "semires", "jsonl"]
 
 
 @dataclass
 class DataSpec:
-    """Where a dataset lives on disk.
+    """Where a dataset lives on disk; ``format`` names a registered
+    :class:`~semires.data.formats.DataFormat`, which says which other fields it reads.
 
     - ``format="refer"``: ``root/dataset/refs(split_by).p`` + ``root/dataset/instances.json``;
       images under ``image_root`` (default: ``root/images/<dataset>`` if it exists, else
@@ -30,7 +30,7 @@ class DataSpec:
       mask paths relative to its folder, or to ``image_root`` / ``mask_root``.
     """
 
-    format: Format = "refer"
+    format: str = "refer"
     root: str | None = None
     dataset: str | None = None
     split_by: str | None = None
@@ -38,14 +38,27 @@ class DataSpec:
     image_root: str | None = None
     mask_root: str | None = None
 
+    def __post_init__(self) -> None:
+        """An unregistered ``format`` fails here, so that every path that builds a spec (a
+        config's ``data`` section, a subclass with its own ``validate``) names the key."""
+        from semires.data.formats import FORMATS
+        from semires.errors import ConfigError
+        from semires.utils.typed_config import invalid
+
+        try:
+            FORMATS.get(self.format)
+        except ConfigError as err:
+            raise invalid("format", str(err)) from None
+
     def describe(self) -> str:
-        if self.format in ("semires", "jsonl"):
-            return f"{self.format} {self.ann}"
-        return f"refer {self.root}/{self.dataset} ({self.split_by})"
+        """The dataset in one line, as its format describes it."""
+        from semires.data.formats import FORMATS
+
+        return FORMATS.get(self.format).describe(self)
 
 
 def load_index(spec: DataSpec) -> RESIndex:
-    """Read the dataset described by ``spec`` (refer layout, LAVT/SemiRES json or JSON Lines).
+    """Read the dataset described by ``spec`` with the reader of its format.
 
     The cyclic garbage collector is paused meanwhile: a reader builds hundreds of thousands of
     acyclic objects (json dicts, annotations, sentences), and the collector's repeated full
@@ -53,8 +66,11 @@ def load_index(spec: DataSpec) -> RESIndex:
     synthetic refcoco preset at 1/16 and 1/4 of RefCOCO: 4x the images took 8.8x the time with
     the collector on, 4.7x with it paused; bench/bench_scale.py).
     """
+    from semires.data.formats import FORMATS
+
+    reader = FORMATS.get(spec.format).read
     with _gc_paused():
-        return _read_index(spec)
+        return reader(spec)
 
 
 @contextlib.contextmanager
@@ -67,32 +83,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _read_index(spec: DataSpec) -> RESIndex:
-    from semires.errors import DataError
-
-    if spec.format == "refer":
-        from semires.data.refer import read_refer
-
-        if not spec.root or not spec.dataset:
-            raise DataError("the refer format needs --root and --dataset")
-        return read_refer(spec.root, spec.dataset, spec.split_by, image_root=spec.image_root)
-    if spec.format == "semires":
-        from semires.data.semires_json import read_semires_json
-
-        if not spec.ann:
-            raise DataError("the semires format needs --ann FILE.json")
-        if spec.ann.endswith(".jsonl"):
-            raise DataError(f"{spec.ann} is JSON Lines: read it with --format jsonl")
-        return read_semires_json(spec.ann, mask_root=spec.mask_root, image_root=spec.image_root)
-    if spec.format == "jsonl":
-        from semires.data.jsonl import read_jsonl
-
-        if not spec.ann:
-            raise DataError("the jsonl format needs --ann FILE.jsonl")
-        return read_jsonl(spec.ann, image_root=spec.image_root, mask_root=spec.mask_root)
-    raise DataError(f"unknown data format {spec.format!r}; expected 'refer', 'semires' or 'jsonl'")
 
 
 __all__ = ["DataSpec", "Image", "Object", "RESIndex", "Ref", "Sentence", "load_index", "tokenize"]

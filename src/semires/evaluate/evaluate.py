@@ -70,7 +70,6 @@ def evaluate_model(
     (predictions) and at the original resolution (ground truth), so that ``semires score PRED GT
     --protocol <protocol>`` reproduces the figures.
     """
-    from semires.runtime.precision import autocast
     from semires.runtime.textcache import TextInputs
     from semires.utils.progress import progress_bar
 
@@ -78,29 +77,60 @@ def evaluate_model(
     info = info or DistInfo()
     device = torch.device(device)
     text = text or TextInputs(model, device)
-    ds = EvalDataset(index, split, size, max_sentences=max_sentences, cache_images=cache_images)
-    shard = Subset(ds, list(range(info.rank, len(ds), info.world)))
-    loader = DataLoader(shard, batch_size=batch_size, collate_fn=collate, num_workers=0)
+    loader = _shard_loader(index, split, size, batch_size, info, max_sentences, cache_images)
     was_training = model.training
     model.eval()
     metrics = RESMetrics(keep_per_sample=True)
     panels: list[torch.Tensor] = []
     enabled = progress and info.is_main
+    total = len(loader.dataset)  # type: ignore[arg-type]
     bar = progress_bar(
-        total=len(shard), desc=f"evaluate {split}", unit="sent", leave=False, enabled=enabled
+        total=total, desc=f"evaluate {split}", unit="sent", leave=False, enabled=enabled
     )
-    for batch in loader:
-        x = normalize(batch["image"].to(device), model.image_mean, model.image_std)
-        with autocast(device, amp):
-            logits = model(x, **text(batch["sentence"]))
-        for key, image, gt, pred, gt_p in _scored(batch, logits.float(), protocol):
-            metrics.update(pred[None], gt_p[None], keys=[key])
-            _write_pair(key, pred, gt, pred_dir, gt_dir)
-            if len(panels) < num_panels and info.is_main:
-                panels.append(_panel(image, gt, pred))
-        bar.update(len(batch["sentence"]))
-    bar.close()
+    with bar:
+        for batch in loader:
+            logits = _forward(model, batch, text, device, amp)
+            for key, image, gt, pred, gt_p in _scored(batch, logits, protocol):
+                metrics.update(pred[None], gt_p[None], keys=[key])
+                _write_pair(key, pred, gt, pred_dir, gt_dir)
+                if len(panels) < num_panels and info.is_main:
+                    panels.append(_panel(image, gt, pred))
+            bar.update(len(batch["sentence"]))
     model.train(was_training)
+    return _gathered(metrics, panels, protocol, info)
+
+
+def _shard_loader(
+    index: RESIndex,
+    split: str,
+    size: int,
+    batch_size: int,
+    info: DistInfo,
+    max_sentences: int | None,
+    cache_images: bool,
+) -> DataLoader:
+    """The sentences of ``split`` this rank scores (every ``world``-th), in batches."""
+    ds = EvalDataset(index, split, size, max_sentences=max_sentences, cache_images=cache_images)
+    shard = Subset(ds, list(range(info.rank, len(ds), info.world)))
+    return DataLoader(shard, batch_size=batch_size, collate_fn=collate, num_workers=0)
+
+
+def _forward(
+    model: nn.Module, batch: dict[str, Any], text: Any, device: torch.device, amp: str
+) -> torch.Tensor:
+    """The model's float32 logits for one batch."""
+    from semires.runtime.precision import autocast
+
+    x = normalize(batch["image"].to(device), model.image_mean, model.image_std)
+    with autocast(device, amp):
+        logits = model(x, **text(batch["sentence"]))
+    return logits.float()
+
+
+def _gathered(
+    metrics: RESMetrics, panels: list[torch.Tensor], protocol: str, info: DistInfo
+) -> dict[str, Any]:
+    """Every rank's sums merged into :func:`evaluate_model`'s result."""
     merged = RESMetrics(keep_per_sample=True)
     for part in gather_objects(metrics, info):
         merged.merge(part)
@@ -216,10 +246,12 @@ def evaluate_checkpoint(
 
 def _data_location(config: dict | None, overrides: dict | None, checkpoint: Any) -> Any:
     """The dataset of an evaluation: the checkpoint's own (its training config's ``data``) with
-    the given options over it; ``--ann`` alone means the semires json format."""
+    the given options over it. The format: the one given, else (``ann`` given) the one its file
+    ending names (:func:`semires.data.formats.format_for`), else the checkpoint's."""
     from dataclasses import fields
 
     from semires.data import DataSpec
+    from semires.data.formats import format_for
     from semires.errors import ConfigError
     from semires.utils.typed_config import load_dataclass
 
@@ -227,15 +259,10 @@ def _data_location(config: dict | None, overrides: dict | None, checkpoint: Any)
     stored = {k: v for k, v in ((config or {}).get("data") or {}).items() if k in location}
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if "ann" in given and "format" not in given:
-        given["format"] = "semires"
+        given["format"] = format_for(given["ann"])
     if not stored and not given:
         raise ConfigError(
             f"{checkpoint} names no dataset (an imported checkpoint): give --format refer --root "
-            "DIR --dataset NAME --split-by BY, or --format semires --ann FILE"
+            "DIR --dataset NAME --split-by BY, or --ann FILE (--format semires, jsonl, ...)"
         )
-    data = load_dataclass(DataSpec, {**stored, **given}, prefix="data")
-    if not (data.root or data.ann):
-        raise ConfigError(
-            "the dataset location is incomplete: give --root (refer) or --ann (semires)"
-        )
-    return data
+    return load_dataclass(DataSpec, {**stored, **given}, prefix="data")
