@@ -42,8 +42,8 @@ from tqdm import tqdm
 from semires.evaluate.metrics import intersection_union, iou_from_counts
 from semires.train.config import load_config
 from semires.train.engine import Trainer
-from semires.train.refine import RefineConfig, candidate_overlaps, correction_stats
-from semires.train.strategies import refine
+from semires.train.refine import candidate_overlaps, correction_stats
+from semires.train.strategies import RefineConfig, refine
 from semires.utils.io import atomic_write_json
 
 PAPER = RefineConfig()  # tau 0.5, t1 0.7, t2 0.7, both CPI rules
@@ -76,15 +76,27 @@ def rules(taus: list[float], t1s: list[float], t2s: list[float]) -> list[tuple[s
 
 
 def collect(trainer: Trainer, batches: int) -> list[dict[str, Any]]:
-    """The teacher's batches, each with its pseudo-label; exits if there is no ground truth."""
+    """The teacher's labels of the first unlabeled batches of the stage, made by the run's own
+    pseudo-labeler (consensus, candidate limit, strategy as configured); exits if there is no
+    ground truth. Nothing is trained."""
+    from semires.train.refine import as_bool
+
+    labeler = trainer.method.labeler
     out = []
-    for batch in tqdm(
-        trainer.teacher_batches(batches), total=batches, desc="teacher", unit="batch"
-    ):
-        if batch["gt"] is None:
+    steps = trainer.batches(0, batches)
+    for _, unl in tqdm(steps, total=batches, desc="teacher", unit="batch"):
+        if "gt" not in unl:
             sys.exit("the unlabeled images have no ground-truth masks: nothing to score against")
-        batch["P"] = batch["prob"] > 0.5
-        out.append(batch)
+        labels = labeler(unl)
+        out.append(
+            {
+                "P": labels.pseudo,
+                "prob": labels.prob,
+                "candidates": as_bool(labels.candidates),
+                "valid": labels.valid,
+                "gt": unl["gt"].to(labels.prob.device).bool(),
+            }
+        )
     return out
 
 

@@ -241,3 +241,16 @@ def labeled_index(split: Split, index: RESIndex) -> RESIndex:
     keep = [r.id for r in split.labeled_refs(index)]
     keep += [r.id for r in index.refs.values() if r.split != split.split]
     return index.subset(keep)
+
+
+def split_refs(
+    index: RESIndex, train_split: str, split_dir: str | Path | None
+) -> tuple[list[Ref], list[Ref]]:
+    """The refs of ``train_split`` on the labeled and on the unlabeled images of the split in
+    ``split_dir`` (None: every ref labeled, none unlabeled)."""
+    train = index.refs_in(train_split)
+    if not split_dir:
+        return train, []
+    split = read_split(split_dir, index)
+    lab, unl = set(split.labeled_images), set(split.unlabeled_images)
+    return [r for r in train if r.image_id in lab], [r for r in train if r.image_id in unl]

@@ -116,3 +116,14 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def sync_batchnorm(model: Any, info: DistInfo, device: Any) -> tuple[Any, str | None]:
+    """``model`` with SyncBatchNorm across processes where that works (DDP on CUDA); elsewhere
+    the model as it is and a note saying why it is off."""
+    from torch import nn
+
+    if info.enabled and device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model), None
+    where = "a single process" if not info.enabled else f"{device.type} / gloo"
+    return model, f"train.sync_bn is off in {where} (it needs DDP on CUDA); plain BatchNorm"

@@ -83,6 +83,25 @@ class TextInputs:
         self.model.train(was_training)
         return len(todo)
 
+    def prepare(
+        self, sentences: Iterable[str], path: str | Path | None, info: Any, progress: bool
+    ) -> None:
+        """Encode ``sentences`` once for a run of one or more processes (``info``): the main
+        process reads the cache file ``path`` (None: none), encodes what it lacks and saves it;
+        the others then read it. Nothing happens for an encoder that is trained."""
+        from semires.runtime.distributed import barrier
+
+        if not self.cached:
+            return
+        if path and info.is_main:
+            self.load(path)
+            if self.precompute(sentences, progress=progress):
+                self.save(path)
+        barrier(info)
+        if path and not info.is_main:
+            self.load(path)
+        self.precompute(sentences, progress=progress and info.is_main)
+
     def save(self, path: str | Path) -> None:
         """Write the stored features to ``path`` (atomically): ``{"key", "features": {sentence:
         (L, D) tensor}}``. Each sentence's tensor is a view of the batch it was encoded in, so

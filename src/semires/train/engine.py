@@ -1,8 +1,8 @@
 """The training loop: one loop for every training method.
 
-``Trainer.from_config(cfg).fit()`` trains a :class:`~semires.train.method.Method` (supervised,
-teacher-student, or any registered one; :func:`~semires.train.method.build_method` picks it from
-the config). The loop runs data iteration over the method's streams, the optimizer step,
+``Trainer(cfg).fit()`` trains a :class:`~semires.train.method.Method`: any registered one
+(:data:`~semires.train.method.METHODS`; :func:`~semires.train.method.build_method` picks it
+from the config). The loop runs data iteration over the method's streams, the optimizer step,
 gradient accumulation, mixed precision, DDP, the schedule, evaluation and checkpoint selection,
 best / latest checkpoints, exact resume and TensorBoard; the method owns its data, its networks,
 its loss, what happens after a step and its part of a checkpoint.
@@ -34,11 +34,19 @@ from semires.data.transforms import normalize
 from semires.errors import DataError, SemiresError
 from semires.layout import StageLayout
 from semires.runtime import checkpoint as ckpt_io
-from semires.runtime.distributed import barrier, cleanup, gather_objects, init_distributed
+from semires.runtime.distributed import (
+    barrier,
+    cleanup,
+    gather_objects,
+    init_distributed,
+    sync_batchnorm,
+)
 from semires.runtime.logs import held_records, log_to_file, replay
 from semires.runtime.precision import autocast, resolve_amp
 from semires.runtime.textcache import TextInputs
-from semires.train.config import Config, DataConfig, ModelSection, OutputConfig, TrainConfig
+from semires.train.board import Board
+from semires.train.checkpoints import restore_run, run_payload
+from semires.train.config import Config
 from semires.train.losses import PixelLosses
 from semires.train.method import Method, build_method
 from semires.train.optim import build_optimizer, poly_factor, set_lr
@@ -54,9 +62,10 @@ class TrainingError(SemiresError):
 
 
 class Trainer:
-    """One training run; one keyword argument per config section (see
-    :class:`~semires.train.config.Config`), ``losses`` to replace the pixel losses, ``method``
-    to train another :class:`~semires.train.method.Method` than the config's.
+    """One training run of ``cfg`` (:class:`~semires.train.config.Config`); ``losses`` replaces
+    the pixel losses, ``method`` the :class:`~semires.train.method.Method` the config names
+    (:func:`~semires.train.method.build_method`), ``index`` the dataset when the caller has
+    read it already.
 
     ``__init__`` is a sequence of named steps: the process (device, threads, the folder's lock),
     then - before anything is written into the run folder, so a failed start leaves it as it
@@ -66,14 +75,8 @@ class Trainer:
 
     def __init__(
         self,
+        cfg: Config,
         *,
-        data: DataConfig,
-        model: ModelSection,
-        train: TrainConfig,
-        semi: Any,  # the teacher-student section: read by the method, not by the loop
-        output: OutputConfig,
-        name: str = "run",
-        seed: int = 0,
         losses: PixelLosses | None = None,
         method: Method | None = None,
         progress: bool = True,
@@ -81,11 +84,9 @@ class Trainer:
     ) -> None:
         #: the dataset ``data`` describes, when the caller has read it already (the pipeline)
         self._given_index = index
-        self.cfg = Config(
-            name=name, seed=seed, data=data, model=model, train=train, semi=semi, output=output
-        )
+        self.cfg = cfg
         self.progress = progress
-        self.layout = StageLayout(Path(output.dir))
+        self.layout = StageLayout(Path(cfg.output.dir))
         self._setup_process()
         created = [p for p in (self.layout.root, *self.layout.root.parents) if not p.exists()]
         self._lock = folder_lock(self.layout.root).acquire() if self.info.is_main else None
@@ -111,9 +112,8 @@ class Trainer:
 
     @classmethod
     def from_config(cls, cfg: Config, *, progress: bool = True, **kwargs: Any) -> Trainer:
-        """A trainer for a whole :class:`~semires.train.config.Config`."""
-        sections = {k: getattr(cfg, k) for k in ("data", "model", "train", "semi", "output")}
-        return cls(**sections, name=cfg.name, seed=cfg.seed, progress=progress, **kwargs)
+        """A trainer for ``cfg`` (the same as ``Trainer(cfg, ...)``)."""
+        return cls(cfg, progress=progress, **kwargs)
 
     # ------------------------------------------------------------------ set-up steps
     def _setup_process(self) -> None:
@@ -129,11 +129,14 @@ class Trainer:
 
     def _setup_data(self) -> None:
         from semires.data import load_index
+        from semires.data.splits import split_refs
 
         cfg = self.cfg
         given, self._given_index = self._given_index, None
         self.index = given if given is not None else load_index(cfg.data.spec())
-        self.labeled_refs, self.unlabeled_refs = self._split_refs()
+        self.labeled_refs, self.unlabeled_refs = split_refs(
+            self.index, cfg.data.train_split, cfg.data.split_dir
+        )
         if not self.labeled_refs:
             raise DataError(
                 f"no labeled refs in split {cfg.data.train_split!r} of {cfg.data.spec().describe()}"
@@ -169,26 +172,11 @@ class Trainer:
 
     def _setup_text(self) -> None:
         """Encode every sentence of the run once when the text encoder is frozen."""
-        if not self.text.cached:
-            return
         cfg = self.cfg
-        splits = {cfg.data.val_split, *cfg.data.test_splits}
+        splits = {cfg.data.val_split, *cfg.data.test_splits} & set(self.index.splits())
         sentences = {s.raw for r in [*self.labeled_refs, *self.unlabeled_refs] for s in r.sentences}
-        sentences |= {
-            s.raw
-            for split in splits
-            if split in self.index.splits()
-            for _, s in self.index.sentences(split)
-        }
-        path = cfg.train.text_cache
-        if path and self.info.is_main:
-            self.text.load(path)
-            if self.text.precompute(sentences, progress=self.progress):
-                self.text.save(path)
-        barrier(self.info)
-        if path and not self.info.is_main:
-            self.text.load(path)
-        self.text.precompute(sentences, progress=self.progress and self.info.is_main)
+        sentences |= {s.raw for split in splits for _, s in self.index.sentences(split)}
+        self.text.prepare(sentences, cfg.train.text_cache, self.info, self.progress)
 
     def _setup_schedule(self) -> None:
         cfg = self.cfg
@@ -200,7 +188,7 @@ class Trainer:
         self.step = 0
         self.best: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []
-        self._tb = None
+        self.board = Board(self.layout.tensorboard, self.info.is_main and cfg.output.tensorboard)
         self.scorer = Scorer(
             index=self.index,
             data=cfg.data,
@@ -222,7 +210,7 @@ class Trainer:
 
     def _maybe_resume(self) -> None:
         if self.cfg.output.resume and self.layout.latest.is_file():
-            self._resume(self.layout.latest)
+            restore_run(self, self.layout.latest)
 
     def _setup_run_folder(self, held: list[logging.LogRecord]) -> None:
         """``config.yaml`` and ``train.log`` (with the start's held log records)."""
@@ -241,100 +229,21 @@ class Trainer:
         if self._lock is not None:
             self._lock.release()
 
-    def _split_refs(self) -> tuple[list, list]:
-        """The train split's refs of the labeled and of the unlabeled images."""
-        from semires.data.splits import read_split
-
-        train = self.index.refs_in(self.cfg.data.train_split)
-        if not self.cfg.data.split_dir:
-            return train, []
-        split = read_split(self.cfg.data.split_dir, self.index)
-        lab, unl = set(split.labeled_images), set(split.unlabeled_images)
-        return [r for r in train if r.image_id in lab], [r for r in train if r.image_id in unl]
-
-    def _note(self, text: str) -> None:
-        """A one-off remark: in train.log, and on the console when showing progress."""
-        if self.info.is_main:
-            log.warning(text)
-            if self.progress:
-                print(f"[{self.cfg.name}] note: {text}", flush=True)
-
     def _sync_batchnorm(self) -> None:
         """SyncBatchNorm across processes (DDP on CUDA only; elsewhere a note says it is off)."""
-        if self.info.enabled and self.device.type == "cuda":
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            return
-        where = "a single process" if not self.info.enabled else f"{self.device.type} / gloo"
-        self._note(f"train.sync_bn is off in {where} (it needs DDP on CUDA); plain BatchNorm")
-
-    @property
-    def tb(self) -> Any:
-        if self._tb is None and self.info.is_main and self.cfg.output.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.layout.tensorboard), purge_step=self.step or None)
-        return self._tb
-
-    # ------------------------------------------------------------------ checkpoints
-    def _payload(self, full: bool) -> dict[str, Any]:
-        """A checkpoint: ``full`` (latest.pt: everything to resume) or best.pt (the evaluated
-        network, and where the method has another one, that one as ``companion``)."""
-        nets = self.method.networks()
-        role = "student" if full else self.method.eval_role
-        state, dropped = ckpt_io.model_state(nets[role])
-        payload: dict[str, Any] = {
-            "model": state,
-            "text_from_source": dropped,
-            "model_config": self.model.config_dict(),
-            "config": self.cfg.to_dict(),
-            "step": self.step,
-            "epoch": self.step // self.steps_per_epoch,
-            "best": self.best,
-        }
-        if getattr(self.model, "embedded_tokenizer", None) is not None:
-            payload["tokenizer"] = self.model.embedded_tokenizer
-        others = [(r, net) for r, net in nets.items() if r != role]
-        if others and not full:
-            other, net = others[0]
-            payload["companion"] = {"role": other, "model": ckpt_io.model_state(net)[0]}
-        if full:
-            payload["optimizer"] = self.optimizer.state_dict()
-            payload["scaler"] = self.scaler.state_dict()
-            payload["history"] = self.history
-            payload["world"] = self.info.world
-            payload.update(self.method.state_dict())
-        return payload
+        self.model, note = sync_batchnorm(self.model, self.info, self.device)
+        if note and self.info.is_main:
+            log.warning(note)
+            if self.progress:
+                print(f"[{self.cfg.name}] note: {note}", flush=True)
 
     def save_latest(self) -> None:
         rngs = gather_objects(ckpt_io.rng_state(), self.info)
         if self.info.is_main:
-            payload = self._payload(full=True)
+            payload = run_payload(self, full=True)
             payload["rng"] = rngs
             ckpt_io.save_checkpoint(self.layout.latest, payload)
         barrier(self.info)
-
-    def _resume(self, path: Path) -> None:
-        ck = ckpt_io.load_checkpoint(path, map_location=self.device)
-        from_source = ck.get("text_from_source", False)
-        ckpt_io.load_model_state(self.model, ck["model"], path, from_source)
-        self.method.load_state_dict(ck, path, from_source)
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.scaler.load_state_dict(ck["scaler"])
-        self.step = int(ck["step"])
-        self.best = ck.get("best")
-        self.history = list(ck.get("history", []))
-        rngs = ck.get("rng") or []
-        if len(rngs) == self.info.world:
-            ckpt_io.set_rng_state(rngs[self.info.rank])
-        elif self.info.is_main:
-            log.warning(
-                "resuming with %d processes instead of %d: RNG streams differ",
-                self.info.world,
-                len(rngs),
-            )
-        if self.info.is_main:
-            epoch = self.step // self.steps_per_epoch
-            log.info("resumed from %s at step %d (epoch %d)", path, self.step, epoch)
 
     # ------------------------------------------------------------------ steps
     def _loader(self, ds: Any, batch: int, stream: int, start: int, stop: int) -> DataLoader:
@@ -446,10 +355,8 @@ class Trainer:
         """TensorBoard scalars every ``train.log_every`` steps, a resumable checkpoint every
         ``train.checkpoint_every``."""
         cfg = self.cfg.train
-        if self.tb is not None and self.step % cfg.log_every == 0:
-            for k, v in logs.items():
-                self.tb.add_scalar(f"train/{k}", v, self.step)
-            self.tb.add_scalar("train/images_per_s", speed, self.step)
+        if self.step % cfg.log_every == 0:
+            self.board.scalars("train", {**logs, "images_per_s": speed}, self.step)
         every = cfg.checkpoint_every
         if every and self.step % every == 0 and self.step < stop:
             self.save_latest()
@@ -476,15 +383,7 @@ class Trainer:
         return self.method.networks()[self.method.eval_role]
 
     def _log_eval(self, split: str, result: dict[str, Any]) -> None:
-        if self.tb is None:
-            return
-        m = result["metrics"]
-        self.tb.add_scalar(f"{split}/oIoU", m["oIoU"], self.step)
-        self.tb.add_scalar(f"{split}/mIoU", m["mIoU"], self.step)
-        for t, v in m["precision"].items():
-            self.tb.add_scalar(f"{split}/prec@{t}", v, self.step)
-        if result.get("panels") is not None:
-            self.tb.add_image(f"{split}/panels", result["panels"], self.step)
+        self.board.evaluation(split, result, self.step)
 
     def _validate(self, record: dict[str, Any]) -> None:
         """Score the val split into ``record``; a better score saves ``best.pt``."""
@@ -499,7 +398,7 @@ class Trainer:
             metric, epoch = cfg.train.select_metric, record["epoch"]
             self.best = {"score": score, "metric": metric, "epoch": epoch, "step": self.step}
             if self.info.is_main:
-                ckpt_io.save_checkpoint(self.layout.best, self._payload(full=False))
+                ckpt_io.save_checkpoint(self.layout.best, run_payload(self, full=False))
 
     def fit(self) -> dict[str, Any]:
         """Train all epochs (resuming where ``latest.pt`` stopped), then evaluate ``best``."""
@@ -516,12 +415,11 @@ class Trainer:
             if self.best is None and self.info.is_main:  # no evaluation: the last weights
                 self.best = dict.fromkeys(("score", "metric", "epoch", "step"))
                 self.best.update(epoch=cfg.train.epochs, step=self.step)
-                ckpt_io.save_checkpoint(self.layout.best, self._payload(full=False))
+                ckpt_io.save_checkpoint(self.layout.best, run_payload(self, full=False))
             barrier(self.info)
             return self.final_evaluation()
         finally:
-            if self._tb is not None:
-                self._tb.close()
+            self.board.close()
             if self._owns_group:
                 cleanup(self.info)
             self._release_lock()
@@ -535,10 +433,8 @@ class Trainer:
         log.info("epoch %s", text)
         if self.progress:
             print(f"[{self.cfg.name}] {text}", flush=True)
-        if self.tb is not None:
-            for k, v in record.items():
-                if k not in ("epoch", "step") and isinstance(v, int | float):
-                    self.tb.add_scalar(f"epoch/{k}", v, self.step)
+        shown = {k: v for k, v in record.items() if k not in ("epoch", "step")}
+        self.board.scalars("epoch", shown, self.step)
         atomic_write_json(self.layout.history, self.history)
 
     def final_evaluation(self) -> dict[str, Any]:
@@ -557,6 +453,7 @@ class Trainer:
             ckpt_io.load_model_state(nets[other], companion["model"], source, from_source)
             scored.append((other, nets[other], self.method.text_for(other)))
         return final_metrics(self.scorer, scored, self.layout, {"best": self.best})
+
 
 def train(cfg: Config, *, progress: bool = True, index: RESIndex | None = None) -> dict[str, Any]:
     """Train (or resume) the run described by ``cfg``; returns the final metrics. ``index``: the

@@ -75,6 +75,8 @@ class PixelLosses:
         cw = self.class_weights if self.pwa_class_weights else None
         return pixel_weighted_ce(logits, target, weights, cw)
 
-    def masked(self, logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def masked(
+        self, logits: torch.Tensor, target: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
         """Class-weighted CE over the kept pixels."""
         return masked_ce(logits, target, keep, self.class_weights)

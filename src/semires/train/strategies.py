@@ -118,7 +118,10 @@ def read_options(cls: type[Strategy], options: dict[str, Any]) -> Any:
     if cls.Options is None:
         if options:
             raise FieldError(
-                "options", "{key}: strategy %r has no options, got %r" % (cls.name, options)
+                "options",
+                "{key}: strategy {name} has no options, got {value}",
+                name=repr(cls.name),
+                value=repr(options),
             )
         return None
     try:  # the placeholder becomes the key's whole path where the error is reported

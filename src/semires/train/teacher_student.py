@@ -240,12 +240,17 @@ class TeacherStudent(Method):
         labels = self.labeler(unl)
         gt = unl.get("gt")
         self.stats.add(labels, None if gt is None else gt.to(self.device))
-        logits = forward(torch.cat([lab["image"], unl["strong"]]), [*lab["sentence"], *unl["sentence"]])
+        logits = forward(
+            torch.cat([lab["image"], unl["strong"]]), [*lab["sentence"], *unl["sentence"]]
+        )
         b = lab["image"].shape[0]
         loss_sup = self.losses.ce(logits[:b], lab["gt"].to(self.device))
         loss_unsup = self.labeler.strategy.loss(logits[b:], labels.result, self.losses)
         loss = semi.sup_weight * loss_sup + semi.unsup_weight * loss_unsup
-        return loss, {"loss_unsup": float(loss_unsup.detach()), "loss_sup": float(loss_sup.detach())}
+        return loss, {
+            "loss_unsup": float(loss_unsup.detach()),
+            "loss_sup": float(loss_sup.detach()),
+        }
 
     def after_step(self) -> None:
         """One EMA step of the teacher."""
