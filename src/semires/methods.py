@@ -1,9 +1,11 @@
-"""The methods a ``semires run`` compares: one table of name, label and settings.
+"""The methods a ``semires run`` compares: name, label and settings of each.
 
 A method is the supervised burn-in or a teacher-student run with a refinement strategy (and
-maybe other ``semi`` settings). Whether it needs a proposal store follows from its strategy
-(:data:`semires.train.strategies.STRATEGIES`). The pipeline, the report, the web app and the
-bench scripts all read this table.
+maybe other ``semi`` settings). Every registered refinement strategy is a method of its own name
+(``iom``, ``cpi``, a user's ``mine``), labelled by its class (:data:`semires.train.strategies.
+STRATEGIES`); the table below adds the ones with other settings (the paper's ablations, our
+consensus) and the plain teacher-student run. Whether a method needs a proposal store follows
+from its strategy. The pipeline, the report, the web app and the bench scripts read this module.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from semires.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class Method:
-    """One row of the table."""
+class RunMethod:
+    """One method of a run's comparison."""
 
     name: str
     label: str
@@ -38,33 +40,59 @@ class Method:
         return self.refine is not None and needs_proposals(self.refine["strategy"])
 
 
-SUPERVISED = Method("supervised", "supervised (burn-in)", None)
+SUPERVISED = RunMethod("supervised", "supervised (burn-in)", None)
 
-#: every method by name; ``semires run`` trains the ones its ``methods`` key lists
-METHODS: dict[str, Method] = {
+
+def _strategy_label(strategy: str) -> str:
+    from semires.train.strategies import strategy_class
+
+    return strategy_class(strategy).label
+
+
+def _variant(name: str, label: str, strategy: str, ours: bool = False, **semi: Any) -> RunMethod:
+    refine = {"strategy": strategy}
+    return RunMethod(name, label, refine, semi, ours)
+
+
+#: methods beyond "one registered strategy under its own name"
+_TABLE: dict[str, RunMethod] = {
     m.name: m
     for m in (
         SUPERVISED,
-        Method("teacher_student", "teacher-student (no SAM)", {"strategy": "none"}),
-        Method("iom", "SemiRES-IOM", {"strategy": "iom"}),
-        Method("cpi", "SemiRES-CPI", {"strategy": "cpi"}),
-        Method("cpi_u", "SemiRES-CPI-U", {"strategy": "cpi", "cpi_u": True, "cpi_o": False}),
-        Method("cpi_o", "SemiRES-CPI-O", {"strategy": "cpi", "cpi_u": False, "cpi_o": True}),
-        Method("confidence", "confidence-filtered", {"strategy": "confidence"}),
-        Method("soft", "soft-IoU matching", {"strategy": "soft"}, ours=True),
-        Method("consensus", "consensus + CPI", {"strategy": "cpi"}, {"consensus": True}, ours=True),
-        Method(
-            "consensus_soft",
-            "consensus + soft-IoU",
-            {"strategy": "soft"},
-            {"consensus": True},
-            ours=True,
-        ),
+        RunMethod("teacher_student", "teacher-student (no SAM)", {"strategy": "none"}),
+        RunMethod("cpi_u", "SemiRES-CPI-U", {"strategy": "cpi", "cpi_u": True, "cpi_o": False}),
+        RunMethod("cpi_o", "SemiRES-CPI-O", {"strategy": "cpi", "cpi_u": False, "cpi_o": True}),
+        _variant("consensus", "consensus + CPI", "cpi", ours=True, consensus=True),
+        _variant("consensus_soft", "consensus + soft-IoU", "soft", ours=True, consensus=True),
     )
 }
+#: the strategies of ours (beyond the paper)
+_OURS = ("soft",)
 
-#: the names ``semires run`` accepts in ``methods`` (every teacher-student method)
-TEACHER_STUDENT = tuple(name for name, m in METHODS.items() if m.teacher_student)
+
+def methods() -> dict[str, RunMethod]:
+    """Every method by name: the supervised burn-in, the plain teacher-student run, one per
+    registered strategy (other than ``none``), and the table's variants."""
+    from semires.train.strategies import STRATEGIES
+
+    out = {"supervised": SUPERVISED, "teacher_student": _TABLE["teacher_student"]}
+    for name in STRATEGIES:
+        if name != "none":
+            label = _strategy_label(name)
+            out[name] = RunMethod(name, label, {"strategy": name}, ours=name in _OURS)
+        # the table's variants of a strategy follow it (cpi_u, cpi_o after cpi)
+        out.update({k: m for k, m in _TABLE.items() if _is_variant_of(m, name)})
+    out.update({k: m for k, m in _TABLE.items() if k not in out})
+    return out
+
+
+def _is_variant_of(m: RunMethod, strategy: str) -> bool:
+    return m.refine is not None and m.refine["strategy"] == strategy and not m.semi and not m.ours
+
+
+def teacher_student_names() -> tuple[str, ...]:
+    """The names ``semires run`` accepts in ``methods`` (every teacher-student method)."""
+    return tuple(name for name, m in methods().items() if m.teacher_student)
 
 
 #: the stage of a method's self-training round r >= 2 is ``<method>-round<r>``
@@ -84,25 +112,26 @@ def split_stage(stage: str) -> tuple[str, int]:
     return stage, 1
 
 
-def method(name: str) -> Method:
+def method(name: str) -> RunMethod:
     """The method named ``name``: a table entry, a round's stage (``cpi-round2``), or a variant
     with other refinement constants, ``base[key=value,...]`` (``cpi[t1=0.5]``,
     ``iom[tau=0.3]``: the paper's threshold ablations from one burn-in). ConfigError listing the
     valid names otherwise."""
     base, _ = split_stage(name)
     core, bracket, rest = base.partition("[")
-    if core not in METHODS or (bracket and not rest.endswith("]")):
+    table = methods()
+    if core not in table or (bracket and not rest.endswith("]")):
         raise ConfigError(
-            f"unknown method {name!r}; valid: {', '.join(METHODS)} (or base[key=value])"
+            f"unknown method {name!r}; valid: {', '.join(table)} (or base[key=value])"
         )
-    found = METHODS[core]
+    found = table[core]
     if not bracket:
         return found
     if found.refine is None:
         raise ConfigError(f"method {name!r}: the supervised burn-in has no refinement to vary")
     changes = _parse_variant(name, rest[:-1])
     text = ", ".join(f"{k}={v}" for k, v in changes.items())
-    return Method(
+    return RunMethod(
         base, f"{found.label} ({text})", {**found.refine, **changes}, found.semi, found.ours
     )
 

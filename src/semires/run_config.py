@@ -82,7 +82,7 @@ class RunConfig:
     #: the teacher-student stage (optimisation part); ``semi`` holds EMA, views, refinement
     teacher_student: TrainConfig = field(default_factory=TrainConfig)
     semi: SemiConfig = field(default_factory=SemiConfig)
-    #: the teacher-student methods compared (names of :data:`semires.methods.METHODS`)
+    #: the teacher-student methods compared (names of :func:`semires.methods.methods`)
     methods: list[str] = field(default_factory=lambda: ["teacher_student", "iom", "cpi"])
     #: self-training rounds: in round r >= 2 each method starts again from round r - 1's best
     #: network (its student, or its teacher with ``semi.eval_model: teacher``), which becomes
@@ -103,7 +103,7 @@ class RunConfig:
         parse_ratio(self.labeled)  # a bad ratio is an error before anything runs
         if self.synth is None and not (self.data.root or self.data.ann):
             raise ConfigError("config: give either 'synth' (synthetic data) or a 'data' location")
-        from semires.methods import TEACHER_STUDENT, method
+        from semires.methods import method, teacher_student_names
 
         if self.rounds < 1:
             raise ConfigError(f"config key 'rounds': expected an integer >= 1, got {self.rounds}")
@@ -116,10 +116,11 @@ class RunConfig:
                     known = method(name).teacher_student
                 except ConfigError as err:
                     raise ConfigError(f"config key {where!r}: {err}") from None
-                if not known or (key == "method_overrides" and name not in TEACHER_STUDENT):
+                valid = teacher_student_names()
+                if not known or (key == "method_overrides" and name not in valid):
                     raise ConfigError(
                         f"config key {where!r}: unknown method {name!r}; expected one of "
-                        f"{', '.join(TEACHER_STUDENT)}"
+                        f"{', '.join(valid)}"
                     )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The training loop: one loop for every training method.
 
 ``Trainer(cfg).fit()`` trains a :class:`~semires.train.method.Method`: any registered one
-(:data:`~semires.train.method.METHODS`; :func:`~semires.train.method.build_method` picks it
+(:data:`~semires.train.method.TRAINING_METHODS`; :func:`~semires.train.method.build_method` picks it
 from the config). The loop runs data iteration over the method's streams, the optimizer step,
 gradient accumulation, mixed precision, DDP, the schedule, evaluation and checkpoint selection,
 best / latest checkpoints, exact resume and TensorBoard; the method owns its data, its networks,

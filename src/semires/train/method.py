@@ -135,9 +135,9 @@ class Method:
 Supervised = Method
 
 #: training method name -> class, or "module:Class" imported when first built
-METHODS: Registry[type[Method] | str] = Registry("training method")
-METHODS.add("supervised", Supervised)
-METHODS.add("teacher_student", "semires.train.teacher_student:TeacherStudent")
+TRAINING_METHODS: Registry[type[Method] | str] = Registry("training method")
+TRAINING_METHODS.add("supervised", Supervised)
+TRAINING_METHODS.add("teacher_student", "semires.train.teacher_student:TeacherStudent")
 
 
 def method_name(cfg: Config) -> str:
@@ -148,7 +148,7 @@ def method_name(cfg: Config) -> str:
 
 def build_method(cfg: Config, **kwargs: Any) -> Method:
     """The method of ``cfg`` (see :func:`method_name`)."""
-    cls = METHODS.get(method_name(cfg))
+    cls = TRAINING_METHODS.get(method_name(cfg))
     if isinstance(cls, str):
         module, _, name = cls.partition(":")
         cls = getattr(importlib.import_module(module), name)

@@ -32,7 +32,7 @@ from semires.runtime.distributed import DistInfo, all_reduce_sum
 from semires.runtime.textcache import TextInputs
 from semires.train.ema import EMATeacher
 from semires.train.losses import PixelLosses
-from semires.train.method import METHODS, Forward, Method, Stream
+from semires.train.method import TRAINING_METHODS, Forward, Method, Stream
 from semires.train.pseudo import PseudoLabeler, PseudoLabels
 from semires.train.refine import correction_stats
 from semires.train.strategies import counter_names
@@ -284,4 +284,4 @@ class TeacherStudent(Method):
         ckpt_io.load_model_state(self.teacher, ck["teacher"], path, from_source)
 
 
-METHODS.add("teacher_student", TeacherStudent, replace=True)
+TRAINING_METHODS.add("teacher_student", TeacherStudent, replace=True)

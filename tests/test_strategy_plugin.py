@@ -1,0 +1,161 @@
+"""Extension and agreement of the teacher-student method's pseudo-labels.
+
+- A refinement strategy defined HERE (not in the package), with its own options and counter, is
+  registered with one decorator and selected by name in a config: a tiny teacher-student run
+  trains with it, its counter reaches history.json, its options are checked with their key path.
+- :class:`~semires.train.pseudo.PseudoLabeler.for_refs` (the report's examples, ``serve``'s
+  pseudo-label tab) gives exactly the labels the training step used on the same batch, for every
+  registered strategy, with consensus and a candidate limit.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import Tensor
+
+from semires.data import DataSpec, load_index
+from semires.data.splits import read_split
+from semires.errors import ConfigError
+from semires.methods import method
+from semires.proposals.store import ProposalStore
+from semires.train.engine import Trainer, train
+from semires.train.losses import PixelLosses
+from semires.train.pseudo import PseudoLabeler
+from semires.train.refine import RefineResult, as_bool, candidate_overlaps
+from semires.train.strategies import STRATEGIES, Strategy, register_strategy
+from test_engine import _gt_proposals, _split, make_cfg
+
+
+@dataclass
+class LargestOptions:
+    #: a candidate is taken when this share of it lies inside the pseudo-label
+    inside: float = 0.5
+
+
+@register_strategy("test_largest", label="largest inside candidate")
+class LargestInside(Strategy):
+    """The largest candidate with at least ``inside`` of it in P; CE on those samples only."""
+
+    needs_proposals = True
+    counters = ("picked",)
+    Options = LargestOptions
+    seen_options: ClassVar[list[float]] = []
+
+    def labels(self, P: Tensor, p: Tensor, M, valid: Tensor) -> RefineResult:
+        self.seen_options.append(self.options.inside)
+        ov = candidate_overlaps(P, M, valid)
+        ok = valid & (ov.inter >= self.options.inside * ov.area_m.clamp(min=1))
+        area = torch.where(ok, ov.area_m, torch.full_like(ov.area_m, -1))
+        best, matched = area.argmax(1), ok.any(1)
+        chosen = as_bool(M)[torch.arange(P.shape[0]), best]
+        labels = torch.where(matched[:, None, None], chosen, P.bool())
+        counts = {"picked": int(matched.sum())}
+        return RefineResult(
+            labels, matched[:, None, None].to(p.dtype).expand_as(p), matched, counts
+        )
+
+    def loss(self, logits: Tensor, result: RefineResult, losses: PixelLosses) -> Tensor:
+        keep = result.weights > 0
+        return losses.masked(logits, result.labels, keep)
+
+
+@pytest.fixture(scope="module")
+def semi_setup(synth_tiny, tmp_path_factory):
+    """A burn-in, a labeled split and a proposal store of the GT objects (and their halves)."""
+    tmp = tmp_path_factory.mktemp("plugin")
+    burn = tmp / "sup"
+    train(make_cfg(synth_tiny, burn, "train.epochs=1"), progress=False)
+    split_dir = _split(synth_tiny, tmp)
+    index = load_index(DataSpec(root=str(synth_tiny), dataset="synthref", split_by="synth"))
+    unl = list(read_split(split_dir, index).unlabeled_images)
+    props = _gt_proposals(synth_tiny, tmp / "props", unl)
+    common = [
+        f"semi.burn_in={burn / 'best.pt'}",
+        f"data.split_dir={split_dir}",
+        "semi.enabled=true",
+        "semi.unlabeled_batch_size=4",
+        f"semi.proposals={props}",
+    ]
+    return common, index, props
+
+
+def test_a_strategy_from_outside_the_package_trains_by_name(synth_tiny, semi_setup, tmp_path):
+    common, _, _ = semi_setup
+    assert "test_largest" in STRATEGIES
+    assert method("test_largest").label == "largest inside candidate"  # a `semires run` method
+    assert method("test_largest").needs_proposals
+    LargestInside.seen_options.clear()
+    cfg = make_cfg(
+        synth_tiny,
+        tmp_path / "mine",
+        *common,
+        "semi.refine.strategy=test_largest",
+        "semi.refine.options.inside=0.8",
+        "train.epochs=1",
+    )
+    result = train(cfg, progress=False)
+    assert set(LargestInside.seen_options) == {0.8}  # the option from the config reached it
+    assert len(LargestInside.seen_options) == 3  # one labelling per training step
+    hist = json.loads((tmp_path / "mine" / "history.json").read_text())[-1]
+    assert 0.0 < hist["share_picked"] <= 1.0  # its counter, as a share of the samples
+    assert hist["miss_rate"] == pytest.approx(1.0 - hist["share_picked"])
+    assert hist["share_matched_cpi_u"] == 0.0  # the other strategies' counters: 0
+    assert 0.0 <= result["splits"]["testA"]["oIoU"] <= 100.0
+
+    with pytest.raises(ConfigError, match=r"semi\.refine\.options\.nope"):
+        make_cfg(synth_tiny, tmp_path / "bad", *common, "semi.refine.strategy=test_largest",
+                 "semi.refine.options.nope=1")  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"'semi\.refine\.strategy': expected one of .*test_largest"
+    ):
+        make_cfg(synth_tiny, tmp_path / "bad", *common, "semi.refine.strategy=nope")
+    with pytest.raises(ConfigError, match=r"semi\.refine\.options: strategy 'cpi' has no options"):
+        make_cfg(synth_tiny, tmp_path / "bad", *common, "semi.refine.options.inside=1")
+
+
+@pytest.mark.parametrize("strategy", [*STRATEGIES, "consensus"])
+def test_offline_pseudo_labels_are_the_training_labels(synth_tiny, semi_setup, tmp_path, strategy):
+    """Training labels of one step, recorded where the strategy's loss receives them, against
+    ``PseudoLabeler.for_refs`` of the same samples and sentences with the teacher of that step
+    (no blur, so the weak view is the image; at most 3 candidates per image)."""
+    common, index, props = semi_setup
+    extra = ["semi.consensus=true", "semi.refine.strategy=cpi"] if strategy == "consensus" else [
+        f"semi.refine.strategy={strategy}"]  # fmt: skip
+    cfg = make_cfg(
+        synth_tiny,
+        tmp_path / "run",
+        *common,
+        *extra,
+        "semi.augment.blur_p=0",
+        "semi.max_candidates=3",
+    )
+    trainer = Trainer(cfg, progress=False)
+    method_ = trainer.method
+    teacher = copy.deepcopy(method_.teacher)  # the teacher before the step's EMA update
+    used: list[RefineResult] = []
+    real_loss = method_.labeler.strategy.loss
+    method_.labeler.strategy.loss = lambda logits, result, losses: (
+        used.append(result) or real_loss(logits, result, losses)
+    )
+    batches = list(next(iter(trainer.batches(0, 1))))
+    trainer.train_step(batches)
+    (result,) = used
+
+    text = method_.labeler.text
+    labeler = PseudoLabeler(teacher, cfg.semi, device=trainer.device, text=text)
+    unl = batches[1]
+    samples = [(index.refs[i], s) for i, s in zip(unl["ref_id"], unl["sentence"], strict=True)]
+    _, offline = labeler.for_refs(
+        index, samples, cfg.data.img_size, store=ProposalStore.open(props)
+    )
+    assert offline.candidates.shape[1] <= 3
+    assert torch.equal(offline.result.labels, result.labels)
+    assert torch.equal(offline.result.weights, result.weights)
+    assert torch.equal(offline.result.matched, result.matched)
+    assert offline.result.counts == result.counts
