@@ -22,7 +22,8 @@ def blocks() -> list[str]:
 
 def test_the_page_has_examples_for_each_part() -> None:
     text = "\n".join(blocks())
-    for name in ("semires.load", "predict_proba", "load_index", "make_split", "ProposalStore"):
+    parts = ("semires.load", "predict_proba", "load_index", "make_split", "ProposalStore")
+    for name in (*parts, "register_format", "register_strategy"):
         assert name in text
 
 
