@@ -4,9 +4,13 @@ Each extension point (refinement strategies, dataset formats, proposal generator
 :class:`Registry`. A new entry is one class or function plus one decorator, in the package or in
 the user's own module::
 
-    from semires.train.strategies import STRATEGIES
+    from semires.data.formats import DataFormat, register_format
 
-    @STRATEGIES.register("mine")
+    register_format(DataFormat("csv", read_csv, suffixes=(".csv",)))
+
+    from semires.train.strategies import Strategy, register_strategy
+
+    @register_strategy("mine")
     class Mine(Strategy): ...
 
 The command line (and every worker process it starts) must import the user's module before it
