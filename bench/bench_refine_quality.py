@@ -47,8 +47,8 @@ from semires.data import masks as mask_ops
 from semires.data.index import RESIndex
 from semires.proposals import ProposalStore, build_generator, generate_store
 from semires.proposals.base import parse_knobs
-from semires.proposals.quality import object_quality
-from semires.train.refine import cpi, iom
+from semires.train.proposal_quality import object_quality
+from semires.train.refine import T1, T2, TAU, cpi, iom  # the paper's constants and rules
 from semires.utils.io import atomic_write_json
 
 KINDS = (
@@ -62,7 +62,6 @@ KINDS = (
     "larger part",
     "smaller part",
 )
-TAU, T1, T2 = 0.5, 0.7, 0.7
 
 
 def spoil(

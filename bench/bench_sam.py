@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from semires.proposals.quality import object_quality
 from semires.proposals.sam import SamGenerator, tiny_sam
+from semires.train.proposal_quality import object_quality
 
 DEFAULTS = {
     "cpu": {"model": "tiny", "image_size": 256, "images": 3, "points_per_side": 8},

@@ -25,7 +25,7 @@ from semires.proposals.classical import (
     hull_areas,
     not_objects,
 )
-from semires.proposals.quality import object_quality
+from semires.train.proposal_quality import object_quality
 
 
 def two_part_scene(size: int = 96) -> tuple[np.ndarray, dict[str, np.ndarray]]:

@@ -11,14 +11,14 @@ from semires.data import masks as mask_ops
 from semires.data.index import Image, Object, Ref, RESIndex, Sentence
 from semires.errors import ProposalError
 from semires.proposals.base import Proposals
-from semires.proposals.quality import (
+from semires.proposals.store import ProposalStore
+from semires.train.proposal_quality import (
     evaluate_quality,
     format_summary,
     object_quality,
     plot_quality,
     summarise,
 )
-from semires.proposals.store import ProposalStore
 
 SIZE = (20, 20)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,45 +44,60 @@ def _knobs(generator: str, assignments: list[str], checkpoint: Path | None, mode
     return knobs
 
 
+def _generator_help() -> str:
+    """``--generator``'s help: the registered generators."""
+    from semires.proposals.base import GENERATORS
+
+    return (
+        f"A registered generator: {', '.join(GENERATORS)} (classical: CPU, no weights), "
+        "or a plugin's (--plugin)."
+    )
+
+
+GeneratorOpt = Annotated[str, typer.Option("--generator", help=_generator_help())]
+SplitDirOpt = Annotated[
+    Path | None,
+    typer.Option("--split-dir", help="A labeled/unlabeled split folder: its unlabeled images."),
+]
+AllImagesOpt = Annotated[
+    bool, typer.Option("--all-images", help="Every image of --split (not only unlabeled).")
+]
+CheckpointOpt = Annotated[
+    Path | None, typer.Option("--checkpoint", help="sam / sam2: the weights file.")
+]
+ModelTypeOpt = Annotated[
+    str | None,
+    typer.Option("--model-type", help="sam: vit_h, vit_l, vit_b; sam2: a config name."),
+]
+KnobOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Generator knob key=value (repeatable), e.g. points_per_side=16."),
+]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Delete the store at --out first and make it again (e.g. it was made for other "
+        "images or with other settings).",
+    ),
+]
+
+
 @with_data_options
 def propose(
     out: Annotated[
         Path, typer.Option("--out", help="The proposal store folder to create / complete.")
     ],
-    generator: Annotated[
-        str, typer.Option("--generator", help="classical (CPU, no weights), sam or sam2.")
-    ] = "classical",
+    generator: GeneratorOpt = "classical",
     split: Annotated[str, typer.Option("--split", help="Dataset split to propose for.")] = "train",
-    split_dir: Annotated[
-        Path | None,
-        typer.Option("--split-dir", help="A labeled/unlabeled split folder: its unlabeled images."),
-    ] = None,
-    all_images: Annotated[
-        bool, typer.Option("--all-images", help="Every image of --split (not only unlabeled).")
-    ] = False,
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="sam / sam2: the weights file.")
-    ] = None,
-    model_type: Annotated[
-        str | None,
-        typer.Option("--model-type", help="sam: vit_h, vit_l, vit_b; sam2: a config name."),
-    ] = None,
-    knob: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", help="Generator knob key=value (repeatable), e.g. points_per_side=16."
-        ),
-    ] = None,
+    split_dir: SplitDirOpt = None,
+    all_images: AllImagesOpt = False,
+    checkpoint: CheckpointOpt = None,
+    model_type: ModelTypeOpt = None,
+    knob: KnobOpt = None,
     workers: Annotated[int, typer.Option("--workers", help="CPU processes (classical).")] = 1,
     shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard file.")] = 64,
-    overwrite: Annotated[
-        bool,
-        typer.Option(
-            "--overwrite",
-            help="Delete the store at --out first and make it again (e.g. it was made for other "
-            "images or with other settings).",
-        ),
-    ] = False,
+    overwrite: OverwriteOpt = False,
     location: DataSpec = DataSpec(),
     quiet: QuietOpt = False,
 ) -> None:
@@ -106,6 +121,11 @@ def propose(
         overwrite=overwrite,
         progress=progress(quiet),
     )
+    _echo_generation(out, report)
+
+
+def _echo_generation(out: Path, report: Any) -> None:
+    """What ``propose`` did: counts on stdout, the images it skipped on stderr."""
     per_image = report.candidates / report.generated if report.generated else 0.0
     typer.echo(
         f"{out}: {report.wanted} images wanted, {report.already_done} already done, "
@@ -168,9 +188,10 @@ def show(
 ) -> None:
     """Draw an image's candidates over it (and each referred object with its best candidate)."""
     from semires.data import load_index
-    from semires.proposals.quality import check_store_images
+    from semires.proposals.checks import check_store_images
     from semires.proposals.show import figure
     from semires.proposals.store import ProposalStore
+    from semires.train.proposal_quality import object_quality
     from semires.utils.io import atomic_write_bytes
 
     output_file(out, "--out")
@@ -181,9 +202,11 @@ def show(
     pixels = index.load_image(image)
     props = store.read(image, expect_size=pixels.shape[:2])
     objects = sorted({r.object_id for r in index.refs.values() if r.image_id == image})
-    gt = [index.mask(o) for o in objects] if index.has_masks() else None
+    gt = [index.mask(o) for o in objects] if index.has_masks() else []
+    candidates = props.masks().astype(bool)
+    matches = [(m, *object_quality(candidates, m.astype(bool))[:2]) for m in gt]
     title = f"image {image}: {store.generator} candidates"
-    atomic_write_bytes(out, figure(pixels, props, title, gt, max_masks))
+    atomic_write_bytes(out, figure(pixels, props, title, matches, max_masks))
     typer.echo(f"wrote {out} ({len(props)} candidates)")
 
 
@@ -196,24 +219,33 @@ def quality(
     ] = "train",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the numbers here.")] = None,
     plot_out: Annotated[Path | None, typer.Option("--plot", help="Write histograms (PNG).")] = None,
-    t1: Annotated[float, typer.Option("--t1", help="CPI: share of the object covered.")] = 0.7,
-    t2: Annotated[float, typer.Option("--t2", help="CPI: share of the candidate inside.")] = 0.7,
+    t1: Annotated[
+        float | None,
+        typer.Option("--t1", help="CPI: share of the object covered. Default: training's t1."),
+    ] = None,
+    t2: Annotated[
+        float | None,
+        typer.Option("--t2", help="CPI: share of the candidate inside. Default: training's t2."),
+    ] = None,
     location: DataSpec = DataSpec(),
     quiet: QuietOpt = False,
 ) -> None:
     """Best IoU and CPI-union IoU per ground-truth object, candidates per image."""
     from semires.data import load_index
-    from semires.proposals.quality import (
+    from semires.proposals.store import ProposalStore
+    from semires.train.proposal_quality import (
+        DEFAULT_T1,
+        DEFAULT_T2,
         check_threshold,
         evaluate_quality,
         format_summary,
         plot_quality,
         summarise,
     )
-    from semires.proposals.store import ProposalStore
     from semires.utils.io import atomic_write_json
 
-    t1, t2 = check_threshold("t1", t1), check_threshold("t2", t2)
+    t1 = check_threshold("t1", DEFAULT_T1 if t1 is None else t1)
+    t2 = check_threshold("t2", DEFAULT_T2 if t2 is None else t2)
     output_file(json_out, "--json", report=True)
     output_file(plot_out, "--plot", report=True)
     index = load_index(location)

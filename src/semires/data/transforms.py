@@ -39,6 +39,12 @@ def resize_mask(mask: np.ndarray | torch.Tensor, size: int | tuple[int, int]) ->
     return (out[0] if squeeze else out).bool()
 
 
+def resize_to(mask: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+    """A bool (H, W) mask at another (h, w) with nearest neighbour, as a numpy array (for
+    showing a training-size label on its image)."""
+    return resize_mask(mask.cpu(), tuple(hw)).numpy()
+
+
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> float normalised, on the images' device."""
     m = torch.tensor(mean, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)

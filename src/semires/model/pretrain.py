@@ -175,8 +175,6 @@ def pretrain_backbone(
     a summary: steps, seconds, final losses and the per-task object-pixel accuracy on
     ``val_index`` (when given).
     """
-    from tqdm.auto import tqdm
-
     cfg = cfg or PretrainConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -189,35 +187,8 @@ def pretrain_backbone(
     if not ids:
         raise DataError("backbone pretraining: the index has no images")
     images, targets = _load_split(index, ids, size, progress)
-    params = list(backbone.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    mean, std = backbone.mean, backbone.std
-    backbone.train()
-    heads.train()
     t0 = time.perf_counter()
-    losses: list[float] = []
-    bar = tqdm(range(cfg.steps), desc="pretrain backbone", disable=not progress)
-    for step in bar:
-        warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        lr = cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        for group in opt.param_groups:
-            group["lr"] = lr
-        pick = torch.randint(len(ids), (cfg.batch_size,), generator=gen)
-        x = images[pick].float()
-        y = targets[pick].long()
-        flip = torch.rand(cfg.batch_size, generator=gen) < 0.5
-        x[flip] = x[flip].flip(-1)
-        y[flip] = y[flip].flip(-1)
-        x = normalize(x, mean, std)
-        logits = heads(stage_features(backbone, x))
-        loss = dense_loss(logits, y, cfg.object_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    losses = _train_dense(backbone, heads, images, targets, cfg, progress)
     summary: dict[str, Any] = {
         "steps": cfg.steps,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -228,6 +199,60 @@ def pretrain_backbone(
         summary["val_accuracy"] = evaluate_heads(backbone, heads, val_index, size)
     _save(backbone, out_path)
     return summary
+
+
+def _train_dense(
+    backbone: StagedBackbone,
+    heads: DenseHeads,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: PretrainConfig,
+    progress: bool,
+) -> list[float]:
+    """``cfg.steps`` AdamW steps of the dense tasks on random flipped batches of ``images``
+    (uint8 [N, 3, S, S]) and their ``targets``; the loss of every step."""
+    from tqdm.auto import tqdm
+
+    params = list(backbone.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    backbone.train()
+    heads.train()
+    losses: list[float] = []
+    bar = tqdm(range(cfg.steps), desc="pretrain backbone", disable=not progress)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _learning_rate(step, cfg)
+        x, y = _random_batch(images, targets, cfg.batch_size, gen)
+        logits = heads(stage_features(backbone, normalize(x, backbone.mean, backbone.std)))
+        loss = dense_loss(logits, y, cfg.object_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    return losses
+
+
+def _learning_rate(step: int, cfg: PretrainConfig) -> float:
+    """Linear warm-up over ``cfg.warmup_steps``, then a cosine decay to 0 at ``cfg.steps``."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+
+
+def _random_batch(
+    images: torch.Tensor, targets: torch.Tensor, batch_size: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random images (float) and targets (long), each flipped left-right with
+    probability 0.5 (drawn from ``gen``)."""
+    pick = torch.randint(len(images), (batch_size,), generator=gen)
+    x = images[pick].float()
+    y = targets[pick].long()
+    flip = torch.rand(batch_size, generator=gen) < 0.5
+    x[flip] = x[flip].flip(-1)
+    y[flip] = y[flip].flip(-1)
+    return x, y
 
 
 @torch.no_grad()

@@ -1,13 +1,20 @@
 """Class-agnostic candidate masks, computed once per training image (docs/method.md section 4).
 
-- :mod:`.base`      the :class:`MaskGenerator` interface, :class:`Proposals`, the registry
-  (``classical``, ``sam``, ``sam2``; each generator's module is imported when it is built);
-- :mod:`.classical` a weight-free generator (scikit-image hierarchical grouping; CPU);
+- :mod:`.base`         the :class:`MaskGenerator` interface, :class:`Proposals`, the registry
+  :data:`GENERATORS` (``classical``, ``sam``, ``sam2`` imported when built; one's own with
+  ``@register_generator(name)`` in a plugin module);
+- :mod:`.classical`    a weight-free generator (scikit-image hierarchical grouping; CPU);
 - :mod:`.sam`, :mod:`.sam2` Segment Anything (1 and 2) automatic mask generators;
-- :mod:`.store`     the sharded COCO-RLE store with an index and a manifest;
-- :mod:`.decode`    fast decoding of a whole image's RLEs straight to the training size;
-- :mod:`.generate`  resumable, parallel and distributed generation of a store;
-- :mod:`.quality`   the best-IoU / CPI-union report; :mod:`.show` figures.
+- :mod:`.store`        :class:`ProposalStore`, random access to a store by image id;
+- :mod:`.store_format` the on-disk format: sharded COCO-RLE records, index, manifest;
+- :mod:`.checks`       is a store for these images (ids, sizes, file fingerprints)?
+- :mod:`.verify`       :func:`verify_store`, every byte of a store;
+- :mod:`.decode`       fast decoding of a whole image's RLEs straight to the training size;
+- :mod:`.generate`     resumable, parallel and distributed generation of a store;
+- :mod:`.show`         figures.
+
+The best-IoU / CPI-union report applies the training's rule, so it lives above this package:
+:mod:`semires.train.proposal_quality`.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from semires.proposals.base import (
     Proposals,
     build_generator,
     parse_knobs,
+    register_generator,
 )
 from semires.proposals.generate import generate_store, select_images
 from semires.proposals.store import ProposalStore, verify_store
@@ -30,6 +38,7 @@ __all__ = [
     "build_generator",
     "generate_store",
     "parse_knobs",
+    "register_generator",
     "select_images",
     "verify_store",
 ]

@@ -4,9 +4,13 @@ A generator turns one RGB image into class-agnostic candidate masks ("segment ev
 docs/method.md section 4). Every generator has a ``name``, a ``params()`` dict holding everything
 that determines its output (recorded in a store's manifest) and ``generate(image)``.
 
-Generators are registered by name; their modules are imported only when built, so that the
-optional dependencies (segment-anything, sam2, scikit-image) are needed only by the generator
-that uses them::
+Generators are registered by name in :data:`GENERATORS` (a
+:class:`~semires.utils.registry.Registry`). The package's own are lazy entries whose modules
+are imported only when built, so that the optional dependencies (segment-anything, sam2,
+scikit-image) are needed only by the generator that uses them. A generator of one's own
+registers with one decorator (:func:`register_generator`) and is found by
+``semires propose --generator`` once its module is a plugin (``semires --plugin MODULE`` or
+``SEMIRES_PLUGINS``)::
 
     gen = build_generator("classical", scales=(60, 180))
     props = gen.generate(image)           # Proposals
@@ -26,6 +30,7 @@ import numpy as np
 
 from semires.data import masks as mask_ops
 from semires.errors import ConfigError
+from semires.utils.registry import Registry
 
 RLE = mask_ops.RLE
 
@@ -147,7 +152,9 @@ class MaskGenerator(ABC):
     runtime_knobs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, **knobs: Any) -> None:
-        self.config = make_config(self.config_class, knobs, self.name)
+        self.config = make_config(
+            self.config_class, knobs, getattr(self, "name", type(self).__name__)
+        )
 
     def params(self) -> dict[str, Any]:
         """Everything that determines the output (the knobs), JSON-serialisable."""
@@ -231,23 +238,90 @@ def parse_knobs(name: str, assignments: list[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- registry
-#: name -> "module:Class"; modules are imported on first use.
-GENERATORS: dict[str, str] = {
-    "classical": "semires.proposals.classical:ClassicalGenerator",
-    "sam": "semires.proposals.sam:SamGenerator",
-    "sam2": "semires.proposals.sam2:Sam2Generator",
-}
+@dataclass(frozen=True)
+class LazyEntry:
+    """A registry entry that names its class as ``"module:Class"``: the module is imported when
+    the entry is first asked for (the heavy, optional dependencies of ``sam`` / ``sam2`` are
+    needed only by the generator that uses them)."""
+
+    target: str
+
+    def load(self) -> Any:
+        module_name, _, class_name = self.target.partition(":")
+        return getattr(importlib.import_module(module_name), class_name)
+
+
+class GeneratorRegistry(Registry[Any]):
+    """The registered :class:`MaskGenerator` classes by name: classes, or :class:`LazyEntry`
+    names of classes imported on first :meth:`get`.
+
+    A generator registers with one decorator (:func:`register_generator`, the same as
+    ``GENERATORS.register``), in the package or in the user's own module (loaded with
+    ``semires --plugin MODULE`` or ``SEMIRES_PLUGINS``)::
+
+        @register_generator("mine")
+        class Mine(MaskGenerator): ...
+
+    The registered name becomes the class's ``name`` (what a store's manifest records) unless
+    the class sets its own, which must then be the same.
+    """
+
+    def add(self, name: str, obj: Any, *, replace: bool = False) -> None:
+        if isinstance(obj, LazyEntry):
+            super().add(name, obj, replace=replace)
+            return
+        _check_generator_class(name, obj)
+        super().add(name, obj, replace=replace)
+        if "name" not in obj.__dict__:
+            obj.name = name
+
+    def add_lazy(self, name: str, target: str) -> None:
+        """Register the class ``target`` (``"module:Class"``) under ``name``, unimported."""
+        self.add(name, LazyEntry(target))
+
+    def get(self, name: str) -> type[MaskGenerator]:
+        """The class registered as ``name`` (imported now if it was a lazy entry); an unknown
+        name lists the registered ones."""
+        obj = super().get(name)
+        if isinstance(obj, LazyEntry):
+            obj = obj.load()
+            self.add(name, obj, replace=True)
+        return obj
+
+
+def _check_generator_class(name: str, cls: Any) -> None:
+    """``cls`` must be a :class:`MaskGenerator` subclass whose own ``name``, if it sets one,
+    is ``name``: a :class:`ConfigError` otherwise."""
+    if not (isinstance(cls, type) and issubclass(cls, MaskGenerator)):
+        raise ConfigError(f"generator {name!r}: {cls!r} is not a MaskGenerator subclass")
+    own = cls.__dict__.get("name")
+    if own is not None and own != name:
+        raise ConfigError(
+            f"generator {name!r}: the class {cls.__qualname__} names itself {own!r}; register it "
+            f"under that name or drop its name attribute"
+        )
+
+
+#: every generator by name; the package's own are imported on first use
+GENERATORS = GeneratorRegistry("generator")
+GENERATORS.add_lazy("classical", "semires.proposals.classical:ClassicalGenerator")
+GENERATORS.add_lazy("sam", "semires.proposals.sam:SamGenerator")
+GENERATORS.add_lazy("sam2", "semires.proposals.sam2:Sam2Generator")
+
+
+def register_generator(name: str, *, replace: bool = False) -> Any:
+    """Class decorator: register a :class:`MaskGenerator` subclass as ``name`` (which becomes
+    its ``name``), as :func:`~semires.train.strategies.register_strategy` does for strategies::
+
+        @register_generator("mine")
+        class Mine(MaskGenerator): ...
+    """
+    return GENERATORS.register(name, replace=replace)
 
 
 def generator_class(name: str) -> type[MaskGenerator]:
     """The class registered under ``name``; an unknown name lists the registered ones."""
-    target = GENERATORS.get(name)
-    if target is None:
-        raise ConfigError(
-            f"unknown generator {name!r}; registered: {', '.join(sorted(GENERATORS))}"
-        )
-    module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    return GENERATORS.get(name)
 
 
 def build_generator(name: str, **knobs: Any) -> MaskGenerator:

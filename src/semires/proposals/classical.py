@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -293,10 +294,34 @@ def _group(
 
     For a merge across a clear edge (mean difference above ``edge_threshold``) the distance of
     the nearer part's colour to the union's surroundings is recorded (inf otherwise)."""
+    run, colours, boxes, neighbours = _start_hierarchy(regions)
+    similarity = _similarity(regions, weights, colour_sigma, run, colours, boxes, neighbours)
+    alive = [True] * len(colours)
+    heap = [(-similarity(i, j), i, j) for (i, j) in regions.shared]
+    heapq.heapify(heap)
+    while heap:
+        _, i, j = heapq.heappop(heap)
+        if not (alive[i] and alive[j]):
+            continue
+        k = len(alive)
+        alive[i] = alive[j] = False
+        alive.append(True)
+        merged = _merge(run, colours, boxes, neighbours, alive, i, j)
+        for m in merged:
+            heapq.heappush(heap, (-similarity(k, m), k, m))
+        shared_ij = run.joins[k]
+        across = shared_ij[1] > edge_threshold * shared_ij[0]
+        run.grounds.append(_ground_distance(colours, merged, i, j) if across else math.inf)
+    return run
+
+
+def _start_hierarchy(
+    regions: _Regions,
+) -> tuple[_Hierarchy, list[tuple[float, ...]], list[tuple[int, ...]], list[dict[int, Triple]]]:
+    """The hierarchy of the base regions alone, with the per-node lists that grouping extends:
+    mean Lab colours, bounding boxes (row0, col0, row1, col1) and neighbours (node -> edge
+    triple of the boundary they share)."""
     n = len(regions.sizes)
-    total = float(regions.sizes.sum())
-    colours = [tuple(c) for c in regions.colours.tolist()]
-    boxes = [tuple(b) for b in regions.boxes.tolist()]
     run = _Hierarchy(
         members=[1 << i for i in range(n)],
         sizes=regions.sizes.tolist(),
@@ -306,12 +331,28 @@ def _group(
         joins=[(0.0, 0.0, 0.0)] * n,
         grounds=[math.inf] * n,
     )
-    sizes, perims, outlines, members = run.sizes, run.perimeters, run.outlines, run.members
-    alive = [True] * n
+    colours = [tuple(c) for c in regions.colours.tolist()]
+    boxes = [tuple(b) for b in regions.boxes.tolist()]
     neighbours: list[dict[int, Triple]] = [{} for _ in range(n)]
     for (i, j), triple in regions.shared.items():
         neighbours[i][j] = triple
         neighbours[j][i] = triple
+    return run, colours, boxes, neighbours
+
+
+def _similarity(
+    regions: _Regions,
+    weights: dict[str, float],
+    colour_sigma: float,
+    run: _Hierarchy,
+    colours: list[tuple[float, ...]],
+    boxes: list[tuple[int, ...]],
+    neighbours: list[dict[int, Triple]],
+) -> Callable[[int, int], float]:
+    """The similarity of two adjacent nodes: the weighted cues (colour, size, fill, shared
+    boundary), read from the lists grouping extends (the hot inner function of grouping)."""
+    total = float(regions.sizes.sum())
+    sizes, perims = run.sizes, run.perimeters
     w_colour, w_size, w_fill, w_shared = (weights[c] for c in CUES)
     two_var = 2.0 * colour_sigma**2
 
@@ -332,51 +373,54 @@ def _group(
             s += w_shared * neighbours[i][j][0] / min(perims[i], perims[j])
         return s
 
-    heap = [(-similarity(i, j), i, j) for (i, j) in regions.shared]
-    heapq.heapify(heap)
-    while heap:
-        _, i, j = heapq.heappop(heap)
-        if not (alive[i] and alive[j]):
-            continue
-        k = len(sizes)
-        alive[i] = alive[j] = False
-        shared_ij = neighbours[i][j]
-        si, sj = sizes[i], sizes[j]
-        sk = si + sj
-        sizes.append(sk)
-        (l1, a1, b1), (l2, a2, b2) = colours[i], colours[j]
-        colours.append(
-            ((l1 * si + l2 * sj) / sk, (a1 * si + a2 * sj) / sk, (b1 * si + b2 * sj) / sk)
+    return similarity
+
+
+def _merge(
+    run: _Hierarchy,
+    colours: list[tuple[float, ...]],
+    boxes: list[tuple[int, ...]],
+    neighbours: list[dict[int, Triple]],
+    alive: list[bool],
+    i: int,
+    j: int,
+) -> dict[int, Triple]:
+    """Append the union k of nodes i and j to ``run`` and the per-node lists (its size,
+    colour, box, perimeter, outline, members, children, join) and move the neighbours of i and
+    j still alive to k; returns k's neighbours (node -> shared edge triple)."""
+    k = len(run.sizes)
+    sizes, perims, outlines = run.sizes, run.perimeters, run.outlines
+    shared_ij = neighbours[i][j]
+    si, sj = sizes[i], sizes[j]
+    sk = si + sj
+    sizes.append(sk)
+    (l1, a1, b1), (l2, a2, b2) = colours[i], colours[j]
+    colours.append(((l1 * si + l2 * sj) / sk, (a1 * si + a2 * sj) / sk, (b1 * si + b2 * sj) / sk))
+    bi, bj = boxes[i], boxes[j]
+    boxes.append((min(bi[0], bj[0]), min(bi[1], bj[1]), max(bi[2], bj[2]), max(bi[3], bj[3])))
+    perims.append(perims[i] + perims[j] - 2.0 * shared_ij[0])
+    oi, oj = outlines[i], outlines[j]
+    outlines.append(
+        (
+            oi[0] + oj[0] - 2.0 * shared_ij[0],
+            oi[1] + oj[1] - 2.0 * shared_ij[1],
+            oi[2] + oj[2] - 2.0 * shared_ij[2],
         )
-        bi, bj = boxes[i], boxes[j]
-        boxes.append((min(bi[0], bj[0]), min(bi[1], bj[1]), max(bi[2], bj[2]), max(bi[3], bj[3])))
-        perims.append(perims[i] + perims[j] - 2.0 * shared_ij[0])
-        oi, oj = outlines[i], outlines[j]
-        outlines.append(
-            (
-                oi[0] + oj[0] - 2.0 * shared_ij[0],
-                oi[1] + oj[1] - 2.0 * shared_ij[1],
-                oi[2] + oj[2] - 2.0 * shared_ij[2],
-            )
-        )
-        members.append(members[i] | members[j])
-        run.children.append((i, j))
-        run.joins.append(shared_ij)
-        alive.append(True)
-        merged: dict[int, Triple] = {}
-        for old in (i, j):
-            for m, triple in neighbours[old].items():
-                if m not in (i, j) and alive[m]:
-                    merged[m] = _add(merged[m], triple) if m in merged else triple
-                    del neighbours[m][old]
-            neighbours[old] = {}
-        neighbours.append(merged)
-        for m, triple in merged.items():
-            neighbours[m][k] = triple
-            heapq.heappush(heap, (-similarity(k, m), k, m))
-        across = shared_ij[1] > edge_threshold * shared_ij[0]
-        run.grounds.append(_ground_distance(colours, merged, i, j) if across else math.inf)
-    return run
+    )
+    run.members.append(run.members[i] | run.members[j])
+    run.children.append((i, j))
+    run.joins.append(shared_ij)
+    merged: dict[int, Triple] = {}
+    for old in (i, j):
+        for m, triple in neighbours[old].items():
+            if m not in (i, j) and alive[m]:
+                merged[m] = _add(merged[m], triple) if m in merged else triple
+                del neighbours[m][old]
+        neighbours[old] = {}
+    neighbours.append(merged)
+    for m, triple in merged.items():
+        neighbours[m][k] = triple
+    return merged
 
 
 def _ground_distance(

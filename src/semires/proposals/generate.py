@@ -31,7 +31,8 @@ from typing import Any
 from semires.data.index import RESIndex
 from semires.errors import ConfigError, ProposalError, SemiresError
 from semires.proposals.base import MaskGenerator, Proposals
-from semires.proposals.store import ProposalStore, image_fingerprint
+from semires.proposals.checks import image_fingerprint, require_same_files
+from semires.proposals.store import ProposalStore
 from semires.utils.io import atomic_write_json
 
 FAILED_FILE = "failed.json"
@@ -175,43 +176,19 @@ def generate_store(
     process only) and makes it again. With several ranks, each handles its chunks and rank 0
     finalises the index.
     """
-    from semires.utils.progress import progress_bar
-
     rank = rank or Rank.from_env()
     # every setting and the images are checked before the store is created or changed
     plan = plan_chunks(list(image_paths), shard_size)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers (--workers): expected an integer >= 1, got {workers!r}")
-    if workers > 1 and str(getattr(generator, "device", "cpu")).startswith("cuda"):
-        raise ConfigError("--workers > 1 is for CPU generators; use torchrun for several GPUs")
+    _check_workers(generator, workers)
     _check_images_exist(image_paths)
-    if overwrite:
-        if rank.world_size > 1:
-            raise ConfigError(
-                "overwrite (--overwrite) deletes the store and runs in one process; delete "
-                f"{out_dir} first, then start the ranks"
-            )
-        delete_store(out_dir)
-    store = ProposalStore.create(out_dir, generator.name, generator.params())
-    store.check_same_images(
-        image_paths,
-        "use another --out, or --overwrite (overwrite=True) to make it again",
-        progress=progress and rank.rank == 0,
-    )
+    store = _open_store(generator, image_paths, out_dir, overwrite, rank, progress)
     chunks = [c for k, c in enumerate(plan) if k % rank.world_size == rank.rank]
     todo = [[i for i in chunk if not store.has(i)] for chunk in chunks]
     jobs = [(i, str(image_paths[i])) for chunk in todo for i in chunk]
     report = GenerationReport(store.root, sum(map(len, chunks)))
     report.already_done = report.wanted - len(jobs)
     start = time.perf_counter()
-    bar = progress_bar(
-        total=len(jobs),
-        enabled=progress and rank.rank == 0,
-        unit="img",
-        desc=f"propose {generator.name}" + (f" [rank {rank.rank}]" if rank.world_size > 1 else ""),
-        dynamic_ncols=True,
-    )
-    with bar:
+    with _progress_bar(generator, len(jobs), progress, rank) as bar:
         results = _results(generator, jobs, workers)
         _write_chunks(store, todo, results, image_paths, bar, report, rank)
     report.seconds = time.perf_counter() - start
@@ -223,6 +200,54 @@ def generate_store(
             f"(e.g. image {first}: {report.failed[first]}); see {store.root / FAILED_FILE}"
         )
     return report
+
+
+def _check_workers(generator: MaskGenerator, workers: int) -> None:
+    """``workers`` processes: an integer >= 1, and 1 for a generator on a GPU."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers (--workers): expected an integer >= 1, got {workers!r}")
+    if workers > 1 and str(getattr(generator, "device", "cpu")).startswith("cuda"):
+        raise ConfigError("--workers > 1 is for CPU generators; use torchrun for several GPUs")
+
+
+def _open_store(
+    generator: MaskGenerator,
+    image_paths: dict[int, str | Path],
+    out_dir: str | Path,
+    overwrite: bool,
+    rank: Rank,
+    progress: bool,
+) -> ProposalStore:
+    """The store to write into (deleted first with ``overwrite``), made with the same generator
+    and parameters from the same image files as its images already there."""
+    if overwrite:
+        if rank.world_size > 1:
+            raise ConfigError(
+                "overwrite (--overwrite) deletes the store and runs in one process; delete "
+                f"{out_dir} first, then start the ranks"
+            )
+        delete_store(out_dir)
+    store = ProposalStore.create(out_dir, generator.name, generator.params())
+    require_same_files(
+        store,
+        image_paths,
+        "use another --out, or --overwrite (overwrite=True) to make it again",
+        progress=progress and rank.rank == 0,
+    )
+    return store
+
+
+def _progress_bar(generator: MaskGenerator, total: int, progress: bool, rank: Rank) -> Any:
+    """The bar of the images to generate (shown by rank 0)."""
+    from semires.utils.progress import progress_bar
+
+    return progress_bar(
+        total=total,
+        enabled=progress and rank.rank == 0,
+        unit="img",
+        desc=f"propose {generator.name}" + (f" [rank {rank.rank}]" if rank.world_size > 1 else ""),
+        dynamic_ncols=True,
+    )
 
 
 def _check_images_exist(image_paths: dict[int, str | Path]) -> None:

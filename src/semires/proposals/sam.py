@@ -295,6 +295,20 @@ def tiny_sam(
     (masks of varied sizes instead of all-or-nothing). ``checkpoint`` loads a state dict saved
     from such a model.
     """
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _small_sam(img_size, embed_dim)
+        _smooth_mask_decoder(model.mask_decoder)
+    if checkpoint is not None:
+        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def _small_sam(img_size: int, embed_dim: int) -> Any:
+    """A randomly initialised ``segment_anything`` SAM: a 2-block ViT of ``embed_dim`` channels
+    on ``img_size`` inputs (patches of 16), 32-channel prompts, a 1-block two-way decoder."""
     from functools import partial
 
     import torch
@@ -307,49 +321,51 @@ def tiny_sam(
     )
 
     prompt_dim, patch = 32, 16
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Sam(
-            image_encoder=ImageEncoderViT(
-                img_size=img_size,
-                patch_size=patch,
-                embed_dim=embed_dim,
-                depth=2,
-                num_heads=2,
-                mlp_ratio=2.0,
-                out_chans=prompt_dim,
-                norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                use_rel_pos=True,
-                window_size=4,
-                global_attn_indexes=(1,),
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=img_size,
+            patch_size=patch,
+            embed_dim=embed_dim,
+            depth=2,
+            num_heads=2,
+            mlp_ratio=2.0,
+            out_chans=prompt_dim,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            window_size=4,
+            global_attn_indexes=(1,),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=prompt_dim,
+            image_embedding_size=(img_size // patch, img_size // patch),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=4,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(
+                depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2
             ),
-            prompt_encoder=PromptEncoder(
-                embed_dim=prompt_dim,
-                image_embedding_size=(img_size // patch, img_size // patch),
-                input_image_size=(img_size, img_size),
-                mask_in_chans=4,
-            ),
-            mask_decoder=MaskDecoder(
-                num_multimask_outputs=3,
-                transformer=TwoWayTransformer(
-                    depth=1, embedding_dim=prompt_dim, mlp_dim=64, num_heads=2
-                ),
-                transformer_dim=prompt_dim,
-                iou_head_depth=2,
-                iou_head_hidden_dim=32,
-            ),
-        )
-        decoder = model.mask_decoder
-        with torch.no_grad():
-            for layer in decoder.output_upscaling:
-                if isinstance(layer, torch.nn.ConvTranspose2d):
-                    layer.weight.copy_(
-                        layer.weight.mean(dim=(2, 3), keepdim=True).expand_as(layer.weight)
-                    )
-            for mlp in decoder.output_hypernetworks_mlps:
-                last = mlp.layers[-1]
-                last.weight.sub_(last.weight.mean(dim=0, keepdim=True))
-                last.bias.zero_()
-    if checkpoint is not None:
-        model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    return model.eval()
+            transformer_dim=prompt_dim,
+            iou_head_depth=2,
+            iou_head_hidden_dim=32,
+        ),
+    )
+
+
+def _smooth_mask_decoder(decoder: Any) -> None:
+    """Make a random mask decoder's masks usable: spatially constant upscaling kernels (no
+    checkerboard: smooth masks) and centred hypernetwork outputs (masks of varied sizes
+    instead of all-or-nothing)."""
+    import torch
+
+    with torch.no_grad():
+        for layer in decoder.output_upscaling:
+            if isinstance(layer, torch.nn.ConvTranspose2d):
+                layer.weight.copy_(
+                    layer.weight.mean(dim=(2, 3), keepdim=True).expand_as(layer.weight)
+                )
+        for mlp in decoder.output_hypernetworks_mlps:
+            last = mlp.layers[-1]
+            last.weight.sub_(last.weight.mean(dim=0, keepdim=True))
+            last.bias.zero_()

@@ -47,19 +47,21 @@ def figure(
     image: np.ndarray,
     proposals: Proposals,
     title: str,
-    gt_masks: list[np.ndarray] | None = None,
+    objects: list[tuple[np.ndarray, float, int]] | None = None,
     max_masks: int | None = None,
 ) -> bytes:
     """A PNG: the image | all candidates | (with ground truth) each object (green) with its best
-    candidate (magenta) and the IoU."""
+    candidate (magenta) and the IoU.
+
+    ``objects``: each ground-truth mask with the IoU and the index (-1: none) of its best
+    candidate among all of ``proposals``, as
+    :func:`semires.train.proposal_quality.object_quality` finds them."""
     import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from semires.proposals.quality import object_quality
 
     keep = (
         proposals
@@ -71,12 +73,11 @@ def figure(
         ("image", image),
         (f"{len(keep)} of {len(proposals)} candidates", overlay(image, masks)),
     ]
-    if gt_masks:
+    if objects:
         all_masks = proposals.masks().astype(bool)
         shown = image.copy()
         ious = []
-        for gt in gt_masks:
-            best, k, _, _ = object_quality(all_masks, gt)
+        for gt, best, k in objects:
             ious.append(best)
             pair = [gt] + ([all_masks[k]] if k >= 0 else [])
             shown = outline_masks(shown, pair, [(0, 255, 0), (255, 0, 255)][: len(pair)])

@@ -33,12 +33,7 @@ from semires.data.index import RESIndex
 from semires.evaluate.metrics import iou_from_counts
 from semires.proposals.checks import check_store_images
 from semires.proposals.store import ProposalStore
-from semires.train.refine import candidate_overlaps, cpi_rules, cpi_union
-
-try:
-    from semires.train.refine import RefineConfig
-except ImportError:  # pragma: no cover - RefineConfig's home while the strategies move
-    from semires.train.strategies import RefineConfig  # type: ignore[no-redef]
+from semires.train.refine import T1, T2, candidate_overlaps, cpi_rules, cpi_union
 
 __all__ = [
     "DEFAULT_T1",
@@ -56,8 +51,8 @@ __all__ = [
 ]
 
 #: the CPI thresholds training uses unless told otherwise (``semi.refine.t1`` / ``t2``)
-DEFAULT_T1: float = RefineConfig.__dataclass_fields__["t1"].default
-DEFAULT_T2: float = RefineConfig.__dataclass_fields__["t2"].default
+DEFAULT_T1: float = T1
+DEFAULT_T2: float = T2
 
 THRESHOLDS = (0.5, 0.75, 0.9)
 
