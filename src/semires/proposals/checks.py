@@ -21,14 +21,13 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from semires.errors import DataError, ProposalError
 from semires.proposals.store_format import Entry
 
 if TYPE_CHECKING:
     from semires.data.index import RESIndex
-    from semires.proposals.store import ProposalStore
 
 #: image id -> its (height, width) now, None for an image the dataset does not have
 SizeLookup = Callable[[int], tuple[int, int] | None]
@@ -196,7 +195,7 @@ def stale_images(
 
 
 def _refuse_other_files(
-    store: ProposalStore, checked: int, other_file: Mapping[int, str | Path], hint: str
+    store: Any, checked: int, other_file: Mapping[int, str | Path], hint: str
 ) -> None:
     """The one error for candidates made from other image files (``other_file``: id -> file
     now, in id order) among ``checked`` images of the store, ending with ``hint``."""
@@ -210,7 +209,7 @@ def _refuse_other_files(
 
 
 def require_same_files(
-    store: ProposalStore,
+    store: Any,  # a ProposalStore (its root, has(), entries)
     image_paths: Mapping[int, str | Path],
     hint: str,
     *,
@@ -226,7 +225,7 @@ def require_same_files(
 
 
 def require_images(
-    store: ProposalStore,
+    store: Any,  # a ProposalStore (its root, has(), entries)
     image_ids: Iterable[int],
     image_size: SizeLookup,
     image_path: PathLookup,
@@ -276,7 +275,7 @@ def require_images(
 
 
 def check_store_images(
-    store: ProposalStore, index: RESIndex, image_ids: list[int], *, progress: bool = False
+    store: Any, index: RESIndex, image_ids: list[int], *, progress: bool = False
 ) -> None:
     """The candidates of these images must have been made from the index's image files (as
     ``verify``, ``propose`` and training check): a :class:`ProposalError` otherwise. Images
