@@ -43,6 +43,15 @@ def make_cfg(root: Path, out: Path, *extra: str):
     return load_config(None, [f"data.root={root}", f"output.dir={out}", *BASE, *extra])
 
 
+def semi_args(burn_in: Path, split_dir: Path, props: Path | None, *semi: str) -> list[str]:
+    """The overrides of a teacher-student run from ``burn_in`` (``semi.<key>=<value>`` for each
+    of ``semi``)."""
+    args = [f"semi.burn_in={burn_in}", f"data.split_dir={split_dir}", "semi.enabled=true"]
+    if props is not None:
+        args += ["semi.unlabeled_batch_size=4", f"semi.proposals={props}"]
+    return args + [f"semi.{kv}" for kv in semi]
+
+
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
@@ -203,27 +212,12 @@ def test_predict_handles_unusual_image_modes_and_sentences(supervised_run, tmp_p
 
 def test_checkpoint_from_another_model_config_is_rejected(supervised_run, synth_tiny, tmp_path):
     out, _ = supervised_run
-    cfg = make_cfg(
-        synth_tiny,
-        tmp_path / "semi",
-        "model.name=test-tiny-swin",
-        "semi.enabled=true",
-        "semi.refine.strategy=none",
-        f"semi.burn_in={out / 'best.pt'}",
-        f"data.split_dir={_split(synth_tiny, tmp_path)}",
-    )
+    common = semi_args(out / "best.pt", _split(synth_tiny, tmp_path), None, "refine.strategy=none")
+    cfg = make_cfg(synth_tiny, tmp_path / "semi", "model.name=test-tiny-swin", *common)
     with pytest.raises(CheckpointError, match=r"made for another model \(backbone: checkpoint"):
         Trainer.from_config(cfg, progress=False)
     # a difference no tensor shape shows (fusion heads) is refused too, naming the key
-    heads = make_cfg(
-        synth_tiny,
-        tmp_path / "semi2",
-        "model.overrides.fusion_heads=2",
-        "semi.enabled=true",
-        "semi.refine.strategy=none",
-        f"semi.burn_in={out / 'best.pt'}",
-        f"data.split_dir={_split(synth_tiny, tmp_path)}",
-    )
+    heads = make_cfg(synth_tiny, tmp_path / "semi2", "model.overrides.fusion_heads=2", *common)
     with pytest.raises(CheckpointError, match=r"fusion_heads: checkpoint 1, run 2"):
         Trainer.from_config(heads, progress=False)
 
@@ -373,12 +367,7 @@ def test_packed_candidates_train_exactly_as_bool_ones(
     unl = list(read_split(split_dir, index).unlabeled_images)
     props = _gt_proposals(synth_tiny, tmp_path / "props", unl)
     args = [
-        f"semi.burn_in={out / 'best.pt'}",
-        f"data.split_dir={split_dir}",
-        "semi.enabled=true",
-        "semi.unlabeled_batch_size=4",
-        f"semi.proposals={props}",
-        "semi.refine.strategy=cpi",
+        *semi_args(out / "best.pt", split_dir, props, "refine.strategy=cpi"),
         "train.epochs=1",
     ]
     train(make_cfg(synth_tiny, tmp_path / "packed", *args), progress=False)

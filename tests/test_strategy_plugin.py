@@ -29,7 +29,7 @@ from semires.train.losses import PixelLosses
 from semires.train.pseudo import PseudoLabeler
 from semires.train.refine import RefineResult, as_bool, candidate_overlaps
 from semires.train.strategies import STRATEGIES, Strategy, register_strategy
-from test_engine import _gt_proposals, _split, make_cfg
+from test_engine import _gt_proposals, _split, make_cfg, semi_args
 
 
 @dataclass
@@ -75,13 +75,7 @@ def semi_setup(synth_tiny, tmp_path_factory):
     index = load_index(DataSpec(root=str(synth_tiny), dataset="synthref", split_by="synth"))
     unl = list(read_split(split_dir, index).unlabeled_images)
     props = _gt_proposals(synth_tiny, tmp / "props", unl)
-    common = [
-        f"semi.burn_in={burn / 'best.pt'}",
-        f"data.split_dir={split_dir}",
-        "semi.enabled=true",
-        "semi.unlabeled_batch_size=4",
-        f"semi.proposals={props}",
-    ]
+    common = semi_args(burn / "best.pt", split_dir, props)
     return common, index, props
 
 

@@ -244,26 +244,14 @@ class ProposalStore:
         checks.require_same_files(self, image_paths, hint, progress=progress)
 
     def check_for_images(
-        self,
-        image_ids: Iterable[int],
-        image_size: SizeLookup,
-        image_path: PathLookup,
-        *,
-        sizes_and_files: bool = True,
-        progress: bool = False,
+        self, image_ids: Iterable[int], image_size: SizeLookup, image_path: PathLookup, **options
     ) -> None:
         """Refuse a store that does not cover ``image_ids`` as they are now: an image without an
         entry, of another size (``image_size``: id -> (height, width)) or from another file
         (``image_path``: id -> its file); ``sizes_and_files=False`` checks coverage only. What
-        training checks before it starts (:func:`semires.proposals.checks.require_images`)."""
-        checks.require_images(
-            self,
-            image_ids,
-            image_size,
-            image_path,
-            sizes_and_files=sizes_and_files,
-            progress=progress,
-        )
+        training checks before it starts (:func:`semires.proposals.checks.require_images`,
+        whose keyword ``options`` it takes)."""
+        checks.require_images(self, image_ids, image_size, image_path, **options)
 
     # ------------------------------------------------------------------ reading
     def _shard_map(self, shard: str) -> mmap.mmap:
