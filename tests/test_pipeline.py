@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from semires.errors import ConfigError
-from semires.pipeline import Pipeline, load_run_config
+from semires.pipeline import load_run_config
 from semires.pipeline import run as run_pipeline
+from semires.plan import RunPlan
 
 TINY = [
     "synth.preset=tiny",
@@ -105,6 +106,55 @@ def test_rerun_is_cached(tiny_run):
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/latest.pt")} == stamps
 
 
+def test_open_plan_of_a_finished_run_reads_run_yaml_only(tiny_run, tmp_path, monkeypatch):
+    """`semires serve` and `--seeds` read a run through its plan: open_plan makes no folder, starts
+    no process group and reads no dataset, and its stage configs are those the run trained with.
+    (Before the refused reruns below: a rerun with another training config rewrites run.yaml.)"""
+    import torch.distributed
+
+    import semires.data as data_mod
+    import semires.runtime.distributed as dist_mod
+    from semires.errors import DataError
+    from semires.plan import open_plan
+
+    out, cfg, _ = tiny_run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a plan must not initialise a process group or read a dataset")
+
+    monkeypatch.setattr(dist_mod, "init_distributed", refuse)
+    monkeypatch.setattr(data_mod, "load_index", refuse)
+
+    def listing(root):
+        return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+    before, top = listing(out), out.stat().st_mtime_ns
+    plan = open_plan(out)
+    assert plan.stage_names == ["supervised", *cfg.methods]
+    for name in plan.stage_names:
+        used = yaml.safe_load((out / name / "config.yaml").read_text())
+        assert plan.train_config(name).to_dict() == used, name
+    assert set(plan.stage_configs()) == set(cfg.methods)
+    assert plan.burn_in_path == out / "supervised" / "best.pt"
+    assert (plan.split_dir, plan.proposals_dir) == (out / "split", out / "proposals")
+    assert plan.recorded_config() == yaml.safe_load((out / "run.yaml").read_text())
+    assert listing(out) == before and out.stat().st_mtime_ns == top
+    assert not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    # a moved run folder opens with its own paths; a missing one is an error, not made
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "run.yaml").write_bytes((out / "run.yaml").read_bytes())
+    plan = open_plan(moved)
+    assert plan.train_config("cpi").semi.burn_in == str(moved / "supervised" / "best.pt")
+    assert plan.data_config().root == str(moved / "data")
+    assert [p.name for p in moved.iterdir()] == ["run.yaml"]
+    with pytest.raises(DataError, match="run folder not found"):
+        open_plan(tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
+    with pytest.raises(ConfigError, match="not a semires run folder"):
+        open_plan(tmp_path)
+
+
 def test_changed_config_in_the_same_folder_is_refused(tiny_run):
     out, _cfg, _ = tiny_run
     changed = load_run_config(preset="demo", overrides=[f"out={out}", *TINY, "burn_in.lr=0.5"])
@@ -155,15 +205,15 @@ def test_paper_configs_expand_to_the_paper_settings(config, labeled, tag, datase
     assert cfg.labeled == (labeled or "1%")
     assert cfg.out == f"runs/{config}_{tag}" and cfg.name == f"{config}_{tag}"
     cfg.out = str(tmp_path)
-    pipe = Pipeline(cfg, progress=False)
-    sup = pipe.train_config("supervised")
+    plan = RunPlan(cfg)
+    sup = plan.train_config("supervised")
     assert sup.model.name == "lavt-swin-b" and sup.data.img_size == 480
     assert sup.data.dataset == dataset and sup.data.test_splits == tests
     assert sup.train.lr == pytest.approx(5e-5) and sup.train.epochs == 40 and not sup.semi.enabled
     # the authors' training, stage by stage (docs/reproduce.md)
     assert (sup.train.batch_size, sup.train.amp, sup.train.ce_mean) == (2, "none", "weighted")
     assert sup.train.decay_rule == "lavt" and sup.train.sync_bn and not sup.train.text_dropout
-    iom, cpi, ts = (pipe.train_config(m) for m in ("iom", "cpi", "teacher_student"))
+    iom, cpi, ts = (plan.train_config(m) for m in ("iom", "cpi", "teacher_student"))
     assert iom.semi.sup_weight == 10.0 and cpi.semi.sup_weight == 1.0  # as the paper's two scripts
     assert iom.semi.refine.strategy == "iom" and cpi.semi.refine.strategy == "cpi"
     assert ts.semi.refine.strategy == "none" and ts.semi.proposals is None
@@ -175,7 +225,7 @@ def test_paper_configs_expand_to_the_paper_settings(config, labeled, tag, datase
     assert cpi.data.val_split == "val"
     # a given burn-in replaces the supervised stage
     cfg.burn_in_checkpoint = str(tmp_path / "authors_burn_in.pt")
-    assert Pipeline(cfg, progress=False).train_config("cpi").semi.burn_in == cfg.burn_in_checkpoint
+    assert RunPlan(cfg).train_config("cpi").semi.burn_in == cfg.burn_in_checkpoint
 
 
 @pytest.mark.parametrize(
@@ -321,13 +371,13 @@ def test_method_variants_vary_the_refinement_from_one_burn_in(tmp_path):
         config="semires_refcoco",
         overrides=[f"out={tmp_path}", 'methods=[cpi, "cpi[t1=0.5,t2=0.9]", "iom[tau=0.3]"]'],
     )
-    pipe = Pipeline(cfg, progress=False)
-    variant = pipe.train_config("cpi[t1=0.5,t2=0.9]")
+    plan = RunPlan(cfg)
+    variant = plan.train_config("cpi[t1=0.5,t2=0.9]")
     assert (variant.semi.refine.t1, variant.semi.refine.t2) == (0.5, 0.9)
     assert variant.semi.refine.strategy == "cpi" and variant.semi.proposals is not None
     assert variant.semi.burn_in == str(tmp_path / "supervised" / "best.pt")  # the one burn-in
     assert variant.output.dir == str(tmp_path / "cpi[t1=0.5,t2=0.9]")
-    iom = pipe.train_config("iom[tau=0.3]")
+    iom = plan.train_config("iom[tau=0.3]")
     assert iom.semi.refine.tau == 0.3 and iom.semi.sup_weight == 10.0  # iom's own overrides too
     assert label("iom[tau=0.3]") == "SemiRES-IOM (tau=0.3)"
     assert method("cpi[t1=0.5]").needs_proposals
@@ -339,7 +389,7 @@ def test_method_variants_vary_the_refinement_from_one_burn_in(tmp_path):
         with pytest.raises(ConfigError, match=needle):
             method(bad)
     with pytest.raises(ConfigError, match=r"semi\.refine\.t9"):
-        pipe.train_config("cpi[t9=1]")
+        plan.train_config("cpi[t9=1]")
 
 
 def test_a_read_dataset_is_read_once_by_the_run(synth_tiny, tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ import semires
 from semires.cli import main
 from semires.data import load_index
 from semires.data.splits import read_split
+from semires.data.transforms import normalize, resize_image, resize_mask
 from semires.pipeline import load_run_config
 from semires.pipeline import run as run_pipeline
 from semires.proposals.store import ProposalStore
@@ -61,20 +62,27 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def direct(run_dir, method: str) -> dict[int, dict]:
-    """Every unlabeled sample of ``method``, computed here from the method's saved config: the
-    burn-in's pseudo-label, refinement, the candidates its rule selects, IoUs and verdict."""
+    """Every unlabeled sample of ``method``, computed here from the method's saved config as its
+    training step labels it: the burn-in's probability at the training size on the image (no
+    augmentation) and the first expression, the store's best ``max_candidates`` candidates at
+    that size, refinement, the candidates its rule selects, IoUs (at the training size) and
+    verdict; the masks shown at the image's size."""
     cfg = load_config(run_dir / method / "config.yaml")
-    rule = cfg.semi.refine
+    rule, size = cfg.semi.refine, cfg.data.img_size
     index = load_index(cfg.data.spec())
     teacher = semires.load(cfg.semi.burn_in, device="cpu")
     store = ProposalStore.open(cfg.semi.proposals)
     out = {}
     for ref in read_split(cfg.data.split_dir, index).unlabeled_refs(index):
         image = index.load_image(ref.image_id)
-        prob = teacher.predict_proba(image, ref.sentences[0].raw)
-        gt = index.mask(ref.object_id).astype(bool)
+        x = normalize(resize_image(image, size)[None], teacher.model.image_mean,
+                      teacher.model.image_std)  # fmt: skip
+        with torch.no_grad():
+            logits = teacher.model(x, **teacher.text([ref.sentences[0].raw]))
+        prob = logits.float().softmax(1)[0, 1].numpy()
+        gt = resize_mask(index.mask(ref.object_id), size).numpy()
         P = prob > 0.5
-        M = store.masks(ref.image_id, size=gt.shape).contiguous()
+        M = store.masks(ref.image_id, size=(size, size))[: cfg.semi.max_candidates].contiguous()
         res = refine(
             torch.from_numpy(P)[None],
             torch.from_numpy(prob)[None],
@@ -104,8 +112,8 @@ def direct(run_dir, method: str) -> dict[int, dict]:
         )
         out[ref.id] = {
             "image_id": ref.image_id,
-            "pseudo": P,
-            "refined": refined,
+            "pseudo": resize_mask(P, image.shape[:2]).numpy(),
+            "refined": resize_mask(refined, image.shape[:2]).numpy(),
             "selected": selected,
             "matched": matched,
             "iou_teacher": before,

@@ -20,8 +20,12 @@ Run folder (:class:`semires.layout.RunLayout`)::
     <method>/        one teacher-student run per method (teacher_student, iom, cpi, ...)
     results.json, results.md, report.html, figures/   the report
 
-The stages are :class:`Stage` records: a name, what it does, and whether only the main process
-does it (data, split, report) or every process (proposals are made in shares, training is DDP).
+What a run is made of (its paths, its stages in order, each stage's training config) is its
+:class:`semires.plan.RunPlan`, computed from the config with no side effect (``semires serve``
+and ``--seeds`` use only that). :class:`Pipeline` is the executor: it holds a plan, checks and
+records the run folder, initialises the process group and runs the stages. The stages are
+:class:`Stage` records: a name, what it does, and whether only the main process does it (data,
+split, report) or every process (proposals are made in shares, training is DDP).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from semires.errors import ConfigError
 from semires.layout import SUPERVISED, RunLayout
-from semires.methods import label, method, needs_proposals, split_stage, stage_name
+from semires.methods import label
+from semires.plan import RunPlan, open_plan  # noqa: F401 (re-exported: what a run is made of)
 from semires.run_config import (  # noqa: F401 (re-exported: the run's config lives there)
     PRESETS,
     UPSTREAM_KEYS,
@@ -46,9 +51,8 @@ from semires.run_config import (  # noqa: F401 (re-exported: the run's config li
     ratio_tag,
     upstream_config,
 )
-from semires.train.config import Config, DataConfig, OutputConfig, SemiConfig
+from semires.train.config import Config, DataConfig
 from semires.utils.io import atomic_write_json, atomic_write_text
-from semires.utils.typed_config import load_dataclass, read_yaml, to_dict
 
 if TYPE_CHECKING:
     from semires.data.index import RESIndex
@@ -66,19 +70,22 @@ class Stage:
 
 
 class Pipeline:
-    """Runs the stages of a :class:`RunConfig` in its run folder."""
+    """The executor: runs the stages of a :class:`RunPlan` (given, or the plan of a
+    :class:`RunConfig`) in its run folder. Making one initialises the process group (under
+    torchrun) and makes the run folder; :meth:`run` does the rest, stage by stage."""
 
     def __init__(
-        self, cfg: RunConfig, *, progress: bool = True, index: RESIndex | None = None
+        self, plan: RunPlan | RunConfig, *, progress: bool = True, index: RESIndex | None = None
     ) -> None:
         from semires.runtime.distributed import init_distributed
 
-        self.cfg = cfg
+        self.plan = plan if isinstance(plan, RunPlan) else RunPlan(plan)
+        cfg = self.cfg = self.plan.cfg
         # the dataset, read once for every stage of this process (a RefCOCO-size index takes
         # seconds to read); ``index``: already read by the caller (run's check_data)
         self._index = index
-        self.out = Path(cfg.out)
-        self.layout = RunLayout(self.out)
+        self.out = self.plan.out
+        self.layout = self.plan.layout
         # under torchrun: one process group for every stage; rank 0 makes the data, the split
         # and the report, every rank makes its share of the proposals and trains
         self.info, self.device = init_distributed(cfg.burn_in.device, "config key 'burn_in.device'")
@@ -100,11 +107,7 @@ class Pipeline:
         import yaml
 
         path = self.layout.run_yaml
-        current = self.cfg.to_dict()
-        if self.cfg.synth is not None:
-            from semires.data.synth import VERSION
-
-            current["synth_version"] = VERSION
+        current = self.plan.recorded_config()
         if path.is_file():
             try:
                 old = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -125,39 +128,14 @@ class Pipeline:
             atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
 
     # -------------------------------------------------------------- data and split
-    def data_config(self) -> DataConfig:
-        data = copy.deepcopy(self.cfg.data)
-        if self.cfg.synth is not None:
-            from semires.data.synth import DATASET, SPLIT_BY
-
-            data.format, data.root, data.dataset, data.split_by = (
-                "refer",
-                str(self.layout.data),
-                DATASET,
-                SPLIT_BY,
-            )
-        data.split_dir = str(self.split_dir)
-        return data
-
     @property
     def index(self) -> RESIndex:
         """The run's dataset (read on first use: a synthetic one exists after the data stage)."""
         if self._index is None:
             from semires.data import load_index
 
-            self._index = load_index(self.data_config().spec())
+            self._index = load_index(self.plan.data_config().spec())
         return self._index
-
-    @property
-    def burn_in_path(self) -> Path:
-        """The checkpoint the teacher-student runs start from."""
-        if self.cfg.burn_in_checkpoint:
-            return Path(self.cfg.burn_in_checkpoint)
-        return self.layout.supervised.best
-
-    @property
-    def split_dir(self) -> Path:
-        return Path(self.cfg.split_dir) if self.cfg.split_dir else self.layout.split
 
     def make_data(self) -> None:
         if self.cfg.synth is None:
@@ -174,95 +152,59 @@ class Pipeline:
     def make_split(self) -> None:
         from semires.data.splits import make_split, read_split, write_split
 
-        index = self.index
+        index, split_dir = self.index, self.plan.split_dir
         check_scored_splits(index, self.cfg.data)
         if self.cfg.split_dir:
-            split = read_split(self.split_dir, index)
+            split = read_split(split_dir, index)
         else:
             split = make_split(
                 index, self.cfg.labeled, seed=self.cfg.split_seed, split=self.cfg.data.train_split
             )
-            if (self.split_dir / "labeled.txt").is_file():
-                old = read_split(self.split_dir, index)
+            if (split_dir / "labeled.txt").is_file():
+                old = read_split(split_dir, index)
                 if old.labeled_images != split.labeled_images:
                     raise ConfigError(
-                        f"{self.split_dir} holds another labeled split (ratio {old.ratio}, seed {old.seed}); "
+                        f"{split_dir} holds another labeled split (ratio {old.ratio}, seed {old.seed}); "
                         "use another --out"
                     )
             else:
-                write_split(split, self.split_dir)
+                write_split(split, split_dir)
         self.say(
             f"  labeled {len(split.labeled_images)} images / unlabeled {len(split.unlabeled_images)} images "
-            f"({self.split_dir})"
+            f"({split_dir})"
         )
 
     # -------------------------------------------------------------- proposals
-    @property
-    def proposals_dir(self) -> Path:
-        return Path(self.cfg.proposals.store) if self.cfg.proposals.store else self.layout.proposals
-
     def make_proposals(self) -> None:
+        store = self.plan.proposals_dir
         if self.cfg.proposals.store:
-            self.say(f"  using the existing store {self.proposals_dir}")
+            self.say(f"  using the existing store {store}")
             return
         from semires.proposals import build_generator
         from semires.proposals.generate import generate_store, image_paths, select_images
 
-        data = self.data_config()
+        data = self.plan.data_config()
         index = self.index
-        ids = select_images(index, split=data.train_split, split_dir=self.split_dir)
+        ids = select_images(index, split=data.train_split, split_dir=self.plan.split_dir)
         generator = build_generator(self.cfg.proposals.generator, **self.cfg.proposals.params)
         report = generate_store(
             generator,
             image_paths(index, ids),
-            self.proposals_dir,
+            store,
             shard_size=self.cfg.proposals.shard_size,
             workers=self.cfg.proposals.workers,
             progress=self.progress,
         )
-        self.say(f"  {report.wanted} images ({report.already_done} cached) -> {self.proposals_dir}")
+        self.say(f"  {report.wanted} images ({report.already_done} cached) -> {store}")
 
     # -------------------------------------------------------------- training
-    def train_config(self, name: str) -> Config:
-        """The training config of a stage: ``supervised`` (burn-in) or a teacher-student
-        method (the run's ``semi`` with the method's settings and ``method_overrides``)."""
-        cfg = self.cfg
-        if name == SUPERVISED:
-            train, semi = copy.deepcopy(cfg.burn_in), SemiConfig(enabled=False)
-        else:
-            m, (base, rnd) = method(name), split_stage(name)
-            train = copy.deepcopy(cfg.teacher_student)
-            family = base.partition("[")[0]  # a variant cpi[t1=0.5] takes cpi's overrides
-            semi_dict = _merge(to_dict(cfg.semi), cfg.method_overrides.get(family, {}), m.semi)
-            semi_dict["refine"] = _merge(semi_dict["refine"], m.refine)
-            start = (
-                self.burn_in_path if rnd == 1 else self.layout.stage(stage_name(base, rnd - 1)).best
-            )
-            semi_dict.update(
-                enabled=True,
-                burn_in=str(start),
-                proposals=str(self.proposals_dir) if m.needs_proposals else None,
-            )
-            semi = load_dataclass(SemiConfig, semi_dict, prefix="semi")
-        if train.text_cache is None:
-            train.text_cache = str(self.layout.text_cache)
-        return Config(
-            name=f"{cfg.name}/{name}",
-            seed=cfg.seed,
-            data=self.data_config(),
-            model=copy.deepcopy(cfg.model),
-            train=train,
-            semi=semi,
-            output=OutputConfig(dir=str(self.layout.stage(name).root)),
-        )
-
     def score_burn_in(self) -> dict[str, Any]:
         """The supervised row when the burn-in is given (``burn_in_checkpoint``): the checkpoint
         scored on the burn-in stage's final splits, cached in ``supervised/metrics.json``."""
-        from semires.evaluate.evaluate import evaluate_model, score_splits
         from semires.runtime.checkpoint import load_model_checkpoint
+        from semires.train.scoring import Scorer, final_metrics
 
-        path = self.burn_in_path
+        path = self.plan.burn_in_path
         metrics = self.layout.supervised.metrics
         if metrics.is_file():
             cached = json.loads(metrics.read_text())
@@ -273,47 +215,29 @@ class Pipeline:
                 )
             self.say(f"  cached: {metrics}")
             return cached
-        device = self.device
         model, _ = load_model_checkpoint(path, map_location="cpu")
-        model = model.to(device)
-        train = self.cfg.burn_in
-        data = self.data_config()
-        index = self.index
+        model = model.to(self.device)
         self.say(f"  scoring the given burn-in {path}")
-
-        def run(split: str) -> dict[str, Any]:
-            return evaluate_model(
-                model,
-                index,
-                split,
-                size=data.img_size,
-                batch_size=train.eval_batch_size,
-                device=device,
-                info=self.info,
-                amp=train.amp,
-                protocol=train.protocol,
-                progress=self.progress,
-            )
-
-        splits = [data.val_split] if train.final_val or not data.test_splits else []
-        counts: dict[str, Any] = {}
-        result = {
+        scorer = Scorer(
+            index=self.index,
+            data=self.plan.data_config(),
+            train=self.cfg.burn_in,
+            device=self.device,
+            info=self.info,
+            progress=self.progress,
+        )
+        head = {
             "checkpoint": str(path),
             "best": {"score": None, "metric": None, "epoch": None, "step": None},
-            "eval_model": "given",
-            "splits": score_splits(run, splits, data.test_splits, train.protocol, counts),
         }
-        if self.info.is_main:
-            atomic_write_json(self.layout.supervised.samples, counts, indent=None)
-            atomic_write_json(metrics, result)
-        return result
+        return final_metrics(scorer, [("given", model, None)], self.layout.supervised, head)
 
     def run_training(self, name: str) -> dict[str, Any]:
         from semires.train.engine import train
 
         if name == SUPERVISED and self.cfg.burn_in_checkpoint:
             return self.score_burn_in()
-        cfg = self.train_config(name)
+        cfg = self.plan.train_config(name)
         run_dir = Path(cfg.output.dir)
         self._check_same_config(run_dir, cfg)
         metrics = self.layout.stage(name).metrics
@@ -327,7 +251,7 @@ class Pipeline:
         results: dict[str, dict[str, Any]] = {}
         todo: list[tuple[str, Config]] = []
         for m in methods:
-            cfg = self.train_config(m)
+            cfg = self.plan.train_config(m)
             self._check_same_config(Path(cfg.output.dir), cfg)
             metrics = self.layout.stage(m).metrics
             if metrics.is_file():
@@ -385,11 +309,11 @@ class Pipeline:
             Stage("data", "data", self.make_data, main_only=True),
             Stage("split", "split", self.make_split, main_only=True),
         ]
-        if needs_proposals(self.cfg.methods):
+        if self.plan.needs_proposals:
             stages.append(Stage("proposals", "proposals", self.make_proposals))
         stages.append(Stage(SUPERVISED, label(SUPERVISED), train(SUPERVISED)))
         for rnd in range(1, self.cfg.rounds + 1):
-            names = [stage_name(m, rnd) for m in self.cfg.methods]
+            names = self.plan.round_names(rnd)
             if self.cfg.parallel > 1 and not self.info.enabled and len(names) > 1:
                 title = "teacher-student runs" + (f", round {rnd}" if rnd > 1 else "")
                 parallel = lambda names=names: results.update(self.run_methods_parallel(names))  # noqa: E731
@@ -399,17 +323,11 @@ class Pipeline:
         stages.append(Stage("report", "report", lambda: self.report(results), main_only=True))
         return stages
 
-    @property
-    def stage_names(self) -> list[str]:
-        """The training stages in order: the burn-in, then each round's methods."""
-        rounds = range(1, self.cfg.rounds + 1)
-        return [SUPERVISED, *(stage_name(m, r) for r in rounds for m in self.cfg.methods)]
-
     def report(self, results: dict[str, Any]) -> dict[str, Any]:
         """Write the report of ``results`` (metrics per stage, in the run's order)."""
         from semires.report import ReportInputs, write_report
 
-        order = self.stage_names
+        order = self.plan.stage_names
         inputs = ReportInputs(
             layout=self.layout,
             name=self.cfg.name,
@@ -418,9 +336,9 @@ class Pipeline:
             qualitative=self._qualitative(),
             config=self.cfg.to_dict(),
             timings=self.timings,
-            stage_configs={m: self.train_config(m) for m in self.stage_names[1:]},
-            burn_in=self.burn_in_path,
-            split_dir=self.split_dir,
+            stage_configs=self.plan.stage_configs(),
+            burn_in=self.plan.burn_in_path,
+            split_dir=self.plan.split_dir,
             index=self.index,
         )
         self.summary = write_report(inputs, {m: results[m] for m in order}, say=self.say)
@@ -434,7 +352,7 @@ class Pipeline:
         if not self.cfg.report.qualitative:
             return 0
         index = self.index
-        refs = read_split(self.split_dir, index).unlabeled_refs(index)
+        refs = read_split(self.plan.split_dir, index).unlabeled_refs(index)
         if all(index.has_mask(r.object_id) for r in refs):
             return self.cfg.report.qualitative
         self.say("  note: no qualitative examples (the unlabeled images have no masks to show)")
@@ -537,18 +455,6 @@ def _progress_line(name: str, cfg: Config) -> str | None:
     return ", ".join(parts)
 
 
-def _merge(base: dict[str, Any], *updates: dict[str, Any] | None) -> dict[str, Any]:
-    """``base`` with ``updates`` applied in order, nested mappings merged key by key."""
-    out = copy.deepcopy(base)
-    for update in updates:
-        for key, value in (update or {}).items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = _merge(out[key], value)
-            else:
-                out[key] = copy.deepcopy(value)
-    return out
-
-
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: set[str] = set()
@@ -569,19 +475,19 @@ def run_seeds(cfg: RunConfig, seeds: list[int], *, progress: bool = True) -> dic
         raise ConfigError(f"--seeds: expected distinct training seeds, got {seeds}")
     root = Path(cfg.out)
     summaries: dict[int, dict[str, Any]] = {}
-    first: Pipeline | None = None
+    first: RunPlan | None = None
     for s in seeds:
         one = copy.deepcopy(cfg)
         one.seed, one.out, one.name = s, str(root / f"seed-{s}"), f"{cfg.name}/seed-{s}"
         if first is not None:
             _share_upstream(one, first)
         summaries[s] = run(one, progress=progress)
-        first = first or Pipeline(one, progress=False)
+        first = first or RunPlan(one)
     with run_folder_lock(root):
         return write_seed_report(RunLayout(root), cfg, summaries, say=print if progress else None)
 
 
-def _share_upstream(cfg: RunConfig, first: Pipeline) -> None:
+def _share_upstream(cfg: RunConfig, first: RunPlan) -> None:
     """Point ``cfg`` at the data, split, proposals and text features ``first`` made."""
     cfg.data = first.data_config()
     cfg.data.split_dir = None
@@ -643,22 +549,3 @@ def run_folder_lock(out: str | Path) -> contextlib.AbstractContextManager[Any]:
     if os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext()
     return folder_lock(out)
-
-
-def open_run(path: str | Path, *, progress: bool = False) -> Pipeline:
-    """The :class:`Pipeline` of an existing ``semires run`` folder (from its ``run.yaml``), with
-    paths taken relative to the folder, so a moved run folder still opens."""
-    from semires.errors import DataError
-
-    root = Path(path)
-    if not root.is_dir():
-        raise DataError(f"run folder not found: {root}")
-    layout = RunLayout(root)
-    if not layout.run_yaml.is_file():
-        raise ConfigError(
-            f"{root} is not a semires run folder (no run.yaml; `semires run` makes one)"
-        )
-    data = read_yaml(layout.run_yaml)
-    data.pop("synth_version", None)  # recorded by the pipeline next to the config
-    data["out"] = str(root)
-    return Pipeline(load_dataclass(RunConfig, data), progress=progress)

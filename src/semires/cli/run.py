@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from semires.run_config import RunConfig
 
 
 def run(
@@ -34,6 +38,28 @@ def run(
     """Synthesise or read the data, split it, make proposals, train the burn-in and every
     teacher-student method, evaluate and write the report. Every stage is cached and resumable."""
     from semires.pipeline import run as run_pipeline
+
+    cfg = _run_config(preset, config, out, overrides)
+    if seeds is not None:
+        _run_seeds(cfg, seeds, quiet=quiet)
+        return
+    # stage headers and epoch lines always (unless -q); bars only on a terminal (cli.entry)
+    summary = run_pipeline(cfg, progress=not quiet)
+    typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'} and {Path(cfg.out) / 'report.html'}")
+    if quiet:
+        from semires.evaluate.tables import format_metrics_table
+        from semires.methods import label
+
+        split = summary["split"]
+        rows = {label(m): s[split] for m, s in summary["methods"].items()}
+        typer.echo(format_metrics_table(rows, title=f"{cfg.name}: {split}", first="method"))
+
+
+def _run_config(
+    preset: str | None, config: str | None, out: Path | None, overrides: list[str] | None
+) -> RunConfig:
+    """The run config of the command line (the demo preset when neither is given); a training
+    config given to ``semires run`` is refused with a hint."""
     from semires.run_config import check_config_kind, load_run_config
     from semires.train.config import resolve_config_path
     from semires.utils.typed_config import read_yaml
@@ -46,28 +72,20 @@ def run(
     if config is not None and preset is None:
         path = resolve_config_path(config, kind="run")
         check_config_kind(read_yaml(path), path, "run")
-    cfg = load_run_config(config=config, preset=preset, overrides=extra)
-    if seeds is not None:
-        from semires.errors import ConfigError
-        from semires.pipeline import run_seeds
+    return load_run_config(config=config, preset=preset, overrides=extra)
 
-        try:
-            chosen = [int(v) for v in seeds.split(",") if v.strip()]
-        except ValueError:
-            raise ConfigError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
-        run_seeds(cfg, chosen, progress=not quiet)
-        typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'}")
-        return
-    # stage headers and epoch lines always (unless -q); bars only on a terminal (cli.entry)
-    summary = run_pipeline(cfg, progress=not quiet)
-    typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'} and {Path(cfg.out) / 'report.html'}")
-    if quiet:
-        from semires.evaluate.tables import format_metrics_table
-        from semires.methods import label
 
-        split = summary["split"]
-        rows = {label(m): s[split] for m, s in summary["methods"].items()}
-        typer.echo(format_metrics_table(rows, title=f"{cfg.name}: {split}", first="method"))
+def _run_seeds(cfg: RunConfig, seeds: str, *, quiet: bool) -> None:
+    """``--seeds 0,1,2``: the run once per training seed, then the comparison."""
+    from semires.errors import ConfigError
+    from semires.pipeline import run_seeds
+
+    try:
+        chosen = [int(v) for v in seeds.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
+    run_seeds(cfg, chosen, progress=not quiet)
+    typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'}")
 
 
 def register(app: typer.Typer) -> None:

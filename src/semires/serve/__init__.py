@@ -53,7 +53,7 @@ def create_app(
     seg = load(checkpoint, device=device)
     if view is not None:
         check_same_model(seg, view.teacher, checkpoint, Path(run))
-        data, index = view.pipe.data_config(), view.index
+        data, index = view.plan.data_config(), view.index
     else:
         data, index = DataConfig(), None
         try:  # the dataset the checkpoint was trained on, when it is still there

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from semires.data import RESIndex, load_index
 from semires.data.index import Ref
+from semires.data.transforms import resize_mask, resize_to
 from semires.errors import CheckpointError
 from semires.evaluate.predict import Segmenter, load
-from semires.pipeline import Pipeline, open_run
-from semires.train.refine import correction_stats
-from semires.train.strategies import refine
+from semires.plan import RunPlan, open_plan
+from semires.train.pseudo import PseudoLabeler
+from semires.train.refine import as_bool, correction_stats
 
 #: model-config fields that are training choices, not the model: they may differ between the
 #: networks of one run (an imported burn-in, a frozen backbone)
@@ -85,84 +87,90 @@ class RunView:
     """The unlabeled samples of a run folder, per teacher-student method.
 
     The teacher is the burn-in (the network that made the pseudo-labels); each sample is a ref of
-    an unlabeled image with its first expression (as the run's report shows them).
+    an unlabeled image with its first expression (as the run's report shows them). The run is
+    read through its :class:`~semires.plan.RunPlan` (paths and per-method configs), never run.
     """
 
-    def __init__(self, pipe: Pipeline, teacher: Segmenter, limit: int = 300) -> None:
+    def __init__(self, plan: RunPlan, teacher: Segmenter, limit: int = 300) -> None:
         from semires.data.splits import read_split
 
-        self.pipe = pipe
+        self.plan = plan
         self.teacher = teacher
-        self.methods = [m for m in pipe.cfg.methods if pipe.layout.stage(m).best.is_file()]
-        self.semi = {m: pipe.train_config(m).semi for m in self.methods}
-        self.index = load_index(pipe.data_config().spec())
-        refs = read_split(pipe.split_dir, self.index).unlabeled_refs(self.index)
+        self.methods = [m for m in plan.methods if plan.layout.stage(m).best.is_file()]
+        self.semi = {m: plan.train_config(m).semi for m in self.methods}
+        self.index = load_index(plan.data_config().spec())
+        refs = read_split(plan.split_dir, self.index).unlabeled_refs(self.index)
         self.refs = {r.id: r for r in refs[:limit]}
         self._store = None
         self._verdicts: dict[str, dict[int, str]] = {}
         self.sample = lru_cache(maxsize=8)(self._sample)
-        self._teacher = lru_cache(maxsize=64)(self._teacher_prob)
+        self._labelers: dict[str, PseudoLabeler] = {}
 
     @classmethod
     def open(cls, run: str | Path, device: str = "auto", limit: int = 300) -> RunView:
-        pipe = open_run(run)
-        if not pipe.burn_in_path.is_file():
-            raise CheckpointError(f"{run}: the burn-in {pipe.burn_in_path} is not trained yet")
-        if not any(pipe.layout.stage(m).best.is_file() for m in pipe.cfg.methods):
+        plan = open_plan(run)
+        if not plan.burn_in_path.is_file():
+            raise CheckpointError(f"{run}: the burn-in {plan.burn_in_path} is not trained yet")
+        if not any(plan.layout.stage(m).best.is_file() for m in plan.methods):
             raise CheckpointError(
                 f"{run}: no teacher-student method is trained yet (no <method>/best.pt for "
-                f"{', '.join(pipe.cfg.methods)}); leave out --run to segment only"
+                f"{', '.join(plan.methods)}); leave out --run to segment only"
             )
-        return cls(pipe, load(pipe.burn_in_path, device=device), limit)
+        return cls(plan, load(plan.burn_in_path, device=device), limit)
 
     def store(self):
         from semires.proposals.store import ProposalStore
 
         if self._store is None:
-            self._store = ProposalStore.open(self.pipe.proposals_dir)
+            self._store = ProposalStore.open(self.plan.proposals_dir)
         return self._store
 
-    def _teacher_prob(self, ref_id: int) -> tuple[np.ndarray, np.ndarray]:
-        ref = self.refs[ref_id]
-        image = self.index.load_image(ref.image_id)
-        return image, self.teacher.predict_proba(image, ref.sentences[0].raw)
+    def labeler(self, method: str) -> PseudoLabeler:
+        """The pseudo-labeler of ``method``: the burn-in teacher under the method's ``semi``
+        settings (consensus, candidate limit, strategy), as in its training step."""
+        if method not in self._labelers:
+            semi, model = self.semi[method], self.teacher.model
+            self._labelers[method] = PseudoLabeler(model, semi, device=self.teacher.device)
+        return self._labelers[method]
 
     def _sample(self, method: str, ref_id: int) -> PseudoLabel:
-        semi = self.semi[method]
+        """The sample as the training step labels it (at the training size, its first
+        expression, no augmentation); the masks shown at the image's size, the IoUs at the
+        training size (as the run's statistics count them)."""
         ref = self.refs[ref_id]
-        image, prob = self._teacher(ref_id)
-        hw = prob.shape
-        if semi.proposals:
-            cands = self.store().masks(ref.image_id, size=hw).contiguous()
-        else:
-            cands = torch.zeros((0, *hw), dtype=torch.bool)
-        P, p = torch.from_numpy(prob > 0.5)[None], torch.from_numpy(prob)[None]
-        valid = torch.ones((1, cands.shape[0]), dtype=torch.bool)
-        res = refine(P, p, cands[None], valid, semi.refine)
+        store = self.store() if self.semi[method].proposals else None
+        size = self.plan.data_config().img_size
+        batch, labels = self.labeler(method).for_ref(self.index, ref, size, store=store)
+        res, valid = labels.result, labels.valid[0]
+        cands = as_bool(labels.candidates)[0][valid]
         chosen = res.selected  # the candidates the rule chose (None: a rule without any)
-        selected = chosen[0] if chosen is not None else torch.zeros_like(valid[0])
+        selected = chosen[0][valid] if chosen is not None else torch.zeros_like(valid[valid])
         matched = bool(res.matched[0])
-        gt = ground_truth(self.index, ref)
         iou_t = iou_r = None
         verdict = "no match" if not matched else "refined"
-        if gt is not None:
-            stats = correction_stats(P, res.labels, torch.from_numpy(gt)[None])
+        if "gt" in batch:
+            stats = correction_stats(labels.pseudo, res.labels, batch["gt"].to(res.labels.device))
             iou_t, iou_r = float(stats["iou_before"][0]), float(stats["iou_after"][0])
             if matched:
                 verdict = (
                     "helped" if stats["positive"] else "hurt" if stats["negative"] else "unchanged"
                 )
+        image = self.index.load_image(ref.image_id)
+        hw = image.shape[:2]
+        prob = F.interpolate(labels.prob[:1, None].float().cpu(), size=hw, mode="bilinear")
         return PseudoLabel(
             ref=ref,
             sentence=ref.sentences[0].raw,
             image=image,
-            prob=prob,
-            pseudo=P[0].numpy(),
-            candidates=cands.numpy(),
-            selected=selected.numpy(),
-            refined=res.labels[0].numpy(),
+            prob=prob[0, 0].numpy(),
+            pseudo=resize_to(labels.pseudo[0], hw),
+            candidates=resize_mask(cands.cpu(), hw).numpy()
+            if len(cands)
+            else np.zeros((0, *hw), bool),
+            selected=selected.cpu().numpy(),
+            refined=resize_to(res.labels[0], hw),
             matched=matched,
-            gt=gt,
+            gt=ground_truth(self.index, ref),
             iou_teacher=iou_t,
             iou_refined=iou_r,
             verdict=verdict,
