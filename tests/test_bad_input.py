@@ -481,6 +481,8 @@ CASES = [
     Case("pretrain-lr-zero", static("model", "pretrain", "--out", "{t}/w.pth", "--data", "{t}/d", "--lr", "0"), "--lr: expected a value > 0"),
     Case("pretrain-out-missing-folder", static("model", "pretrain", "--out", "{t}/no/w.pth", "--data", "{t}/d"), "does not exist"),
     Case("import-lavt-junk", static("model", "import-lavt", "{t}/l.pth", "--out", "{t}/o.pt"), "cannot read LAVT checkpoint", write("l.pth", b"junk")),
+    # --- issue 30: numbers, masks and checkpoints (values)
+    # --- issue 30: starts, disks, options and logs
 ]  # fmt: skip
 
 
