@@ -5,7 +5,7 @@ pseudo-labels a trained teacher actually makes. It builds the teacher-student st
 (the teacher = the burn-in checkpoint, the unlabeled images, their weak views and candidate
 masks exactly as training gets them; nothing is trained), collects the teacher's pseudo-labels
 ``P = prob > 0.5`` for the first ``--batches`` unlabeled batches, and refines the same labels
-with every rule asked for (:func:`semires.train.strategies.refine`, the training code's own). Against
+with every rule asked for (:func:`semires.train.strategies.strategy_labels`, the training code's own). Against
 the unlabeled images' ground truth (synthetic data always has it; training never reads it) it
 prints, per rule: the share of samples a rule matched, the pseudo-labels' mean IoU and overall
 IoU, the share with IoU > 0.5, and how many refinements raised / lowered a label's IoU.
@@ -43,7 +43,7 @@ from semires.evaluate.metrics import intersection_union, iou_from_counts
 from semires.train.config import load_config
 from semires.train.engine import Trainer
 from semires.train.refine import candidate_overlaps, correction_stats
-from semires.train.strategies import RefineConfig, refine
+from semires.train.strategies import RefineConfig, strategy_labels
 from semires.utils.io import atomic_write_json
 
 PAPER = RefineConfig()  # tau 0.5, t1 0.7, t2 0.7, both CPI rules
@@ -104,7 +104,7 @@ def score(batches: list[dict[str, Any]], cfg: RefineConfig) -> dict[str, float]:
     """One rule over all collected batches."""
     ious, inter, union, matched, pos, neg = [], 0, 0, 0, 0, 0
     for b in batches:
-        result = refine(b["P"], b["prob"], b["candidates"], b["valid"], cfg)
+        result = strategy_labels(b["P"], b["prob"], b["candidates"], b["valid"], cfg)
         stats = correction_stats(b["P"], result.labels, b["gt"])
         ious.append(stats["iou_after"])
         i, u = intersection_union(result.labels, b["gt"])

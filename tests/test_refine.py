@@ -19,7 +19,7 @@ from semires.train.refine import (
     pwa_weights,
     soft_iom,
 )
-from semires.train.strategies import STRATEGIES, RefineConfig, make_strategy, refine
+from semires.train.strategies import STRATEGIES, RefineConfig, make_strategy, strategy_labels
 from semires.utils.typed_config import load_dataclass
 
 
@@ -235,11 +235,11 @@ def test_non_contiguous_inputs_and_dtypes_are_handled() -> None:
     flipped = iom(P.transpose(1, 2), M.transpose(2, 3), valid)
     assert torch.equal(flipped.refined, iom(P, M, valid).refined.transpose(1, 2))
     p = torch.rand(2, 12, 10, dtype=torch.float64)
-    result = refine(P, p, M, valid, RefineConfig(strategy="iom"))
+    result = strategy_labels(P, p, M, valid, RefineConfig(strategy="iom"))
     assert result.labels.dtype == torch.bool and result.labels.device == P.device
     assert result.weights.dtype == torch.float64
     assert result.matched.dtype == torch.bool
-    assert refine(P, p.half(), M, valid, RefineConfig()).weights.dtype == torch.float16
+    assert strategy_labels(P, p.half(), M, valid, RefineConfig()).weights.dtype == torch.float16
 
 
 def test_pwa_weights_match_method_values() -> None:
@@ -265,23 +265,25 @@ def test_refine_weights_and_counts_per_strategy() -> None:
     p = torch.where(label, 0.8, 0.1)
     pwa = pwa_weights(p)
 
-    result = refine(label, p, M, valid, RefineConfig(strategy="iom"))
+    result = strategy_labels(label, p, M, valid, RefineConfig(strategy="iom"))
     assert result.matched.tolist() == [True, False, False]
     assert torch.equal(result.labels, torch.stack([BIG, P0, torch.zeros_like(P0)]))
     assert torch.equal(result.weights[0], torch.ones_like(p[0]))
     assert torch.equal(result.weights[1:], pwa[1:])
     assert result.counts == {"matched_iom": 1}  # IOM's own counter: one sample matched
 
-    result = refine(label, p, M, valid, RefineConfig(strategy="cpi", pwa=False))
+    result = strategy_labels(label, p, M, valid, RefineConfig(strategy="cpi", pwa=False))
     assert result.matched.tolist() == [True, False, False]
     assert torch.equal(result.weights, torch.ones_like(p))
     assert (result.counts["matched_cpi_u"], result.counts["matched_cpi_o"]) == (1, 0)
 
-    result = refine(label, p, M, valid, RefineConfig(strategy="none"))
+    result = strategy_labels(label, p, M, valid, RefineConfig(strategy="none"))
     assert torch.equal(result.labels, label) and torch.equal(result.weights, torch.ones_like(p))
     assert not result.matched.any()
 
-    result = refine(label, p, M, valid, RefineConfig(strategy="confidence", confidence=0.85))
+    result = strategy_labels(
+        label, p, M, valid, RefineConfig(strategy="confidence", confidence=0.85)
+    )
     assert torch.equal(result.labels, label)
     assert torch.equal(result.weights, torch.where(label, 0.0, 1.0))  # 0.8 < 0.85: ignored
     assert int((result.weights == 0).sum()) == 8  # the 8 uncertain pixels are ignored

@@ -28,7 +28,7 @@ from semires.pipeline import load_run_config
 from semires.pipeline import run as run_pipeline
 from semires.proposals.store import ProposalStore
 from semires.train.config import load_config
-from semires.train.strategies import refine
+from semires.train.strategies import strategy_labels
 from test_pipeline import TINY
 
 # gradio's own pandas use warns in its server thread
@@ -83,7 +83,7 @@ def direct(run_dir, method: str) -> dict[int, dict]:
         gt = resize_mask(index.mask(ref.object_id), size).numpy()
         P = prob > 0.5
         M = store.masks(ref.image_id, size=(size, size))[: cfg.semi.max_candidates].contiguous()
-        res = refine(
+        res = strategy_labels(
             torch.from_numpy(P)[None],
             torch.from_numpy(prob)[None],
             M[None],

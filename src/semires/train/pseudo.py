@@ -72,13 +72,9 @@ class PseudoLabeler:
     def __call__(self, unl: dict[str, Any]) -> PseudoLabels:
         """The labels of a collated unlabeled batch (as the training loader gives it)."""
         prob = self.probability(unl)
-        cands = unl.get("candidates")
-        if cands is None:  # a batch without the candidates key: none for any sample
-            cands = torch.zeros((prob.shape[0], 0, *prob.shape[-2:]), dtype=torch.bool)
-            valid = torch.zeros((prob.shape[0], 0), dtype=torch.bool)
-        else:
-            valid = unl["candidates_valid"]
-        cands, valid = cands.to(self.device), valid.to(self.device)
+        # every unlabeled batch has candidates: [B, 0, ...] slots where there is no store
+        cands = unl["candidates"].to(self.device)
+        valid = unl["candidates_valid"].to(self.device)
         result = self.strategy.labels(prob > 0.5, prob, cands, valid)
         return PseudoLabels(prob, cands, valid, result)
 

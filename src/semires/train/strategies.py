@@ -237,7 +237,9 @@ def needs_proposals(strategy: str) -> bool:
     return STRATEGIES.get(strategy).needs_proposals
 
 
-def refine(P: Tensor, p: Tensor, M: Tensor, valid: Tensor, cfg: RefineConfig) -> RefineResult:
+def strategy_labels(
+    P: Tensor, p: Tensor, M: Tensor, valid: Tensor, cfg: RefineConfig
+) -> RefineResult:
     """The labels of ``cfg.strategy`` for one batch (checks the shapes first)."""
     check_inputs(P, M, valid)
     if p.shape != P.shape:
