@@ -351,6 +351,48 @@ def static(*argv: str) -> Callable[[SimpleNamespace, Path], list[str]]:
     return lambda w, t: [a.format(t=t, w=w) for a in argv]
 
 
+# issue 30 (starts, disks, options and logs): setups of its rows
+
+
+def truncated_image_copy(w: SimpleNamespace, t: Path) -> None:
+    """Setup: the tiny set copied to ``t/synth``, the unlabeled image the stores begin with
+    cut to half its bytes (a truncated download)."""
+    shutil.copytree(w.synth, t / "synth")
+    path = t / "synth" / "images" / "synthref" / w.index.images[w.store_image].file_name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def relative_data_checkpoint(w: SimpleNamespace, t: Path) -> None:
+    """Setup: ``t/rel.pt``, the checkpoint as `semires train` run in another folder keeps it:
+    its dataset a relative path (``data.ann: elsewhere/anns.json``)."""
+    ckpt = torch.load(w.ckpt, map_location="cpu", weights_only=True)
+    ckpt["config"]["data"].update(format="semires", ann="elsewhere/anns.json", root=None)
+    torch.save(ckpt, t / "rel.pt")
+
+
+class HeldPort:
+    """Setup: a port of 127.0.0.1 in use (written to ``t/port``) until released."""
+
+    def __init__(self, w: SimpleNamespace, t: Path) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        (t / "port").write_text(str(self.sock.getsockname()[1]))
+
+    def release(self) -> None:
+        self.sock.close()
+
+
+def serve_cmd(*extra: str) -> Callable[[SimpleNamespace, Path], list[str]]:
+    def argv(w, t):
+        port = (t / "port").read_text() if (t / "port").is_file() else "7860"
+        return ["serve", "--checkpoint", str(w.ckpt), "--port", port, "--device", "cpu", *extra]
+
+    return argv
+
+
 CASES = [
     # --- datasets: refer layout -------------------------------------------------------------
     Case("refer-missing-root", static("data", "stats", "--root", "{t}/nope", "--dataset", "x"), "refer data root not found"),
@@ -482,7 +524,102 @@ CASES = [
     Case("pretrain-out-missing-folder", static("model", "pretrain", "--out", "{t}/no/w.pth", "--data", "{t}/d"), "does not exist"),
     Case("import-lavt-junk", static("model", "import-lavt", "{t}/l.pth", "--out", "{t}/o.pt"), "cannot read LAVT checkpoint", write("l.pth", b"junk")),
     # --- issue 30: numbers, masks and checkpoints (values)
+    # config numbers: finite and in range, checked at load with the key named (class 1)
+    Case("train-weight-decay-nan", train_cmd("train.weight_decay=nan"), "config key 'train.weight_decay': expected a finite number >= 0, got nan"),
+    Case("train-class-weights-nan", train_cmd("train.class_weights=[nan,1]"), "config key 'train.class_weights[0]': expected a finite number > 0, got nan"),
+    Case("train-class-weight-zero", train_cmd("train.class_weights=[0,1]"), "config key 'train.class_weights[0]': expected > 0, got 0.0"),
+    Case("train-lr-inf", train_cmd("train.lr=.inf"), "config key 'train.lr': expected a finite number > 0, got inf"),
+    Case("train-lr-huge-int", train_cmd("train.lr=1" + "0" * 400), "config key 'train.lr': expected a finite number"),
+    Case("train-poly-power-negative", train_cmd("train.poly_power=-1"), "config key 'train.poly_power': expected >= 0, got -1.0"),
+    Case("train-grad-clip-zero", train_cmd("train.grad_clip=0"), "config key 'train.grad_clip': expected null or > 0, got 0.0"),
+    Case("train-grad-clip-nan", train_cmd("train.grad_clip=nan"), "config key 'train.grad_clip': expected null or a finite number > 0, got nan"),
+    Case("train-warmup-negative", train_cmd("train.warmup_steps=-5"), "config key 'train.warmup_steps': expected >= 0, got -5"),
+    Case("train-num-workers-negative", train_cmd("data.num_workers=-1"), "config key 'data.num_workers': expected >= 0, got -1"),
+    Case("train-max-val-sentences-zero", train_cmd("data.max_val_sentences=0"), "config key 'data.max_val_sentences': expected null or >= 1, got 0"),
+    Case("train-seed-negative", train_cmd("seed=-1"), "config key 'seed': expected a value in [0, 4294967295], got -1"),
+    Case("train-ema-nan", train_cmd("semi.ema=nan"), "config key 'semi.ema': expected a finite number in [0, 1], got nan"),
+    Case("train-unsup-weight-negative", train_cmd("semi.unsup_weight=-1"), "config key 'semi.unsup_weight': expected >= 0, got -1.0"),
+    Case("train-blur-sigma-zero", train_cmd("semi.augment.blur_sigma=[0,1]"), "config key 'semi.augment.blur_sigma[0]': expected > 0, got 0.0"),
+    Case("train-blur-sigma-reversed", train_cmd("semi.augment.blur_sigma=[2,1]"), "config key 'semi.augment.blur_sigma': expected (min, max) with min <= max"),
+    Case("train-hue-inf", train_cmd("semi.augment.hue=.inf"), "config key 'semi.augment.hue': expected a finite number in [0, 0.5], got inf"),
+    Case("train-refine-tau-nan", train_cmd("semi.refine.tau=nan"), "config key 'semi.refine.tau': expected a finite number, got nan"),
+    Case("train-refine-sigma2-inf", train_cmd("semi.refine.pwa_sigma2=.inf"), "config key 'semi.refine.pwa_sigma2': expected a finite number, got inf"),
+    Case("train-model-dropout-nan", train_cmd("model.overrides.fusion_dropout=nan"), "config key 'model.overrides.fusion_dropout': expected a finite number, got nan"),
+    Case("train-drop-path-rate", train_cmd("model.overrides.backbone_kwargs={{drop_path_rate: 2}}"), "config key 'model.overrides.backbone_kwargs.drop_path_rate': expected a value in [0, 1), got 2"),
+    Case("train-override-int-too-long", train_cmd("train.epochs=" + "9" * 5000), "cannot parse the value"),
+    Case("run-teacher-student-weight-decay-nan", run_cmd("teacher_student.weight_decay=nan"), "config key 'teacher_student.weight_decay': expected a finite number >= 0, got nan"),
+    Case("run-burn-in-class-weights-inf", run_cmd("burn_in.class_weights=[1,.inf]"), "config key 'burn_in.class_weights[1]': expected a finite number > 0, got inf"),
+    Case("run-parallel-zero", run_cmd("parallel=0"), "config key 'parallel': expected >= 1, got 0"),
+    Case("run-split-seed-negative", run_cmd("split_seed=-3"), "config key 'split_seed': expected a value in [0, 4294967295], got -3"),
+    Case("run-proposal-workers-zero", run_cmd("proposals.workers=0"), "config key 'proposals.workers': expected >= 1, got 0"),
+    Case("run-proposal-params-inf", run_cmd("proposals.params={min_area: .inf}"), "config key 'proposals.params.min_area': expected a finite number, got inf"),
+    Case("run-qualitative-negative", run_cmd("report.qualitative=-1"), "config key 'report.qualitative': expected >= 0, got -1"),
+    Case("run-method-override-nan", run_cmd("method_overrides={iom: {sup_weight: .nan}}"), "config key 'method_overrides.iom.sup_weight': expected a finite number"),
+    Case("run-method-override-negative", run_cmd("method_overrides={cpi: {ema: -1}}"), "config key 'method_overrides.cpi.ema': expected a value in [0, 1], got -1.0"),
+    Case("run-synth-knob-nan", run_cmd("synth.overrides={clutter: .nan}"), "config key 'synth.overrides.clutter': expected a finite number, got nan"),
+    # checkpoints with non-finite weights: refused where they are loaded (class 1)
+    Case("predict-non-finite-checkpoint", lambda w, t: [*predict()(w, t)[:1], "--checkpoint", str(t / "nan.pt"), *predict()(w, t)[3:]], "nan.pt: the weights", lambda w, t: torch.save({**(ck := torch.load(w.ckpt, weights_only=True)), "model": {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in ck["model"].items()}}, t / "nan.pt")),
+    Case("evaluate-non-finite-checkpoint", evaluate(ckpt="nan.pt"), "hold NaN or infinite values", lambda w, t: torch.save({**(ck := torch.load(w.ckpt, weights_only=True)), "model": {k: v.fill_(float("inf")) if v.is_floating_point() else v for k, v in ck["model"].items()}}, t / "nan.pt")),
+    Case("train-non-finite-burn-in", train_cmd("semi.enabled=true", "semi.refine.strategy=none", "semi.burn_in={t}/nan.pt", "data.split_dir={w.split}"), "nan.pt: the weights", lambda w, t: torch.save({**(ck := torch.load(w.ckpt, weights_only=True)), "model": {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in ck["model"].items()}}, t / "nan.pt")),
+    # masks checked where they are read: RLE counts, polygons, boxes (class 2)
+    Case("jsonl-rle-garbage-string", stats_jsonl, "data.jsonl:3: the RLE's counts are not a valid COCO RLE string", jsonl_copy(lambda ls: ls[2].update(mask={"size": [96, 96], "counts": "garbage!!"}))),
+    Case("jsonl-rle-counts-1e8", stats_jsonl, "data.jsonl:3: the RLE's counts add up to 100000000 pixels, but its size 96x96 has 9216", jsonl_copy(lambda ls: ls[2].update(mask={"size": [96, 96], "counts": [0, 1e8]}))),
+    Case("jsonl-rle-counts-short", stats_jsonl, "data.jsonl:2: the RLE's counts add up to 100 pixels", jsonl_copy(lambda ls: ls[1].update(mask={"size": [96, 96], "counts": [0, 100]}))),
+    Case("jsonl-rle-counts-negative", stats_jsonl, "data.jsonl:2: the RLE's counts hold a negative run length (-5)", jsonl_copy(lambda ls: ls[1].update(mask={"size": [96, 96], "counts": [-5, 9221]}))),
+    Case("jsonl-rle-string-cut", stats_jsonl, "data.jsonl:4: the RLE's counts", jsonl_copy(lambda ls: ls[3].update(mask={"size": [96, 96], "counts": "_S58h200000000000I>I0"}))),
+    Case("jsonl-rle-empty", stats_jsonl, "data.jsonl:4: the mask is empty", jsonl_copy(lambda ls: ls[3].update(mask={"size": [96, 96], "counts": [9216]}))),
+    Case("jsonl-polygon-outside", stats_jsonl, "data.jsonl:5: polygon 0 has the point (500, 500) outside its 96x96 image", jsonl_copy(lambda ls: ls[4].update(mask=[[500, 500, 600, 500, 600, 600]]))),
+    Case("jsonl-polygon-nan", stats_jsonl, "data.jsonl:5: polygon 0 has the coordinate nan", jsonl_copy(lambda ls: ls[4].update(mask=[[1, 1, float("nan"), 1, 9, 9]]))),
+    Case("jsonl-bbox-nan", stats_jsonl, "data.jsonl:2: 'bbox' should be [x, y, w, h] with finite numbers and w, h >= 0, got [nan, 0, 1, 1]", jsonl_copy(lambda ls: ls[1].update(bbox=[float("nan"), 0, 1, 1]))),
+    Case("jsonl-bbox-inf", stats_jsonl, "data.jsonl:2: 'bbox' should be [x, y, w, h] with finite numbers", jsonl_copy(lambda ls: ls[1].update(bbox=[0, 0, float("inf"), 1]))),
+    Case("jsonl-bbox-negative-size", stats_jsonl, "data.jsonl:2: 'bbox' should be [x, y, w, h] with finite numbers and w, h >= 0", jsonl_copy(lambda ls: ls[1].update(bbox=[0, 0, -3, 1]))),
+    Case("convert-jsonl-bbox-nan", lambda w, t: ["data", "convert", "--format", "jsonl", "--ann", str(t / "j" / "data.jsonl"), "--to", "semires", "--out", str(t / "c" / "a.json"), "-q"], "data.jsonl:2: 'bbox' should be", jsonl_copy(lambda ls: ls[1].update(bbox=[float("nan"), 0, 1, 1]))),
+    Case("evaluate-jsonl-rle-garbage", lambda w, t: [*evaluate()(w, t), "--format", "jsonl", "--ann", str(t / "j" / "data.jsonl")], "data.jsonl:3: the RLE's counts", jsonl_copy(lambda ls: ls[2].update(mask={"size": [96, 96], "counts": "garbage!!"}))),
+    Case("run-jsonl-rle-counts-1e8", run_jsonl(), "data.jsonl:3: the RLE's counts add up to 100000000 pixels", jsonl_copy(lambda ls: ls[2].update(mask={"size": [96, 96], "counts": [0, 1e8]}))),
+    Case("train-jsonl-rle-garbage", train_cmd("data.format=jsonl", "data.root=null", "data.dataset=null", "data.split_by=null", "data.ann={t}/j/data.jsonl"), "data.jsonl:3: the RLE's counts", jsonl_copy(lambda ls: ls[2].update(mask={"size": [96, 96], "counts": "garbage!!"}))),
+    Case("instances-rle-garbage-string", static("data", "stats", "--root", "{t}/refer", "--dataset", "synthref"), "annotations[0] (id 1): the RLE's counts are not a valid COCO RLE string", refer_copy(lambda f: (f / "instances.json").write_text(json.dumps((d := json.loads((f / "instances.json").read_text()), d["annotations"][0].update(segmentation={"size": [96, 96], "counts": "garbage!!"}))[0])))),
+    Case("instances-rle-counts-1e8", static("data", "stats", "--root", "{t}/refer", "--dataset", "synthref"), "annotations[1] (id 2): the RLE's counts add up to 100000000 pixels", refer_copy(lambda f: (f / "instances.json").write_text(json.dumps((d := json.loads((f / "instances.json").read_text()), d["annotations"][1].update(segmentation={"size": [96, 96], "counts": [0, 100000000]}))[0])))),
+    Case("instances-rle-other-size", static("data", "stats", "--root", "{t}/refer", "--dataset", "synthref"), "annotations[1] (id 2): the mask is 10x10 but its image is 96x96", refer_copy(lambda f: (f / "instances.json").write_text(json.dumps((d := json.loads((f / "instances.json").read_text()), d["annotations"][1].update(segmentation={"size": [10, 10], "counts": [0, 100]}))[0])))),
+    Case("instances-polygon-outside", static("data", "stats", "--root", "{t}/refer", "--dataset", "synthref"), "annotations[2] (id 3): polygon 0 has the point (-40, 10) outside its 96x96 image", refer_copy(lambda f: (f / "instances.json").write_text(json.dumps((d := json.loads((f / "instances.json").read_text()), d["annotations"][2].update(segmentation=[[-40, 10, 50, 10, 50, 50]]))[0])))),
+    Case("instances-bbox-nan", static("data", "stats", "--root", "{t}/refer", "--dataset", "synthref"), "annotations[0] (id 1): 'bbox' should be [x, y, w, h] with finite numbers", refer_copy(lambda f: (f / "instances.json").write_text(json.dumps((d := json.loads((f / "instances.json").read_text()), d["annotations"][0].update(bbox=[float("nan"), 1, 2, 3]))[0])))),
+    Case("instances-area-inf", static("data", "stats", "--root", "{t}/refer", "--dataset", "synthref"), "annotations[0] (id 1): 'area' is inf", refer_copy(lambda f: (f / "instances.json").write_text(json.dumps((d := json.loads((f / "instances.json").read_text()), d["annotations"][0].update(area=float("inf")))[0])))),
+    Case("instances-image-height-zero", static("data", "stats", "--root", "{t}/refer", "--dataset", "synthref"), "images[0]: height x width is 0x96; expected positive sizes", refer_copy(lambda f: (f / "instances.json").write_text(json.dumps((d := json.loads((f / "instances.json").read_text()), d["images"][0].update(height=0))[0])))),
+    Case("train-instances-rle-garbage", train_cmd("data.root={t}/refer"), "the RLE's counts are not a valid COCO RLE string", refer_copy(lambda f: (f / "instances.json").write_text(json.dumps((d := json.loads((f / "instances.json").read_text()), d["annotations"][0].update(segmentation={"size": [96, 96], "counts": "garbage!!"}))[0])))),
+    Case("sj-bbox-nan", stats_sj, "'bbox' should be [x, y, w, h] with finite numbers", lambda w, t: (ann := copy_sj(w, t)).write_text(json.dumps((d := json.loads(ann.read_text()), d["val"][0].update(bbox=[1, float("nan"), 2, 3]))[0]))),
+    Case("sj-image-width-negative", stats_sj, "images[0]: height x width is 96x-1; expected positive sizes", lambda w, t: (ann := copy_sj(w, t)).write_text(json.dumps((d := json.loads(ann.read_text()), d.update(images=[{"id": 1, "file_name": "000001.png", "height": 96, "width": -1}]))[0]))),
+    # resuming over another run's latest.pt: the setting that differs, before any state is loaded (class 4)
+    Case("resume-other-model-settings", train_cmd("model.overrides.decoder_dim=8"), "latest.pt belongs to another run: its model.decoder_dim is 16, this run's is 8; use another output.dir", lambda w, t: (t / "out").mkdir() or shutil.copy(w.ckpt.parent / "latest.pt", t / "out" / "latest.pt")),
+    Case("resume-other-frozen-stages", train_cmd("model.overrides.frozen_stages=2"), "its model.frozen_stages is 0, this run's is 2", lambda w, t: (t / "out").mkdir() or shutil.copy(w.ckpt.parent / "latest.pt", t / "out" / "latest.pt")),
+    Case("resume-other-method", train_cmd("semi.enabled=true", "semi.refine.strategy=none", "semi.burn_in={w.ckpt}", "data.split_dir={w.split}"), "its semi.enabled is False, this run's is True", lambda w, t: (t / "out").mkdir() or shutil.copy(w.ckpt.parent / "latest.pt", t / "out" / "latest.pt")),
+    Case("resume-other-decay-rule", train_cmd("train.decay_rule=lavt"), "its train.decay_rule is 'default', this run's is 'lavt'", lambda w, t: (t / "out").mkdir() or shutil.copy(w.ckpt.parent / "latest.pt", t / "out" / "latest.pt")),
     # --- issue 30: starts, disks, options and logs
+    Case("train-val-split-unknown", train_cmd("data.val_split=nope"), "config key 'data.val_split': split 'nope' not found"),
+    Case("train-test-split-unknown", train_cmd("data.test_splits=[testA, nope]"), "config key 'data.test_splits': split 'nope' not found"),
+    Case("train-output-dir-is-a-file", train_cmd("output.dir={t}/f"), "config key 'output.dir': ", write("f", "x")),
+    Case("train-empty-config", static("train", "-c", "{t}/empty.yaml"), "empty.yaml is empty; write the settings to change into it", write("empty.yaml", "")),
+    Case("train-truncated-unlabeled-image", train_cmd("data.root={t}/synth", "semi.enabled=true", "semi.refine.strategy=cpi", "semi.burn_in={w.ckpt}", "semi.proposals={w.store}", "data.split_dir={w.split}"), "the file is truncated or damaged", truncated_image_copy),
+    Case("run-sam-without-checkpoint", run_cmd("proposals.generator=sam"), "config key 'proposals.params.checkpoint': generator 'sam' needs a checkpoint file"),
+    Case("run-sam-checkpoint-missing", run_cmd("proposals.generator=sam", "proposals.params={checkpoint: none.pth}"), "sam checkpoint not found: none.pth"),
+    Case("run-generator-unknown", run_cmd("proposals.generator=magic"), "config key 'proposals' (generator 'magic')"),
+    Case("run-generator-knob-unknown", run_cmd("proposals.params={bogus: 1}"), "unknown option(s) bogus for generator 'classical'"),
+    Case("run-proposal-store-missing", run_cmd("proposals.store=none-store"), "config key 'proposals.store': no proposal store at none-store"),
+    Case("run-backbone-weights-missing", run_cmd("model.overrides={backbone_weights: none.pth}"), "backbone weights file not found: none.pth"),
+    Case("run-burn-in-checkpoint-missing", run_cmd("burn_in_checkpoint=none.pt"), "config key 'burn_in_checkpoint': checkpoint not found: none.pt"),
+    Case("run-val-split-unknown", run_cmd("data.val_split=nope"), "config key 'data.val_split': split 'nope' is not a synthetic split"),
+    Case("run-test-split-unknown", run_cmd("data.test_splits=[testA, nope]"), "config key 'data.test_splits': split 'nope' is not a synthetic split"),
+    Case("run-synth-preset-unknown", run_cmd("synth.preset=nope"), "config key 'synth': unknown synthetic preset 'nope'"),
+    Case("run-synth-knob-unknown", run_cmd("synth.overrides={bogus: 1}"), "config key 'synth': unknown synthetic knob 'bogus'"),
+    Case("run-out-is-a-file", static("run", "--preset", "demo", "-q", "--out", "{t}/f"), "/f: is a file; expected a folder", write("f", "x")),
+    Case("run-empty-config", static("run", "-c", "{t}/empty.yaml"), "empty.yaml is empty", write("empty.yaml", "# nothing yet\n")),
+    Case("split-out-is-a-file", lambda w, t: ["data", "split", "--labeled", "10%", "--out", str(t / "f"), *w.refer], "is a file; expected a folder", write("f", "x")),
+    Case("split-out-under-a-file", lambda w, t: ["data", "split", "--labeled", "10%", "--out", str(t / "f" / "s"), *w.refer], "f is a file; expected a folder", write("f", "x")),
+    Case("split-semires-json-under-a-file", lambda w, t: ["data", "split", "--labeled", "10%", "--out", str(t / "s"), "--semires-json", str(t / "f" / "a.json"), *w.refer], "--semires-json", write("f", "x")),
+    Case("evaluate-pred-dir-is-a-file", lambda w, t: [*evaluate()(w, t), "--pred-dir", str(t / "f")], "--pred-dir", write("f", "x")),
+    Case("evaluate-gt-dir-is-a-file", lambda w, t: [*evaluate()(w, t), "--gt-dir", str(t / "f")], "--gt-dir", write("f", "x")),
+    Case("evaluate-relative-data-path", evaluate(ckpt="rel.pt"), "keeps data.ann 'elsewhere/anns.json', relative to the folder it was trained in", relative_data_checkpoint),
+    Case("serve-host-unresolvable", serve_cmd("--host", "no-such-host.invalid"), "--host 'no-such-host.invalid': cannot resolve"),
+    Case("serve-host-not-this-machine", serve_cmd("--host", "192.0.2.1"), "--host '192.0.2.1': cannot serve on it"),
+    Case("serve-port-in-use", serve_cmd(), "already in use on 127.0.0.1", HeldPort),
 ]  # fmt: skip
 
 

@@ -253,3 +253,141 @@ def test_checkpoint_fuzz(tmp_path: Path) -> None:
         ck = read_or_refuse(name, load_checkpoint, path)
         if ck is not None:
             assert isinstance(ck, dict) and ck["format"] == "semires-checkpoint", name
+
+
+# ----------------------------------------------------------------------------- RLE masks
+def random_rles(seed: int, n: int = 4 * CASES) -> Iterator[tuple[str, dict[str, Any]]]:
+    """RLE dicts of 6 x 8 masks: valid ones cut or with characters changed, garbage strings,
+    count lists with wrong totals, negative, fractional or huge runs."""
+    from semires.data.masks import encode
+
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        mask = (rng.random((6, 8)) < 0.4).astype(np.uint8)
+        counts: Any = encode(mask)["counts"]
+        kind = ("cut", "flip", "garbage", "list", "total", "odd")[i % 6]
+        if kind == "cut":
+            counts = counts[: int(rng.integers(0, len(counts) + 1))]
+        elif kind == "flip":
+            chars = list(counts)
+            chars[int(rng.integers(0, len(chars)))] = chr(int(rng.integers(32, 127)))
+            counts = "".join(chars)
+        elif kind == "garbage":
+            counts = "".join(chr(int(c)) for c in rng.integers(32, 127, int(rng.integers(1, 12))))
+        elif kind == "list":
+            counts = [int(v) for v in rng.integers(-3, 30, int(rng.integers(0, 8)))]
+        elif kind == "total":
+            counts = [0, int(rng.choice([1, 47, 48, 49, 10**8, 2**40]))]
+        else:
+            counts = [rng.choice([1.5, 2**70, float("nan"), -0.0, 1e8, "3"]), 47]
+        yield f"rle{i}-{kind}", {"size": [6, 8], "counts": counts}
+
+
+def test_rle_fuzz(tmp_path: Path) -> None:
+    """Every RLE is refused in one line or decodes to a non-empty mask of its size; the same
+    through the JSON Lines reader (naming the line) and a dataset's statistics."""
+    from PIL import Image
+
+    from semires.data.jsonl import read_jsonl
+    from semires.data.masks import decode, validate_mask
+
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    for name, rle in random_rles(15):
+        checked = read_or_refuse(name, validate_mask, rle, (6, 8), "x")
+        if checked is not None:
+            mask = decode(checked)
+            assert mask.shape == (6, 8) and mask.any(), name
+        line = {"image": "a.png", "expressions": ["a thing"], "split": "train", "mask": rle}
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps(line) + "\n")
+        index = read_or_refuse(f"jsonl {name}", read_jsonl, path)
+        assert (index is None) == (checked is None), name
+        if index is not None:
+            _dataset_ok(index)
+
+
+def test_refer_rle_fuzz(synth_tiny: Path, tmp_path: Path) -> None:
+    """The refer layout's instances.json with one annotation's RLE replaced: refused when it is
+    read (naming the annotation) or read to masks that decode."""
+    from semires.data.refer import read_refer
+
+    instances = json.loads((synth_tiny / "synthref" / "instances.json").read_text())
+    for name, rle in list(random_rles(16))[:CASES]:
+        height, width = instances["images"][0]["height"], instances["images"][0]["width"]
+        folder = tmp_path / name / "synthref"
+        shutil.copytree(synth_tiny / "synthref", folder)
+        changed = copy.deepcopy(instances)
+        target = next(a for a in changed["annotations"] if a["image_id"] == changed["images"][0]["id"])  # fmt: skip
+        target["segmentation"] = {**rle, "size": [height, width]}
+        (folder / "instances.json").write_text(json.dumps(changed))
+        index = read_or_refuse(name, read_refer, folder.parent, "synthref", "synth")
+        if index is not None:
+            _dataset_ok(index)
+        shutil.rmtree(folder.parent)
+
+
+# ----------------------------------------------------------------------------- config numbers
+BAD_NUMBERS = [".nan", ".inf", "-.inf", "nan", "-1", "-2.5", "1" + "0" * 400]
+
+
+def numeric_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, annotation)`` of every numeric field of the dataclass tree ``cls`` (int,
+    float, optional, tuples / lists of them, ``int | list[int]``)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, key = hints[f.name], f"{prefix}{f.name}"
+        args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        nested = [a for a in args if dataclasses.is_dataclass(a)]
+        if nested:
+            yield from numeric_keys(nested[0], f"{key}.")
+            continue
+        flat = {b for a in args for b in (typing.get_args(a) or (a,))}
+        if flat & {int, float} and not flat & {str, bool}:
+            yield key, tp
+
+
+def _refuses(load: Any, override: str, names: tuple[str, ...]) -> None:
+    """``load([override])`` must raise a one-line ConfigError naming each of ``names``."""
+    from semires.errors import ConfigError
+
+    try:
+        load([override])
+    except ConfigError as err:
+        message = str(err)
+        assert "\n" not in message and all(n in message for n in names), f"{override}: {message}"
+        return
+    except Exception as exc:  # pragma: no cover - what this test exists to catch
+        raise AssertionError(f"{override}: {type(exc).__name__}: {exc}") from exc
+    raise AssertionError(f"{override} was accepted")
+
+
+def test_every_numeric_config_field_refuses_non_finite_and_negative_values() -> None:
+    """NaN, infinities, negative numbers and numbers beyond the float range in every numeric
+    field of ``semires train``'s and ``semires run``'s configs, the model settings and the
+    synthetic knobs: refused with the key named, never accepted or a traceback."""
+    from semires.data.synth import SynthConfig
+    from semires.model.config import ModelConfig
+    from semires.run_config import RunConfig, load_run_config
+    from semires.train.config import Config, load_config
+
+    def train(overrides: list[str]) -> Any:
+        return load_config(None, overrides)
+
+    def run(overrides: list[str]) -> Any:
+        return load_run_config(preset="demo", overrides=overrides)
+
+    tried = 0
+    for cls, load, prefix in ((Config, train, ""), (RunConfig, run, ""), (ModelConfig, train, "model.overrides.")):  # fmt: skip
+        for key, tp in numeric_keys(cls):
+            sequence = "tuple" in str(tp) or str(tp).startswith("list")
+            for text in BAD_NUMBERS:
+                _refuses(load, f"{prefix}{key}={f'[{text}, 1]' if sequence else text}", (prefix + key,))  # fmt: skip
+                tried += 1
+    for key, _ in numeric_keys(SynthConfig):  # knobs: a mapping, checked with the run config
+        for text in BAD_NUMBERS:
+            _refuses(run, f"synth.overrides={{{key}: {text}}}", ("synth", key))
+            tried += 1
+    assert tried > 400  # every section was walked

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semires.errors import ConfigError
+from semires.errors import CheckpointError, ConfigError, SemiresError
 from semires.layout import SUPERVISED, RunLayout
 from semires.methods import label
 from semires.plan import RunPlan, open_plan  # noqa: F401 (re-exported: what a run is made of)
@@ -52,7 +52,12 @@ from semires.run_config import (  # noqa: F401 (re-exported: the run's config li
     upstream_config,
 )
 from semires.train.config import Config, DataConfig
-from semires.utils.io import atomic_write_json, atomic_write_text
+from semires.utils.io import (
+    atomic_write_json,
+    atomic_write_text,
+    check_folder_target,
+    disk_full_in,
+)
 
 if TYPE_CHECKING:
     from semires.data.index import RESIndex
@@ -75,7 +80,12 @@ class Pipeline:
     torchrun) and makes the run folder; :meth:`run` does the rest, stage by stage."""
 
     def __init__(
-        self, plan: RunPlan | RunConfig, *, progress: bool = True, index: RESIndex | None = None
+        self,
+        plan: RunPlan | RunConfig,
+        *,
+        progress: bool = True,
+        index: RESIndex | None = None,
+        generator: Any = None,
     ) -> None:
         from semires.runtime.distributed import init_distributed
 
@@ -84,6 +94,8 @@ class Pipeline:
         # the dataset, read once for every stage of this process (a RefCOCO-size index takes
         # seconds to read); ``index``: already read by the caller (run's check_data)
         self._index = index
+        # the proposal generator :func:`check_run` built (its knobs and files checked)
+        self._generator = generator
         self.out = self.plan.out
         self.layout = self.plan.layout
         # under torchrun: one process group for every stage; rank 0 makes the data, the split
@@ -102,8 +114,9 @@ class Pipeline:
 
     # -------------------------------------------------------------- the run folder
     def check_run_folder(self) -> None:
-        """Refuse a run folder made with another data / split / proposals config, then record
-        this run's config in ``run.yaml`` (rank 0)."""
+        """Refuse a run folder made with another data / split / proposals config, or a stage
+        folder trained with another config, then record this run's config in ``run.yaml``
+        (rank 0): a refused rerun leaves ``run.yaml`` as it was."""
         import yaml
 
         path = self.layout.run_yaml
@@ -113,19 +126,42 @@ class Pipeline:
                 old = yaml.safe_load(path.read_text(encoding="utf-8"))
             except (OSError, yaml.YAMLError) as exc:
                 raise ConfigError(f"cannot read {path}: {exc}") from exc
-            before, now = upstream_config(old or {}), upstream_config(current)
-            changed = [k for k in now if before.get(k) != now[k]]
-            if changed:
-                details = "; ".join(
-                    f"{k}: {json.dumps(before.get(k))} -> {json.dumps(now[k])}" for k in changed
-                )
-                raise ConfigError(
-                    f"{self.out} was made with other data / split / proposals settings "
-                    f"({details}); every stage after them depends on them: use another --out, "
-                    "or delete that folder to start again"
-                )
+            self._check_upstream(old if isinstance(old, dict) else {}, current)
+        for name in self.plan.stage_names:
+            if name != SUPERVISED or not self.cfg.burn_in_checkpoint:
+                cfg = self.plan.train_config(name)
+                self._check_same_config(Path(cfg.output.dir), cfg)
         if self.info.is_main:
             atomic_write_text(path, yaml.safe_dump(current, sort_keys=False))
+
+    def _check_upstream(self, old: dict[str, Any], current: dict[str, Any]) -> None:
+        """Refuse changed data / split / proposals settings when something made from them
+        exists in the folder; a change over a start that made nothing of them (e.g. a refused
+        or failed start) is taken."""
+        before, now = upstream_config(old), upstream_config(current)
+        changed = [k for k in now if before.get(k) != now[k]]
+        made = [p.name for k in changed for p in self._made_from(k)]
+        if changed and made:
+            details = "; ".join(
+                f"{k}: {json.dumps(before.get(k))} -> {json.dumps(now[k])}" for k in changed
+            )
+            raise ConfigError(
+                f"{self.out} was made with other data / split / proposals settings "
+                f"({details}); every stage after them depends on them ({', '.join(dict.fromkeys(made))}"
+                "): use another --out, or delete that folder to start again"
+            )
+
+    def _made_from(self, key: str) -> list[Path]:
+        """What exists in the run folder that was made from the setting ``key``: for the
+        proposals settings the store and everything after it, for the others everything
+        but ``run.yaml`` (and the lock)."""
+        from semires.utils.lock import LOCK_NAME
+
+        keep = {self.layout.run_yaml.name, LOCK_NAME}
+        if key.startswith("proposals."):
+            keep |= {p.name for p in (self.layout.data, self.layout.split)}
+            keep |= {self.layout.text_cache.parent.name, SUPERVISED}
+        return sorted(p for p in self.out.iterdir() if p.name not in keep)
 
     # -------------------------------------------------------------- data and split
     @property
@@ -186,7 +222,10 @@ class Pipeline:
         data = self.plan.data_config()
         index = self.index
         ids = select_images(index, split=data.train_split, split_dir=self.plan.split_dir)
-        generator = build_generator(self.cfg.proposals.generator, **self.cfg.proposals.params)
+        generator, self._generator = self._generator, None  # built by check_run, used once
+        if generator is None:
+            generator = build_generator(self.cfg.proposals.generator, **self.cfg.proposals.params)
+        self._say_device(generator)
         report = generate_store(
             generator,
             image_paths(index, ids),
@@ -196,6 +235,16 @@ class Pipeline:
             progress=self.progress,
         )
         self.say(f"  {report.wanted} images ({report.already_done} cached) -> {store}")
+
+    def _say_device(self, generator: Any) -> None:
+        """A network generator (SAM) that ``device: auto`` put on the CPU says so: it is
+        hundreds of times slower there than on a GPU."""
+        chosen = self.cfg.proposals.params.get("device", "auto")
+        if chosen == "auto" and str(getattr(generator, "device", "")) == "cpu":
+            self.say(
+                f"  note: no CUDA device: the {self.cfg.proposals.generator} generator runs on "
+                "the CPU (slow; set proposals.params.device=cpu to choose it without this note)"
+            )
 
     # -------------------------------------------------------------- training
     def score_burn_in(self) -> dict[str, Any]:
@@ -238,8 +287,7 @@ class Pipeline:
         if name == SUPERVISED and self.cfg.burn_in_checkpoint:
             return self.score_burn_in()
         cfg = self.plan.train_config(name)
-        run_dir = Path(cfg.output.dir)
-        self._check_same_config(run_dir, cfg)
+        self._check_same_config(Path(cfg.output.dir), cfg)
         metrics = self.layout.stage(name).metrics
         if metrics.is_file():
             self.say(f"  cached: {metrics}")
@@ -264,32 +312,28 @@ class Pipeline:
         self.say(
             f"  training {', '.join(m for m, _ in todo)} ({min(self.cfg.parallel, len(todo))} at a time)"
         )
-        shown: dict[str, str] = {}
-
-        def show_progress() -> None:
-            for m, cfg in todo:
-                line = _progress_line(m, cfg)
-                if line and shown.get(m) != line:
-                    shown[m] = line
-                    self.say(line)
-
         done = run_in_workers(
             _train_worker,
             {m: (cfg.to_dict(),) for m, cfg in todo},
             processes=self.cfg.parallel,
-            poll=show_progress,
+            poll=WorkerProgress(todo, self.say),
         )
         for m, (result, seconds) in done.items():
             results[m], self.timings[m] = result, seconds
         return results
 
     def _check_same_config(self, run_dir: Path, cfg: Config) -> None:
+        """Refuse a stage folder that trained something (``latest.pt``, ``best.pt`` or
+        ``metrics.json``) with another config; a start that trained nothing is taken over."""
         import yaml
 
-        saved = Path(run_dir) / "config.yaml"
-        if not saved.is_file():
+        from semires.layout import StageLayout
+
+        stage = StageLayout(Path(run_dir))
+        trained = (stage.latest, stage.best, stage.metrics)
+        if not stage.config.is_file() or not any(p.is_file() for p in trained):
             return
-        old = yaml.safe_load(saved.read_text())
+        old = yaml.safe_load(stage.config.read_text())
         new = cfg.to_dict()
         if old != new:
             keys = sorted(_diff_keys(old, new))
@@ -371,7 +415,8 @@ class Pipeline:
                 self._stage(i, stage.label, len(stages))
                 t0 = time.perf_counter()
                 if self.info.is_main or not stage.main_only:
-                    stage.run()
+                    with disk_full_in(self.out):
+                        stage.run()
                 barrier(self.info)
                 self.timings[stage.name] = time.perf_counter() - t0
             if self.info.is_main:
@@ -394,8 +439,10 @@ def run_in_workers(
     processes; ``poll`` is called every ``interval`` seconds while they run (progress lines).
 
     The workers die with this process, however it ends (SIGKILL included;
-    :func:`semires.utils.workers.die_with_parent`), so a killed run leaves no trainer behind.
-    A worker's exception is raised here as soon as it happens (the other jobs are stopped). The
+    :func:`semires.utils.workers.die_with_parent`), so a killed run leaves no trainer behind;
+    they ignore Ctrl-C, which this process answers for all (one line, no worker tracebacks).
+    A worker's exception is raised here as soon as it happens (the other jobs are stopped); a
+    full disk met by a worker is one line (:class:`~semires.utils.io.DiskFullError`). The
     pool is closed and joined, not terminated, once every job is done: terminated workers cannot
     release their semaphores (tqdm creates one in every process), and Python then warns of
     "leaked semaphore objects" at exit.
@@ -403,23 +450,54 @@ def run_in_workers(
     import multiprocessing
     import os
 
-    from semires.utils.workers import die_with_parent
-
     ctx = multiprocessing.get_context("spawn")
     size = max(1, min(processes, len(jobs)))
-    with ctx.Pool(processes=size, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+    with ctx.Pool(processes=size, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
         pending = {name: pool.apply_async(fn, args) for name, args in jobs.items()}
         while not all(job.ready() for job in pending.values()):
             for job in pending.values():
                 if job.ready() and not job.successful():
-                    job.get()  # raises the worker's exception; leaving the block stops the rest
+                    _worker_result(job)  # raises the worker's exception; the rest are stopped
             time.sleep(interval)
             if poll is not None:
                 poll()
-        results = {name: job.get() for name, job in pending.items()}
+        results = {name: _worker_result(job) for name, job in pending.items()}
         pool.close()
         pool.join()
     return results
+
+
+def _init_worker(parent: int) -> None:
+    """A worker of :func:`run_in_workers`: it dies with ``parent`` and leaves Ctrl-C to it;
+    stopped by the pool (SIGTERM, when the parent is interrupted or another job failed), it
+    exits as Python, releasing its semaphores (a bare SIGTERM left the parent warning of
+    "leaked semaphore objects" after its one line)."""
+    import signal
+
+    from semires.utils.workers import die_with_parent
+
+    def stop(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
+    die_with_parent(parent)
+
+
+def _worker_result(job: Any) -> Any:
+    """A finished worker job's result, or its exception; a full disk the worker met (an
+    OSError keeps its errno across processes, not its chain) becomes one line."""
+    from semires.utils.io import disk_full_cause, disk_full_error
+
+    try:
+        return job.get()
+    except SemiresError:
+        raise
+    except Exception as exc:
+        cause = disk_full_cause(exc)
+        if cause is None or not cause.filename:
+            raise  # without a file name: the stage around it names its folder
+        raise disk_full_error(cause.filename, cause) from None
 
 
 def _train_worker(cfg_dict: dict[str, Any]) -> tuple[dict[str, Any], float]:
@@ -431,6 +509,52 @@ def _train_worker(cfg_dict: dict[str, Any]) -> tuple[dict[str, Any], float]:
     t0 = time.perf_counter()
     result = train(config_from_dict(cfg_dict), progress=False)
     return result, time.perf_counter() - t0
+
+
+class WorkerProgress:
+    """The progress lines of training runs in worker processes (polled by
+    :func:`run_in_workers`): each run's last epoch record when it is new, and a line saying
+    that it is still at work when it has said nothing for :func:`~semires.utils.progress.
+    log_every` seconds (a long epoch would leave the log silent for minutes)."""
+
+    def __init__(self, runs: list[tuple[str, Config]], say: Callable[[str], None]) -> None:
+        self.runs, self.say = runs, say
+        # a resumed run's earlier records were said before: only new ones are
+        self.shown: dict[str, str | None] = {m: _progress_line(m, cfg) for m, cfg in runs}
+        for m, cfg in runs:
+            if _epochs_done(cfg):
+                say(f"  [{label(m)}] resumes after epoch {_epochs_done(cfg)}/{cfg.train.epochs}")
+        start = time.monotonic()
+        self.since = dict.fromkeys((m for m, _ in runs), start)  # its last line
+        self.record = dict.fromkeys((m for m, _ in runs), start)  # its last record (or start)
+
+    def __call__(self) -> None:
+        from semires.utils.progress import clock, log_every
+
+        now = time.monotonic()
+        for m, cfg in self.runs:
+            line = _progress_line(m, cfg)
+            if line and self.shown.get(m) != line:
+                self.shown[m], self.since[m], self.record[m] = line, now, now
+                self.say(line)
+            elif log_every() > 0 and now - self.since[m] >= log_every():
+                epoch = min(_epochs_done(cfg) + 1, cfg.train.epochs)
+                after = "its last record" if self.shown.get(m) else "the start"
+                self.say(
+                    f"  [{label(m)}] epoch {epoch}/{cfg.train.epochs} in progress "
+                    f"({clock(now - self.record[m])} since {after})"
+                )
+                self.since[m] = now
+
+
+def _epochs_done(cfg: Config) -> int:
+    """The epochs a run's history.json records (0 before its first)."""
+    from semires.layout import StageLayout
+
+    try:
+        return len(json.loads(StageLayout(Path(cfg.output.dir)).history.read_text()))
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 def _progress_line(name: str, cfg: Config) -> str | None:
@@ -531,13 +655,119 @@ def check_data(cfg: RunConfig) -> RESIndex | None:
     return index
 
 
+@dataclass
+class Checked:
+    """What :func:`check_run` read or built while checking a run, handed to the stages."""
+
+    #: the dataset read (None for a synthetic one, made later by the run)
+    index: RESIndex | None = None
+    #: the proposal generator (None when the run makes no proposals or uses a given store)
+    generator: Any = None
+
+
+def check_run(cfg: RunConfig) -> Checked:
+    """Everything about a run that can be checked before its folder is written: the data (a
+    read dataset, or the synthetic preset and the scored split names), every stage's training
+    config, the model's files (backbone and text weights: the model is built once), the
+    proposal generator (its knobs and files: it is built, and then used by the proposals
+    stage) or the given store, and the given burn-in checkpoint. A refused start writes
+    nothing, so the corrected rerun just works."""
+    plan = RunPlan(cfg)
+    check_folder_target(cfg.out, "run folder (--out / out)")
+    index = check_data(cfg) if cfg.synth is None else check_synth(cfg)
+    for name in plan.stage_names:
+        plan.train_config(name)  # a method's refinement settings are checked here
+    check_model(cfg)
+    if cfg.burn_in_checkpoint and not Path(cfg.burn_in_checkpoint).is_file():
+        raise ConfigError(
+            f"config key 'burn_in_checkpoint': checkpoint not found: {cfg.burn_in_checkpoint}"
+        )
+    return Checked(index=index, generator=check_proposals(plan))
+
+
+def check_synth(cfg: RunConfig) -> None:
+    """A synthetic run: the preset and its knobs exist, and the scored splits are among the
+    synthetic splits (the data itself is made by the run's first stage)."""
+    from semires.data.synth import SPLITS, make_config
+
+    assert cfg.synth is not None
+    try:
+        make_config(cfg.synth.preset, **cfg.synth.overrides)
+    except ConfigError as err:
+        raise ConfigError(f"config key 'synth': {err}") from None
+    scored = [("data.val_split", cfg.data.val_split)]
+    scored += [("data.test_splits", name) for name in cfg.data.test_splits]
+    for key, name in scored:
+        if name not in SPLITS:
+            raise ConfigError(
+                f"config key {key!r}: split {name!r} is not a synthetic split; "
+                f"expected one of {', '.join(SPLITS)}"
+            )
+
+
+def check_model(cfg: RunConfig) -> None:
+    """Build the run's model once on the CPU (and drop it), so that a missing backbone or text
+    encoder file fails before the first stage rather than at the burn-in, hours later. The
+    global RNG is left as it was."""
+    import torch
+
+    from semires.model import build_model
+
+    state = torch.random.get_rng_state()
+    try:
+        build_model(cfg.model.name, **cfg.model.overrides)
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def check_proposals(plan: RunPlan) -> Any:
+    """The proposal generator the run will use, built (its knobs checked, its weights loaded),
+    or the given store checked to exist; None when no method needs proposals."""
+    section = plan.cfg.proposals
+    if not plan.needs_proposals:
+        return None
+    if section.store:
+        if not Path(section.store).is_dir():
+            raise ConfigError(
+                f"config key 'proposals.store': no proposal store at {section.store} "
+                "(make one with `semires propose`, or leave the key out)"
+            )
+        return None
+    from semires.proposals import build_generator
+
+    try:
+        return build_generator(section.generator, **section.params)
+    except CheckpointError as err:  # the command line's wording, said as the config's key
+        said = str(err).replace("--checkpoint PATH", "a checkpoint file")
+        raise ConfigError(f"config key 'proposals.params.checkpoint': {said}") from None
+    except SemiresError as err:
+        raise ConfigError(
+            f"config key 'proposals' (generator {section.generator!r}): {err}"
+        ) from None
+
+
 def run(cfg: RunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run the whole experiment described by ``cfg``; the run folder is locked meanwhile (a
-    second run of the same folder is refused, naming this one's PID). A dataset that is read
-    is checked first (:func:`check_data`), so bad data leaves no run folder behind."""
-    index = check_data(cfg)
-    with run_folder_lock(cfg.out):
-        return Pipeline(cfg, progress=progress, index=index).run()
+    second run of the same folder is refused, naming this one's PID). Everything checkable is
+    checked first (:func:`check_run`), so a refused start leaves no run folder behind (a
+    folder this start made is removed again when it fails before writing into it)."""
+    from semires.utils.lock import LOCK_NAME
+
+    checked = check_run(cfg)
+    out = Path(cfg.out)
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        with disk_full_in(out), run_folder_lock(out):
+            pipeline = Pipeline(
+                cfg, progress=progress, index=checked.index, generator=checked.generator
+            )
+            return pipeline.run()
+    except BaseException:
+        for folder in created:  # the folders this start made, when nothing else is in them
+            with contextlib.suppress(OSError):
+                (folder / LOCK_NAME).unlink(missing_ok=True)  # what a full disk left
+                folder.rmdir()
+        raise
 
 
 def run_folder_lock(out: str | Path) -> contextlib.AbstractContextManager[Any]:

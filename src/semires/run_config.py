@@ -16,6 +16,7 @@ from typing import Any
 from semires.data import DataSpec
 from semires.errors import ConfigError
 from semires.train.config import (
+    SEED_MAX,
     DataConfig,
     ModelSection,
     SemiConfig,
@@ -23,7 +24,14 @@ from semires.train.config import (
     resolve_config_path,
     shipped_configs_dir,
 )
-from semires.utils.typed_config import apply_overrides, load_dataclass, read_yaml, to_dict
+from semires.utils.typed_config import (
+    apply_overrides,
+    load_dataclass,
+    merged,
+    numeric,
+    read_yaml,
+    to_dict,
+)
 
 
 @dataclass
@@ -31,7 +39,7 @@ class SynthSection:
     """Synthesise the data (``semires data synth``) instead of reading a dataset."""
 
     preset: str = "demo"
-    seed: int = 0
+    seed: int = numeric(0, ge=0, le=SEED_MAX)
     #: knob overrides, e.g. {images_train: 400}
     overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -43,8 +51,8 @@ class ProposalSection:
     generator: str = "classical"
     #: generator parameters (e.g. sam: {checkpoint: sam_vit_h_4b8939.pth, model_type: vit_h})
     params: dict[str, Any] = field(default_factory=dict)
-    workers: int = 1
-    shard_size: int = 64
+    workers: int = numeric(1, ge=1)
+    shard_size: int = numeric(64, ge=1)
     #: an existing store to use instead of generating one
     store: str | None = None
 
@@ -52,7 +60,7 @@ class ProposalSection:
 @dataclass
 class ReportSection:
     #: number of qualitative examples (image, expression, GT, pseudo-label, refined, prediction)
-    qualitative: int = 8
+    qualitative: int = numeric(8, ge=0)
 
 
 @dataclass
@@ -61,14 +69,14 @@ class RunConfig:
 
     name: str = "semires"
     out: str = "runs/semires"
-    seed: int = 0
+    seed: int = numeric(0, ge=0, le=SEED_MAX)
     #: synthesise the data; null = read ``data`` (a real dataset)
     synth: SynthSection | None = field(default_factory=SynthSection)
     data: DataConfig = field(default_factory=DataConfig)
     #: labeled share of the train images (percent or fraction), drawn by image among those
     #: whose refs all have masks; ``masks``: all of those (JSON Lines: the lines with masks)
     labeled: str = "10%"
-    split_seed: int = 0
+    split_seed: int = numeric(0, ge=0, le=SEED_MAX)
     #: an existing split folder to use instead of drawing one
     split_dir: str | None = None
     proposals: ProposalSection = field(default_factory=ProposalSection)
@@ -87,11 +95,11 @@ class RunConfig:
     #: self-training rounds: in round r >= 2 each method starts again from round r - 1's best
     #: network (its student, or its teacher with ``semi.eval_model: teacher``), which becomes
     #: the new teacher; stage folders ``<method>-round<r>``
-    rounds: int = 1
+    rounds: int = numeric(1, ge=1)
     #: teacher-student methods trained at the same time, each in its own process (CPU: with
     #: ``teacher_student.threads: 1`` two or three single-threaded runs use 2 cores better than
     #: one run with 2 threads); 1 = one after the other. Ignored under torchrun.
-    parallel: int = 1
+    parallel: int = numeric(1, ge=1)
     #: per-method overrides of the ``semi`` section, e.g. {iom: {sup_weight: 10}} (the paper's
     #: IOM script weighs the supervised loss by 10, its CPI script by 1)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -101,12 +109,17 @@ class RunConfig:
         from semires.data.splits import parse_ratio
 
         parse_ratio(self.labeled)  # a bad ratio is an error before anything runs
+        if self.synth is not None:  # the knobs' ranges too, when the config is read
+            from semires.data.synth import make_config
+
+            try:
+                make_config(self.synth.preset, **self.synth.overrides)
+            except ConfigError as err:
+                raise ConfigError(f"config key 'synth': {err}") from None
         if self.synth is None and not (self.data.root or self.data.ann):
             raise ConfigError("config: give either 'synth' (synthetic data) or a 'data' location")
         from semires.methods import method, teacher_student_names
 
-        if self.rounds < 1:
-            raise ConfigError(f"config key 'rounds': expected an integer >= 1, got {self.rounds}")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError(f"config key 'methods': duplicates in {self.methods}")
         for key, names in (("methods", self.methods), ("method_overrides", self.method_overrides)):
@@ -122,6 +135,11 @@ class RunConfig:
                         f"config key {where!r}: unknown method {name!r}; expected one of "
                         f"{', '.join(valid)}"
                     )
+        for name, values in self.method_overrides.items():  # the values too, before any stage
+            m = method(name)  # merged as the plan merges a stage's ``semi`` section
+            semi = merged(merged(to_dict(self.semi), values), m.semi)
+            semi["refine"] = merged(semi["refine"], m.refine or {})
+            load_dataclass(SemiConfig, semi, prefix=f"method_overrides.{name}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -109,13 +109,64 @@ def _reflow_help(group: typer.Typer) -> None:
 _register()
 
 
+#: the commands that resume where an interrupted run of the same command stopped
+RESUMABLE = frozenset({"train", "run", "propose", "proposals import", "data synth"})
+
+#: the exit code of a command stopped by Ctrl-C (128 + SIGINT)
+INTERRUPTED = 130
+
+
+def command_of(argv: list[str]) -> str:
+    """The command an argument list runs (``"train"``, ``"proposals import"``), after the
+    global options; "" when there is none."""
+    words: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--plugin":
+            skip = True
+        elif not arg.startswith("-"):
+            words.append(arg)
+            if words[0] not in ("data", "proposals", "model") or len(words) == 2:
+                break
+    return " ".join(words)
+
+
+def interrupted(argv: list[str]) -> int:
+    """Say that the command was stopped by Ctrl-C (and, where it resumes, how to go on)."""
+    resumes = command_of(argv) in RESUMABLE
+    typer.echo("interrupted" + ("; rerun the same command to resume" if resumes else ""), err=True)
+    return INTERRUPTED
+
+
+def disk_full_message(exc: BaseException) -> str | None:
+    """The one-line message of a full disk behind ``exc`` (None when it is something else)."""
+    from semires.utils.io import disk_full_cause, disk_full_error
+
+    cause = disk_full_cause(exc)
+    if cause is None:
+        return None
+    if cause.filename:
+        return str(disk_full_error(cause.filename, cause))
+    return (
+        f"disk full: a write failed ({cause.strerror}); free some space, then rerun the same "
+        "command"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit code."""
     from semires.errors import SemiresError
+    from semires.runtime.logs import quiet_tokenizer_length_note
 
+    quiet_tokenizer_length_note()
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rv = app(args=argv, prog_name="semires", standalone_mode=False)
-        if isinstance(rv, int):  # e.g. 130 after Ctrl-C, which typer turns into a return value
+        rv = app(args=args, prog_name="semires", standalone_mode=False)
+        if rv == INTERRUPTED:  # typer turns Ctrl-C into this return value
+            return interrupted(args)
+        if isinstance(rv, int):
             return rv
     except SemiresError as err:
         typer.echo(f"error: {err}", err=True)
@@ -124,11 +175,17 @@ def main(argv: list[str] | None = None) -> int:
         return ex.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
-        return 130
+        return INTERRUPTED
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        return 130
+        return interrupted(args)
     except Exception as exc:
+        full = disk_full_message(exc)
+        if full is not None:  # a writer outside semires.utils.io met a full disk
+            typer.echo(f"error: {full}", err=True)
+            return 2
+        if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename:
+            typer.echo(f"error: {exc.filename}: a file is where a folder is expected", err=True)
+            return 2
         # Usage errors (typer bundles its own click): print the message, exit with click's code.
         if callable(getattr(exc, "show", None)) and isinstance(
             getattr(exc, "exit_code", None), int

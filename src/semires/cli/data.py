@@ -11,6 +11,7 @@ import typer
 from semires.cli.options import (
     QuietOpt,
     output_file,
+    output_folder,
     progress,
     with_data_options,
 )
@@ -80,6 +81,8 @@ def split(
     )
 
     parse_ratio(labeled)  # a bad ratio fails before the dataset is read
+    output_folder(out, "--out")
+    output_file(semires_json, "--semires-json", report=True)
     index = load_index(location)
     drawn = make_split(index, labeled, seed)
     if semires_json is not None:

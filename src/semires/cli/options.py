@@ -157,6 +157,22 @@ def output_file(path: Path | None, option: str, *, report: bool = False) -> Path
     return path
 
 
+def main_process() -> bool:
+    """Whether this is the process that prints a command's result: the only one, or rank 0
+    under torchrun (the others print nothing, so a table or a report line is said once)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def output_folder(path: Path | None, option: str) -> Path | None:
+    """A folder a command will write into (made when missing), checked before any work: not
+    an existing file, and no file on the way to it."""
+    from semires.utils.io import check_folder_target
+
+    return None if path is None else check_folder_target(path, option)
+
+
 def at_least(value: float | None, minimum: float, option: str, *, strict: bool = False) -> None:
     """A numeric option below ``minimum`` (or equal to it, when ``strict``) is a one-line error;
     None (an option not given) passes."""

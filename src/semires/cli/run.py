@@ -37,6 +37,7 @@ def run(
 ) -> None:
     """Synthesise or read the data, split it, make proposals, train the burn-in and every
     teacher-student method, evaluate and write the report. Every stage is cached and resumable."""
+    from semires.cli.options import main_process
     from semires.pipeline import run as run_pipeline
 
     cfg = _run_config(preset, config, out, overrides)
@@ -45,6 +46,8 @@ def run(
         return
     # stage headers and epoch lines always (unless -q); bars only on a terminal (cli.entry)
     summary = run_pipeline(cfg, progress=not quiet)
+    if not main_process():  # under torchrun the report is said once, by rank 0
+        return
     typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'} and {Path(cfg.out) / 'report.html'}")
     if quiet:
         from semires.evaluate.tables import format_metrics_table
@@ -71,12 +74,28 @@ def _run_config(
         preset = "demo"
     if config is not None and preset is None:
         path = resolve_config_path(config, kind="run")
-        check_config_kind(read_yaml(path), path, "run")
+        data = read_yaml(path)
+        refuse_empty_config(data, path, "run")
+        check_config_kind(data, path, "run")
     return load_run_config(config=config, preset=preset, overrides=extra)
+
+
+def refuse_empty_config(data: dict[str, object], path: Path, command: str) -> None:
+    """An empty config file is an error, not a run of every default (a full demo run, or a
+    training run of the default paths): most likely a file saved before it was written."""
+    from semires.errors import ConfigError
+
+    if not data:
+        hint = "--preset demo" if command == "run" else "-c synth_tiny"
+        raise ConfigError(
+            f"config file {path} is empty; write the settings to change into it (or use "
+            f"`semires {command} {hint}` for the shipped defaults)"
+        )
 
 
 def _run_seeds(cfg: RunConfig, seeds: str, *, quiet: bool) -> None:
     """``--seeds 0,1,2``: the run once per training seed, then the comparison."""
+    from semires.cli.options import main_process
     from semires.errors import ConfigError
     from semires.pipeline import run_seeds
 
@@ -85,7 +104,8 @@ def _run_seeds(cfg: RunConfig, seeds: str, *, quiet: bool) -> None:
     except ValueError:
         raise ConfigError(f"--seeds {seeds!r}: expected integers like 0,1,2") from None
     run_seeds(cfg, chosen, progress=not quiet)
-    typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'}")
+    if main_process():
+        typer.echo(f"\nreport: {Path(cfg.out) / 'results.md'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -22,17 +23,23 @@ def train(
 
     Resumes from <output.dir>/latest.pt when it exists. Works under torchrun (DDP).
     """
+    from semires.cli.options import main_process
+    from semires.cli.run import refuse_empty_config
     from semires.evaluate.tables import format_metrics_table
     from semires.run_config import check_config_kind
     from semires.train.config import load_config, resolve_config_path
     from semires.train.engine import train as run_training
+    from semires.utils.io import disk_full_in
     from semires.utils.typed_config import read_yaml
 
     path = resolve_config_path(config)
-    check_config_kind(read_yaml(path), path, "train")
+    data = read_yaml(path)
+    refuse_empty_config(data, path, "train")
+    check_config_kind(data, path, "train")
     cfg = load_config(path, overrides or [])
-    result = run_training(cfg, progress=not quiet)  # bars: only on a terminal (cli.entry)
-    if result.get("splits"):
+    with disk_full_in(cfg.output.dir):
+        result = run_training(cfg, progress=not quiet)  # bars: only on a terminal (cli.entry)
+    if result.get("splits") and main_process():  # under torchrun: once, by rank 0
         typer.echo(
             format_metrics_table(
                 result["splits"], title=f"{cfg.name} (best epoch {result['best']['epoch']})"
@@ -76,11 +83,13 @@ def evaluate(
     checkpoint made by `semires model import-lavt` needs them, e.g. --format refer --root
     data/refer --dataset refcoco --split-by unc.
     """
-    from semires.cli.options import output_file, progress
+    from semires.cli.options import output_file, output_folder, progress
     from semires.evaluate.evaluate import evaluate_checkpoint
     from semires.evaluate.tables import format_metrics_table
 
     output_file(json_out, "--json", report=True)
+    output_folder(pred_dir, "--pred-dir")
+    output_folder(gt_dir, "--gt-dir")
     result = evaluate_checkpoint(
         checkpoint,
         split,
@@ -88,7 +97,7 @@ def evaluate(
         batch_size=batch_size,
         device=device,
         weights=weights,
-        data_overrides=data,
+        data_overrides=checkpoint_data_options(checkpoint, data or {}),
         pred_dir=pred_dir,
         gt_dir=gt_dir,
         json_out=json_out,
@@ -96,6 +105,53 @@ def evaluate(
     )
     title = f"{checkpoint} ({protocol} protocol)"
     typer.echo(format_metrics_table({split: result["metrics"]}, title=title))
+
+
+#: the dataset paths a checkpoint's config keeps (as given when it was trained)
+DATA_PATHS = ("root", "ann", "image_root", "mask_root")
+
+
+def checkpoint_data_options(checkpoint: Path, given: dict[str, str]) -> dict[str, str]:
+    """``evaluate``'s dataset options completed from the checkpoint's own dataset: ``--ann``
+    whose file ending names no format takes the checkpoint's format; a relative path the
+    checkpoint keeps (``data.ann: data/x.jsonl``, relative to the folder training ran in)
+    that is not found from here is a one-line error saying so. A checkpoint that cannot be
+    read is left to :func:`~semires.evaluate.evaluate.evaluate_checkpoint` to refuse."""
+    from semires.data.formats import detect_format
+    from semires.errors import DataError
+
+    stored = _stored_data(checkpoint)
+    out = dict(given)
+    unnamed = "ann" in out and "format" not in out and detect_format(out["ann"]) is None
+    if unnamed and stored.get("format") and stored.get("ann"):
+        out["format"] = str(stored["format"])
+    if out.get("format", stored.get("format")) != stored.get("format"):
+        return out  # another format: the checkpoint's paths are not used
+    for key in DATA_PATHS:
+        value = stored.get(key)
+        if key in out or not value or Path(value).is_absolute() or Path(value).exists():
+            continue
+        option = "--" + key.replace("_", "-")
+        raise DataError(
+            f"{checkpoint} keeps data.{key} {value!r}, relative to the folder it was trained in, "
+            f"and {Path.cwd() / str(value)} does not exist: run evaluate from that folder, or "
+            f"give {option} with a path from here"
+        )
+    return out
+
+
+def _stored_data(checkpoint: Path) -> dict[str, object]:
+    """The ``data`` section of a checkpoint's training config (memory-mapped, so its weights
+    are not read); {} when there is none or the file cannot be read."""
+    import torch
+
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a missing or damaged file: evaluate_checkpoint says what is wrong
+        return {}
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    data = config.get("data") if isinstance(config, dict) else None
+    return data if isinstance(data, dict) else {}
 
 
 def predict(
@@ -115,14 +171,12 @@ def predict(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Segment the object a sentence refers to in one image."""
-    from PIL import Image
-
+    """Segment the object a sentence refers to in one image. The mask and the files asked for
+    (--overlay, --prob-out) are written together: all of them, or none (a full disk)."""
     from semires.cli.options import output_file
     from semires.data.images import read_image
-    from semires.data.masks import write_mask_png
-    from semires.evaluate.predict import check_expression, load, overlay
-    from semires.utils.io import atomic_open
+    from semires.evaluate.predict import check_expression, load
+    from semires.utils.io import atomic_write_files
 
     check_expression(text)
     for path, option in ((out, "--out"), (overlay_out, "--overlay"), (prob_out, "--prob-out")):
@@ -131,18 +185,39 @@ def predict(
     seg = load(checkpoint, device=device)
     prob = seg.predict_proba(rgb, text)
     mask = prob > 0.5
-    write_mask_png(out, mask)
+    atomic_write_files(_prediction_files(rgb, prob, mask, out, overlay_out, prob_out))
     typer.echo(f"mask: {out} ({int(mask.sum())} of {mask.size} pixels)")
     if prob_out is not None:
-        import numpy as np
-
-        with atomic_open(prob_out, "wb") as fh:
-            np.save(fh, prob.astype(np.float32))
         typer.echo(f"probability: {prob_out} (float32 {prob.shape[0]}x{prob.shape[1]})")
     if overlay_out is not None:
-        with atomic_open(overlay_out, "wb") as fh:
-            Image.fromarray(overlay(rgb, mask)).save(fh, format="PNG")
         typer.echo(f"overlay: {overlay_out}")
+
+
+def _prediction_files(
+    rgb: Any, prob: Any, mask: Any, out: Path, overlay_out: Path | None, prob_out: Path | None
+) -> dict[Path, bytes]:
+    """The bytes of each file ``predict`` writes: the mask PNG (0/255), the probability
+    ``.npy`` and the overlay PNG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from semires.evaluate.predict import overlay
+
+    def png(array: Any) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format="PNG")
+        return buf.getvalue()
+
+    files = {out: png((mask > 0).astype(np.uint8) * 255)}
+    if prob_out is not None:
+        buf = io.BytesIO()
+        np.save(buf, prob.astype(np.float32))
+        files[prob_out] = buf.getvalue()
+    if overlay_out is not None:
+        files[overlay_out] = png(overlay(rgb, mask))
+    return files
 
 
 def register(app: typer.Typer) -> None:

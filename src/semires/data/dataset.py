@@ -309,3 +309,34 @@ def split_batch(batch: dict[str, Any], parts: int) -> list[dict[str, Any]]:
         raise ValueError(f"a batch of {size} does not split into {parts} micro-batches")
     step = size // parts
     return [{k: v[i * step : (i + 1) * step] for k, v in batch.items()} for i in range(parts)]
+
+
+def step_loader(
+    ds: Dataset,
+    batch: int,
+    stream: int,
+    start: int,
+    stop: int,
+    *,
+    seed: int,
+    rank: int = 0,
+    world: int = 1,
+    workers: int = 0,
+    pin: bool = False,
+) -> Any:
+    """A DataLoader of ``ds`` giving rank ``rank``'s batches of the steps ``start .. stop - 1``
+    on sampling stream ``stream`` (:class:`StepBatchSampler`), collated by :func:`collate`. Its
+    generator is private: creating an iterator must not draw from the global RNG (dropout), or
+    a resumed run would diverge from an uninterrupted one."""
+    from torch.utils.data import DataLoader
+
+    sampler = StepBatchSampler(len(ds), batch, seed, stream, start, stop, rank, world)
+    return DataLoader(
+        ds,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=pin,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
+    )

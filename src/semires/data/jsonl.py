@@ -19,7 +19,9 @@ Reading checks every line at once, each error naming ``file:line``: JSON, keys a
 image exists and is readable (its size comes from the file header), the mask file exists and has
 its image's size (from its header too), ``object`` ids are unique. Mask pixels are decoded
 lazily with every reader's checks (:func:`semires.data.masks.validate_mask`: binary, not empty),
-and those errors name the line as well (:attr:`RESIndex.origins`).
+and those errors name the line as well (:attr:`RESIndex.origins`); an RLE's counts (they must
+add up to its height x width) and polygon points (finite, inside the image) are checked as the
+line is read, and a ``bbox`` must hold four finite numbers.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from semires.data.index import Image, Object, Ref, RESIndex, Sentence
 from semires.data.refer import one_line, require, require_bbox
 from semires.data.semires_json import mask_available
 from semires.errors import DataError, missing
-from semires.utils.io import atomic_write_bytes, atomic_write_text, remove_temp_files
+from semires.utils.io import atomic_write_bytes, atomic_write_text, json_text, remove_temp_files
 
 KEYS = ("image", "expressions", "split", "mask", "bbox", "category", "object")
 MaskFormat = Literal["png", "npy", "rle"]
@@ -94,8 +96,9 @@ def _object_key(entry: dict[str, Any], where: str) -> str | None:
     return str(value)
 
 
-def _polygons(value: list[Any], where: str) -> list[list[float]]:
-    """COCO polygons: a list of [x1, y1, x2, y2, ...] lists (one flat list is one polygon)."""
+def _polygons(value: list[Any], image: Image, where: str) -> list[list[float]]:
+    """COCO polygons: a list of [x1, y1, x2, y2, ...] lists (one flat list is one polygon),
+    their points finite and inside the image (:func:`semires.data.masks.validate_mask`)."""
     polygons = [value] if value and not isinstance(value[0], list) else value
     for poly in polygons:
         if (
@@ -108,6 +111,7 @@ def _polygons(value: list[Any], where: str) -> list[list[float]]:
                 f"{where}: 'mask' as polygons should be lists of x, y numbers (at least 3 "
                 f"points), got {one_line(poly)[:60]}"
             )
+    mask_ops.validate_mask(polygons, (image.height, image.width), where)  # type: ignore[arg-type]
     return [[float(v) for v in poly] for poly in polygons]
 
 
@@ -125,7 +129,8 @@ def _rle(value: dict[str, Any], image: Image, where: str) -> dict[str, Any]:
             "string or list of ints}"
         )
     mask_ops.check_mask_size((size[0], size[1]), (image.height, image.width), where, "the RLE mask")  # type: ignore[arg-type]
-    return {"size": list(size), "counts": value["counts"]}
+    rle = {"size": list(size), "counts": value["counts"]}
+    return mask_ops.validate_mask(rle, (image.height, image.width), where)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- reading the file
@@ -167,7 +172,7 @@ class _Reader:
         if isinstance(value, dict):
             return {"segmentation": _rle(value, image, where)}
         if isinstance(value, list):
-            return {"segmentation": _polygons(value, where)}
+            return {"segmentation": _polygons(value, image, where)}
         if not isinstance(value, str) or not value.strip():
             raise DataError(
                 f"{where}: 'mask' should be a file name, a COCO RLE dict or polygons, got "
@@ -331,6 +336,11 @@ def write_jsonl(
     with progress_bar(labeled, enabled=progress, desc="checking masks", leave=False) as bar:
         rles = {r.id: index.rle(r.object_id) for r in bar}
     files = {i: f"masks/{i}.{masks}" for i in rles} if masks != "rle" else {}
+    keyed = any(index.objects[r.object_id].key is not None for r in refs)
+    lines = [
+        _line(index, r, names[r.image_id], files.get(r.id, rles.get(r.id)), keyed) for r in refs
+    ]  # the text first: a value JSON cannot hold (NaN) is refused before any file is written
+    text = "".join(json_text(line, f"{out}:{i}") + "\n" for i, line in enumerate(lines, 1))
     for folder in (out.parent, out.parent / "masks", out.parent / "images"):
         remove_temp_files(folder)  # what an interrupted conversion left
     with progress_bar(files.items(), enabled=progress, desc="writing masks", leave=False) as bar:
@@ -339,11 +349,7 @@ def write_jsonl(
     if copy_images:
         for image_id, name in names.items():
             atomic_write_bytes(out.parent / name, index.image_path(image_id).read_bytes())
-    keyed = any(index.objects[r.object_id].key is not None for r in refs)
-    lines = [
-        _line(index, r, names[r.image_id], files.get(r.id, rles.get(r.id)), keyed) for r in refs
-    ]
-    atomic_write_text(out, "".join(json.dumps(line) + "\n" for line in lines))
+    atomic_write_text(out, text)
     return out
 
 

@@ -78,7 +78,13 @@ def bbox(rle: RLE) -> list[float]:
 
 
 def from_segmentation(segmentation: Any, height: int, width: int) -> RLE:
-    """A COCO ``segmentation`` field (polygon list, uncompressed or compressed RLE) as an RLE."""
+    """A COCO ``segmentation`` field (polygon list, uncompressed or compressed RLE) as an RLE.
+
+    A malformed one (an RLE whose counts do not cover its size, a polygon with a non-finite
+    coordinate) is a ValueError saying what is wrong (see :func:`segmentation_problem`)."""
+    problem = segmentation_problem(segmentation, None)
+    if problem is not None:
+        raise ValueError(problem)
     if isinstance(segmentation, list):
         if not segmentation:
             raise ValueError("empty polygon list")
@@ -172,18 +178,178 @@ def mask_file_size(path: str | Path) -> tuple[int, int] | None:
     return (int(shape[0]), int(shape[1])) if len(shape) == 2 else None
 
 
-def validate_mask(rle: RLE, image_size: tuple[int, int] | None, where: str) -> RLE:
-    """Check an object's mask against its image; returns ``rle``.
+def validate_mask(rle: Any, image_size: tuple[int, int] | None, where: str) -> Any:
+    """Check an object's mask against its image; returns ``rle``: the one place where masks
+    are checked.
 
-    The mask must have the image's (height, width) when that is known, and at least one
-    foreground pixel. Every reader's masks pass here (:meth:`RESIndex.rle`), whatever their
-    source (polygons, RLE, mask files), so no command sees a mask of the wrong size or an
-    empty one; the :class:`DataError` names ``where`` (the object and its file).
+    Every reader calls it on each mask as it reads the file (polygons and RLEs, without
+    decoding a pixel: an RLE's counts must cover exactly its height x width, a polygon's
+    points must be finite and inside the image, give or take :data:`POLYGON_MARGIN`), and
+    every decoded mask passes here again (:meth:`RESIndex.rle`), whatever its source
+    (polygons, RLE, mask files): it must have the image's (height, width) when that is known,
+    and at least one foreground pixel. So no command sees a mask of the wrong size, a corrupt
+    or an empty one; the :class:`DataError` names ``where`` (the object and its file / line).
     """
-    check_mask_size((int(rle["size"][0]), int(rle["size"][1])), image_size, where)
-    if area(rle) == 0:
-        raise DataError(f"{where}: the mask is empty (no foreground pixel)")
+    if isinstance(rle, dict):  # the runs are decoded once, for both checks
+        problem, runs = rle_problem(rle)
+    else:
+        problem, runs = segmentation_problem(rle, image_size), None
+    if problem is not None:
+        raise DataError(f"{where}: {problem}")
+    if isinstance(rle, dict):
+        check_mask_size((int(rle["size"][0]), int(rle["size"][1])), image_size, where)
+        if runs is not None and int(runs[1::2].sum()) == 0:
+            raise DataError(f"{where}: the mask is empty (no foreground pixel)")
     return rle
+
+
+#: how far outside its image a polygon point may lie: this share of the image's side, and at
+#: least 2 pixels (annotation tools round points on the border outwards)
+POLYGON_MARGIN = 0.02
+
+
+def segmentation_problem(segmentation: Any, image_size: tuple[int, int] | None) -> str | None:
+    """What is wrong with a COCO ``segmentation`` (an RLE dict or polygons) for an image of
+    ``image_size`` (height, width; None: not known), in a few words; None when nothing is.
+    Checked without decoding pixels: RLE counts are summed, polygon points compared."""
+    if isinstance(segmentation, dict):
+        return rle_problem(segmentation)[0]
+    if isinstance(segmentation, list):
+        return _polygon_problem(segmentation, image_size)
+    return f"expected an RLE dict or polygons, got {type(segmentation).__name__}"
+
+
+def rle_problem(rle: dict[str, Any]) -> tuple[str | None, np.ndarray | None]:
+    """What is wrong with an RLE dict (None: nothing) and its run lengths (None where they
+    cannot be read)."""
+    size = rle.get("size")
+    if (
+        not isinstance(size, list | tuple)
+        or len(size) != 2
+        or not all(
+            isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in size
+        )
+    ):
+        got = repr(size)[:40]
+        return f"the RLE's size should be [height, width] (2 positive integers), got {got}", None
+    counts = rle.get("counts")
+    if not isinstance(counts, str | bytes | list):
+        kind = type(counts).__name__
+        return f"the RLE's counts should be a string or a list of integers, got {kind}", None
+    runs = rle_runs(rle)
+    if runs is None:
+        kind = "list" if isinstance(counts, list) else "string"
+        return f"the RLE's counts are not a valid COCO RLE {kind}", None
+    if len(runs) and int(runs.min()) < 0:
+        return f"the RLE's counts hold a negative run length ({int(runs.min())})", runs
+    total, pixels = int(runs.sum()), int(size[0]) * int(size[1])
+    if total != pixels:
+        return (
+            f"the RLE's counts add up to {total} pixels, but its size {size[0]}x{size[1]} "
+            f"has {pixels} (a corrupt or truncated RLE)"
+        ), runs
+    return None, runs
+
+
+def rle_runs(rle: dict[str, Any]) -> np.ndarray | None:
+    """The run lengths (int64, background first) an RLE's ``counts`` encode, decoded without
+    pycocotools (compressed: COCO's 6-bit LEB128 variant, as ``rleFrString`` reads it); None
+    when they cannot be read at all (characters outside the code, a cut-off number,
+    non-integers)."""
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        if not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
+            for v in counts
+        ):
+            return None
+        try:
+            return np.array([int(v) for v in counts], dtype=np.int64)
+        except OverflowError:
+            return None
+    raw = counts.encode("latin-1", "replace") if isinstance(counts, str) else bytes(counts)
+    if len(raw) <= _SHORT_RLE:
+        runs = _runs_of_short(raw)
+        return None if runs is None else np.array(runs, dtype=np.int64)
+    code = np.frombuffer(raw, np.uint8).astype(np.int64) - 48
+    if code.size == 0:
+        return np.zeros(0, np.int64)
+    more = (code & 0x20) != 0
+    if code.min() < 0 or code.max() > 63 or more[-1]:
+        return None
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > 7:  # more than 35 bits: no image has that many pixels
+        return None
+    shift = 5 * (np.arange(code.size) - np.repeat(starts, lengths))
+    values = np.add.reduceat((code & 0x1F) << shift, starts)
+    values -= np.where((code[ends] & 0x10) != 0, 1 << (5 * lengths), 0)  # the sign bit
+    runs = values.copy()  # from the fourth on, a run is stored as the difference to the one
+    runs[1::2] = np.cumsum(values[1::2])  # two places before it
+    runs[2::2] = np.cumsum(values[2::2])
+    return runs
+
+
+#: compressed counts up to this many characters are decoded in plain Python (half the time of
+#: numpy's per-call overhead for a typical object's ~100 characters; reading RefCOCO-sized
+#: datasets checks every mask)
+_SHORT_RLE = 512
+
+
+def _runs_of_short(raw: bytes) -> list[int] | None:
+    """:func:`rle_runs` of a short compressed string, character by character as COCO's
+    ``rleFrString`` reads it."""
+    out: list[int] = []
+    x = k = 0
+    for ch in raw:
+        c = ch - 48
+        if c < 0 or c > 63:
+            return None
+        x |= (c & 0x1F) << (5 * k)
+        k += 1
+        if c & 0x20:  # more characters of this number follow
+            if k > 7:  # more than 35 bits: no image has that many pixels
+                return None
+            continue
+        if c & 0x10:  # the sign bit
+            x |= -1 << (5 * k)
+        if len(out) > 2:  # from the fourth on, stored as the difference to two places before
+            x += out[-2]
+        out.append(x)
+        x = k = 0
+    return None if k else out
+
+
+def _polygon_problem(polygons: list[Any], image_size: tuple[int, int] | None) -> str | None:
+    if not polygons:
+        return "the polygon list is empty"
+    flat = [polygons] if not isinstance(polygons[0], list) else polygons
+    for i, poly in enumerate(flat):
+        if not isinstance(poly, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in poly
+        ):
+            return f"polygon {i} should be a list of x, y numbers"
+        try:
+            xy = np.asarray(poly, dtype=np.float64)
+        except OverflowError:
+            return f"polygon {i} has a coordinate beyond any image"
+        if not np.isfinite(xy).all():
+            bad = next(v for v in poly if not np.isfinite(float(v)))
+            return f"polygon {i} has the coordinate {bad}; expected finite numbers"
+        if image_size is None or len(xy) < 2:
+            continue
+        height, width = int(image_size[0]), int(image_size[1])
+        x, y = xy[0 : len(xy) // 2 * 2 : 2], xy[1 : len(xy) // 2 * 2 : 2]
+        mx, my = max(2.0, POLYGON_MARGIN * width), max(2.0, POLYGON_MARGIN * height)
+        outside = (x < -mx) | (x > width + mx) | (y < -my) | (y > height + my)
+        if outside.any():
+            k = int(np.flatnonzero(outside)[0])
+            return (
+                f"polygon {i} has the point ({x[k]:g}, {y[k]:g}) outside its {height}x{width} "
+                "image (height x width; points are x, y pixels)"
+            )
+    return None
 
 
 def check_mask_size(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import builtins
 import io
 import json
+import math
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
@@ -64,13 +65,33 @@ def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def require_bbox(entry: Any, key: str, where: str) -> tuple[float, float, float, float]:
-    """A ``[x, y, w, h]`` box of four numbers."""
+    """A ``[x, y, w, h]`` box of four finite numbers, ``w`` and ``h`` not negative (json
+    readers accept ``NaN`` and ``Infinity``: refused here)."""
     box = require(entry, key, list, where)
     if len(box) != 4 or not all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in box
     ):
-        raise DataError(f"{where}: {key!r} should be [x, y, w, h] (4 numbers), got {box!r}")
-    return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+        raise DataError(
+            f"{where}: {key!r} should be [x, y, w, h] (4 numbers), got {one_line(box)[:80]}"
+        )
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except OverflowError:
+        x = y = w = h = math.inf
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w < 0 or h < 0:
+        raise DataError(
+            f"{where}: {key!r} should be [x, y, w, h] with finite numbers and w, h >= 0, "
+            f"got {one_line(box)[:80]}"
+        )
+    return (x, y, w, h)
+
+
+def require_size(entry: Any, where: str) -> tuple[int, int]:
+    """An image's ``height`` and ``width``: positive integers."""
+    height, width = require(entry, "height", int, where), require(entry, "width", int, where)
+    if height < 1 or width < 1:
+        raise DataError(f"{where}: height x width is {height}x{width}; expected positive sizes")
+    return height, width
 
 
 def require_list(container: Any, key: str, where: str) -> list[Any]:
@@ -198,12 +219,10 @@ def load_json(path: str | Path, what: str) -> Any:
 
 
 def _parse_image(raw: Any, where: str) -> Image:
-    return Image(
-        id=require(raw, "id", int, where),
-        file_name=require(raw, "file_name", str, where),
-        height=require(raw, "height", int, where),
-        width=require(raw, "width", int, where),
-    )
+    image_id = require(raw, "id", int, where)
+    file_name = require(raw, "file_name", str, where)
+    height, width = require_size(raw, where)
+    return Image(id=image_id, file_name=file_name, height=height, width=width)
 
 
 def _parse_annotation(raw: Any, where: str) -> Object:
@@ -213,6 +232,8 @@ def _parse_annotation(raw: Any, where: str) -> Object:
     if isinstance(segmentation, dict) and not {"counts", "size"} <= segmentation.keys():
         raise DataError(f"{where}: an RLE segmentation needs 'counts' and 'size'")
     area = raw.get("area")
+    if isinstance(area, float) and not math.isfinite(area):
+        raise DataError(f"{where}: 'area' is {area}; expected a finite number")
     attributes = raw.get("attributes") or {}
     if not isinstance(attributes, dict):
         raise DataError(f"{where}: 'attributes' should be a dict")
@@ -247,7 +268,20 @@ def _parse_instances(path: Path) -> tuple[list[Image], list[Object], dict[int, s
         categories[require(cat, "id", int, where)] = require(cat, "name", str, where)
     unique_by_id(images, "image", w)
     unique_by_id(objects, "annotation", w)
+    _check_segmentations(images, objects, w)
     return images, objects, categories
+
+
+def _check_segmentations(images: list[Image], objects: list[Object], where: str) -> None:
+    """Every annotation's polygons / RLE against its image's size, as the file is read
+    (:func:`semires.data.masks.validate_mask`; pixels are decoded only when a mask is used)."""
+    from semires.data.masks import validate_mask
+
+    sizes = {im.id: (im.height, im.width) for im in images}
+    for i, ob in enumerate(objects):
+        size = sizes.get(ob.image_id)
+        if size is not None:  # an unknown image is refused by RESIndex.validate
+            validate_mask(ob.segmentation, size, f"{where}: annotations[{i}] (id {ob.id})")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- read / write

@@ -27,9 +27,9 @@ from typing import Any
 
 from semires.data import coco
 from semires.data.index import Image, Object, Ref, RESIndex, Sentence
-from semires.data.refer import load_json, require, require_bbox, require_list
+from semires.data.refer import load_json, require, require_bbox, require_list, require_size
 from semires.errors import DataError
-from semires.utils.io import atomic_write_json, remove_temp_files, sync_files
+from semires.utils.io import atomic_write_text, json_text, remove_temp_files, sync_files
 
 META_KEYS = ("categories", "images")
 COCO_FILE_NAME = "COCO_train2014_{:012d}.jpg"
@@ -66,13 +66,11 @@ def _images(data: dict[str, Any], path: Path) -> dict[int, Image]:
     for i, im in enumerate(listed):
         where = f"{path}: images[{i}]"
         image_id = require(im, "id", int, where)
-        height, width = im.get("height"), im.get("width")
-        images[image_id] = Image(
-            image_id,
-            require(im, "file_name", str, where),
-            int(height) if isinstance(height, int) else None,
-            int(width) if isinstance(width, int) else None,
-        )
+        file_name = require(im, "file_name", str, where)
+        size: tuple[int | None, int | None] = (None, None)
+        if im.get("height") is not None or im.get("width") is not None:
+            size = require_size(im, where)  # optional, but when given, positive integers
+        images[image_id] = Image(image_id, file_name, *size)
     return images
 
 
@@ -262,6 +260,7 @@ def write_semires_json(
     for key, value in (("categories", categories), ("images", images)):
         if value is not None:
             data[key] = value
+    text = json_text(data, out) + "\n"  # a NaN is refused before any file is written
     if masks:
         refs = [ref for ref in refs if index.has_mask(ref.object_id)]
         root = Path(mask_root) if mask_root is not None else out.parent / "masks"
@@ -278,5 +277,5 @@ def write_semires_json(
                 path = root / f"{ref.id}.npy"
                 mask_ops.write_mask_npy(path, index.mask(ref.object_id), fsync=False)
         sync_files()
-    atomic_write_json(out, data, indent=None)
+    atomic_write_text(out, text)
     return out

@@ -17,7 +17,7 @@ from PIL import Image
 
 from semires.data.images import read_image, to_rgb_array
 from semires.data.transforms import normalize, resize_image
-from semires.errors import DataError
+from semires.errors import CheckpointError, DataError
 
 ImageLike = str | Path | np.ndarray | Image.Image
 
@@ -57,11 +57,14 @@ class Segmenter:
         img_size: int,
         device: torch.device,
         config: dict | None = None,
+        source: str | Path | None = None,
     ) -> None:
         from semires.runtime.textcache import TextInputs
 
         #: the training config stored in the checkpoint (data location, etc.)
         self.config = config or {}
+        #: the checkpoint it was loaded from (named by its errors)
+        self.source = str(source) if source is not None else None
         self.model = model.eval().to(device)
         self.img_size = img_size
         self.device = device
@@ -83,6 +86,11 @@ class Segmenter:
                 align_corners=bool(getattr(self.model.config, "align_corners", False)),
             )
         prob = logits.float().softmax(dim=1)[:, 1].cpu().numpy()
+        if not np.isfinite(prob).all():  # never an empty mask in silence
+            raise CheckpointError(
+                f"the model{f' of {self.source}' if self.source else ''} gave NaN or infinite "
+                "probabilities for this image; its weights or the input are broken"
+            )
         return prob[0] if isinstance(text, str) else prob
 
     def predict(self, image: ImageLike, text: str | list[str]) -> np.ndarray:
@@ -95,7 +103,9 @@ def load(checkpoint: str | Path, device: str = "auto", *, weights: str = "model"
     ``semires model import-lavt``) for prediction.
 
     ``weights="companion"``: the other network of a teacher-student ``best.pt`` (the student
-    when the teacher was selected, or the other way round).
+    when the teacher was selected, or the other way round). A checkpoint whose weights hold a
+    NaN or an infinity (a diverged training) is refused: a :class:`CheckpointError` naming the
+    file and the first such tensor.
     """
     from semires.runtime.checkpoint import load_model_checkpoint
     from semires.runtime.distributed import resolve_device
@@ -105,7 +115,7 @@ def load(checkpoint: str | Path, device: str = "auto", *, weights: str = "model"
         torch.set_flush_denormal(True)
     model, ck = load_model_checkpoint(checkpoint, weights=weights)
     img_size = int((ck.get("config") or {}).get("data", {}).get("img_size", model.config.img_size))
-    return Segmenter(model, img_size, dev, ck.get("config"))
+    return Segmenter(model, img_size, dev, ck.get("config"), source=checkpoint)
 
 
 def overlay(

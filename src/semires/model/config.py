@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from semires.errors import ConfigError
-from semires.utils.typed_config import load_dataclass, to_dict
+from semires.utils.typed_config import Domain, check_numbers, load_dataclass, to_dict
 
 
 @dataclass
@@ -148,6 +148,22 @@ class ModelConfig:
                 raise ConfigError(
                     f"model config key {key!r}: expected {expected}, got {getattr(self, key)!r}"
                 )
+        self._check_kwargs()
+
+    def _check_kwargs(self) -> None:
+        """No NaN / infinity in the extra arguments, and timm's dropout rates in [0, 1)."""
+        for key in ("backbone_kwargs", "text_kwargs"):
+            check_numbers(getattr(self, key), key)
+        rate = Domain(ge=0, lt=1)
+        for name in _TRAINING_ONLY_KWARGS:
+            value = self.backbone_kwargs.get(name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(
+                    f"model config key 'backbone_kwargs.{name}': expected a number, got {value!r}"
+                )
+            check_numbers(value, f"backbone_kwargs.{name}", rate)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:

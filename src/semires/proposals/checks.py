@@ -64,6 +64,20 @@ def made_from_other_file(entry: Entry, path: str | Path) -> bool:
     return entry.fingerprint is not None and image_fingerprint(path) != entry.fingerprint
 
 
+def damaged_image(path: str | Path) -> str | None:
+    """Why the image file ``path`` cannot be decoded (truncated or damaged), or None when it
+    decodes. A file whose fingerprint changed is decoded before it is called "another file":
+    a truncated image has another fingerprint too, and regenerating the store cannot help."""
+    from semires.data.images import read_image
+
+    try:
+        read_image(path)
+    except DataError as err:
+        detail = str(err).removeprefix(f"cannot decode image {path}: ")
+        return f"the file is truncated or damaged ({detail}); restore it from the dataset"
+    return None
+
+
 @dataclass
 class ImageCheck:
     """What :func:`check_images` found. Every image compared that does not fit is listed once,
@@ -149,9 +163,10 @@ def _compare_files(
 
     def compare(item: tuple[int, Path, Entry]) -> bool | str:
         try:
-            return made_from_other_file(item[2], item[1])
+            other = made_from_other_file(item[2], item[1])
         except OSError as exc:
             return str(exc)
+        return (damaged_image(item[1]) or True) if other else False
 
     with ThreadPoolExecutor(max(1, min(threads, len(items)))) as pool:
         results = list(

@@ -56,8 +56,24 @@ def model_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], bool]:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` with the format tag atomically (temporary file + rename)."""
-    atomic_write_torch(path, {"format": FORMAT, "version": VERSION, **payload})
+    """Write ``payload`` with the format tag atomically (temporary file + rename); a full disk
+    is one line (:class:`~semires.utils.io.DiskFullError`) naming the file, the free space and
+    about the size of the checkpoint, and leaves the previous file as it was."""
+    atomic_write_torch(
+        path, {"format": FORMAT, "version": VERSION, **payload}, size=tensor_bytes(payload)
+    )
+
+
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of the tensors in ``obj`` (nested dicts, lists and tuples): about the size of
+    a checkpoint of it."""
+    if isinstance(obj, torch.Tensor):
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -84,18 +100,46 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def first_non_finite(state: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor of ``state`` holding a NaN or an infinity
+    (None when every one is finite)."""
+    for name, value in state.items():
+        if (
+            isinstance(value, torch.Tensor)
+            and (value.is_floating_point() or value.is_complex())
+            and not bool(torch.isfinite(value).all())
+        ):
+            return name
+    return None
+
+
+def check_finite_state(state: dict[str, Any], source: str | Path) -> None:
+    """A :class:`CheckpointError` naming ``source`` and the first tensor of ``state`` that
+    holds a NaN or an infinity: such weights predict nothing (an empty mask everywhere)."""
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {source}: the weights {bad!r} hold NaN or infinite values (the training "
+            "that wrote it diverged); use an earlier checkpoint or train again"
+        )
+
+
 def load_model_state(
     model: nn.Module,
     state: dict[str, torch.Tensor],
     source: str | Path,
     text_from_source: bool = False,
 ) -> None:
-    """Load ``state`` into ``model`` strictly, naming mismatched parameters in the error.
+    """Load ``state`` into ``model`` strictly, naming mismatched parameters in the error;
+    weights holding a NaN or an infinity are refused (:func:`check_finite_state`).
 
     When ``text_from_source`` the frozen text-encoder weights are absent from ``state`` and kept
     as the model built them (from the same source).
     """
     from semires.model.weights import load_state_strict
+
+    if isinstance(state, dict):
+        check_finite_state(state, source)
 
     if text_from_source:
         skip = tuple(frozen_text_prefixes(model))

@@ -66,6 +66,41 @@ def create_app(
     return build_app(seg, index=index, test_refs=refs, run=view, title=f"semires · {checkpoint}")
 
 
+def check_address(host: str, port: int) -> None:
+    """The address to serve on, checked before the app is built: ``host`` resolves to an
+    address of this machine and ``port`` is free there (one line naming which is wrong)."""
+    import errno
+    import socket
+
+    if not 0 < port < 65536:
+        raise SemiresError(f"--port {port}: expected a port number in 1..65535")
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise SemiresError(
+            f"--host {host!r}: cannot resolve this name ({reason}); give an address of this "
+            "machine, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+        ) from None
+    family, kind, proto, _, address = found[0]
+    with socket.socket(family, kind, proto) as sock:
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise SemiresError(
+                    f"--port {port}: already in use on {host}; pick another --port"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise SemiresError(
+                    f"--port {port}: not allowed (ports below 1024 need root); pick another --port"
+                ) from None
+            raise SemiresError(
+                f"--host {host!r}: cannot serve on it ({exc.strerror}); give an address of "
+                "this machine, e.g. 127.0.0.1 or 0.0.0.0"
+            ) from None
+
+
 def serve(
     checkpoint: str | Path,
     run: str | Path | None = None,
@@ -75,9 +110,20 @@ def serve(
     device: str = "auto",
     limit: int = 300,
 ) -> None:
-    """Build the app and serve it until interrupted."""
+    """Build the app and serve it until interrupted (the address is checked first, and
+    Gradio's own start-up lines, such as its hint about public share links, are left out)."""
+    check_address(host, port)
     app = create_app(checkpoint, run, device=device, limit=limit)
     try:
-        app.launch(server_name=host, server_port=port, ssr_mode=False)
+        app.launch(
+            server_name=host,
+            server_port=port,
+            ssr_mode=False,
+            quiet=True,
+            prevent_thread_lock=True,
+        )
     except OSError as exc:
         raise SemiresError(f"cannot serve on {host}:{port} ({exc}); pick another --port") from exc
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(f"serving on http://{shown}:{port} (Ctrl-C to stop)", flush=True)
+    app.block_thread()

@@ -76,10 +76,42 @@ def enlarge(image: np.ndarray, side: int = 384) -> np.ndarray:
 
 
 def draw(image: np.ndarray, masks, colours, alpha: float = 0.5) -> np.ndarray:
-    """The image with each mask tinted (alpha 0: only its boundary) in its colour."""
+    """The image with each mask tinted (alpha 0: only its boundary) in its colour; the rest of
+    the photo is left as it is, and a small tinted mask is framed so that it is seen at once."""
     out = image
     for mask, c in zip(masks, colours, strict=True):
         out = overlay(out, mask, c, alpha)
+        out = mark_small(out, mask, c) if alpha > 0 else out
+    return out
+
+
+#: a mask under this share of the image gets a thick outline and a frame (:func:`mark_small`)
+SMALL_MASK = 0.02
+
+
+def mark_small(image: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """A small mask (under :data:`SMALL_MASK` of the image) drawn so that it is found at a
+    glance on a large photo shown small: its boundary about 1/150 of the image side thick and
+    a frame around it, in its colour. Other masks: the image as it is."""
+    from scipy.ndimage import binary_dilation
+    from skimage.segmentation import find_boundaries
+
+    m = np.asarray(mask, bool)
+    if not m.any() or m.mean() >= SMALL_MASK:
+        return image
+    h, w = m.shape
+    width = max(1, round(max(h, w) / 150))
+    out = image.copy()
+    ring = binary_dilation(find_boundaries(m, mode="outer"), iterations=width) & ~m
+    out[ring] = colour
+    ys, xs = np.nonzero(m)
+    gap = 4 * width
+    top, left = max(0, ys.min() - gap), max(0, xs.min() - gap)
+    bottom, right = min(h - 1, ys.max() + gap), min(w - 1, xs.max() + gap)
+    out[top : top + width, left : right + 1] = colour
+    out[bottom - width + 1 : bottom + 1, left : right + 1] = colour
+    out[top : bottom + 1, left : left + width] = colour
+    out[top : bottom + 1, right - width + 1 : right + 1] = colour
     return out
 
 

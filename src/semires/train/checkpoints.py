@@ -13,9 +13,22 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from semires.errors import CheckpointError, ConfigError
 from semires.runtime import checkpoint as ckpt_io
 
 log = logging.getLogger("semires.train")
+
+#: ModelConfig fields beyond the architecture that decide which weights exist or are trained
+#: (so the optimizer's parameter groups): a resume must not change them
+TRAINED_FIELDS = (
+    "frozen_stages",
+    "text_encoder",
+    "text_kwargs",
+    "freeze_text",
+    "text_train_layers",
+)
+#: run config keys that decide the optimizer's groups or the method's state in ``latest.pt``
+RESUME_KEYS = ("semi.enabled", "semi.refine.strategy", "train.decay_rule")
 
 
 def run_payload(trainer: Any, full: bool) -> dict[str, Any]:
@@ -23,6 +36,8 @@ def run_payload(trainer: Any, full: bool) -> dict[str, Any]:
     network, and where the method has another one, that one as ``companion``)."""
     nets = trainer.method.networks()
     role = "student" if full else trainer.method.eval_role
+    if not full:
+        check_best_weights(trainer)
     state, dropped = ckpt_io.model_state(nets[role])
     payload: dict[str, Any] = {
         "model": state,
@@ -48,14 +63,92 @@ def run_payload(trainer: Any, full: bool) -> dict[str, Any]:
     return payload
 
 
+def check_best_weights(trainer: Any) -> None:
+    """Refuse, in one line, to evaluate or save as ``best.pt`` networks whose weights hold a
+    NaN or an infinity (a diverged training: they predict an empty mask everywhere, which must
+    never become the selected model)."""
+    for role, net in trainer.method.networks().items():
+        bad = ckpt_io.first_non_finite(net.state_dict())
+        if bad is not None:
+            kept = "the earlier best.pt is kept" if trainer.layout.best.is_file() else "none exists"
+            raise CheckpointError(
+                f"the {role}'s weights {bad!r} are not finite (NaN or infinity) at step "
+                f"{trainer.step}: the training diverged, so best.pt is not written ({kept}); "
+                "try a lower train.lr, train.grad_clip or train.amp=none"
+            )
+
+
+def _same(key: str, a: Any, b: Any) -> bool:
+    """Equal settings; a text encoder given as a folder may have moved (same folder name)."""
+    if key == "text_encoder" and isinstance(a, str) and isinstance(b, str):
+        return a == b or Path(a).name == Path(b).name
+    return a == b
+
+
+def _setting(config: dict[str, Any], key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def check_resumable(trainer: Any, ck: dict[str, Any], path: Path) -> None:
+    """A ``latest.pt`` written by another run (other model settings or another method in the
+    same ``output.dir``) is refused in one line naming the first setting that differs, before
+    any of its state is loaded."""
+    from semires.model.config import ModelConfig, architecture_differences
+
+    hint = (
+        "use another output.dir for this run, or output.resume=false to start it over here "
+        "(replacing that run's checkpoints)"
+    )
+    ours = trainer.model.config
+    try:
+        theirs = ModelConfig.from_dict(ck.get("model_config") or {})
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its model config cannot be read ({err}); {hint}") from None
+    diffs = [(f"model.{k}", a, b) for k, a, b in architecture_differences(theirs, ours)]
+    diffs += [
+        (f"model.{k}", getattr(theirs, k), getattr(ours, k))
+        for k in TRAINED_FIELDS
+        if not _same(k, getattr(theirs, k), getattr(ours, k))
+    ]
+    mine = trainer.cfg.to_dict()
+    enabled = bool(_setting(mine, "semi.enabled"))
+    for key in RESUME_KEYS:
+        if key == "semi.refine.strategy" and not enabled:
+            continue
+        if _setting(ck.get("config") or {}, key) != _setting(mine, key):
+            diffs.append((key, _setting(ck.get("config") or {}, key), _setting(mine, key)))
+    if diffs:
+        key, theirs_value, ours_value = diffs[0]
+        raise CheckpointError(
+            f"{path} belongs to another run: its {key} is {theirs_value!r}, this run's is "
+            f"{ours_value!r}; {hint}"
+        )
+
+
+def _load_optimizer(trainer: Any, state: Any, path: Path) -> None:
+    try:
+        trainer.optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"{path}: its optimizer state does not fit this run's parameters ("
+            f"{' '.join(str(exc).split())[:120]}); use another output.dir, or "
+            "output.resume=false to start over here"
+        ) from None
+
+
 def restore_run(trainer: Any, path: Path) -> None:
     """Resume ``trainer`` from the ``latest.pt`` at ``path``: weights, the method's state, the
-    optimizer, the step, the history and the RNG streams."""
+    optimizer, the step, the history and the RNG streams. A ``latest.pt`` of another run is
+    refused first (:func:`check_resumable`)."""
     ck = ckpt_io.load_checkpoint(path, map_location=trainer.device)
+    check_resumable(trainer, ck, path)
     from_source = ck.get("text_from_source", False)
     ckpt_io.load_model_state(trainer.model, ck["model"], path, from_source)
     trainer.method.load_state_dict(ck, path, from_source)
-    trainer.optimizer.load_state_dict(ck["optimizer"])
+    _load_optimizer(trainer, ck["optimizer"], path)
     trainer.scaler.load_state_dict(ck["scaler"])
     trainer.step = int(ck["step"])
     trainer.best = ck.get("best")

@@ -20,9 +20,14 @@ from semires.utils.typed_config import (
     apply_overrides,
     invalid,
     load_dataclass,
+    numeric,
     read_yaml,
+    shown,
     to_dict,
 )
+
+#: what a seed may be (numpy and torch both take it)
+SEED_MAX = 2**32 - 1
 
 
 @dataclass
@@ -40,19 +45,21 @@ class DataConfig(DataSpec):
     img_size: int = 480
     #: keep decoded, resized training images in memory (small datasets)
     cache_images: bool = False
-    num_workers: int = 0
+    num_workers: int = numeric(0, ge=0)
     #: augmentation of labeled images: "none" (the paper) or "photometric"
     labeled_augment: Literal["none", "photometric"] = "none"
     #: evaluate on at most this many sentences of the val split during training (None = all)
-    max_val_sentences: int | None = None
+    max_val_sentences: int | None = numeric(None, ge=1)
 
     def spec(self) -> DataSpec:
         """Just the location."""
         return DataSpec(**{f.name: getattr(self, f.name) for f in fields(DataSpec)})
 
     def validate(self) -> None:
-        if self.img_size < 32 or self.img_size % 32:
-            raise invalid("img_size", f"expected a multiple of 32 >= 32, got {self.img_size}")
+        if not 32 <= self.img_size <= 8192 or self.img_size % 32:
+            raise invalid(
+                "img_size", f"expected a multiple of 32 in [32, 8192], got {shown(self.img_size)}"
+            )
         if self.val_split in self.test_splits:
             raise invalid(
                 "val_split",
@@ -101,23 +108,25 @@ class ModelSection:
 class TrainConfig:
     """Optimisation and bookkeeping (the paper: AdamW 5e-5, wd 1e-2, poly 0.9, 40 epochs)."""
 
-    epochs: int = 40
+    epochs: int = numeric(40, ge=1)
     #: per-process batch size of labeled samples
-    batch_size: int = 8
-    lr: float = 5e-5
-    weight_decay: float = 1e-2
-    poly_power: float = 0.9
+    batch_size: int = numeric(8, ge=1)
+    lr: float = numeric(5e-5, gt=0)
+    weight_decay: float = numeric(1e-2, ge=0)
+    #: the exponent of the poly schedule (0: a constant learning rate)
+    poly_power: float = numeric(0.9, ge=0)
     #: linear warm-up steps (0 = none, as the paper)
-    warmup_steps: int = 0
+    warmup_steps: int = numeric(0, ge=0)
     #: cross-entropy class weights (background, foreground)
-    class_weights: tuple[float, float] = (0.9, 1.1)
-    grad_clip: float | None = None
+    class_weights: tuple[float, float] = numeric((0.9, 1.1), gt=0)
+    #: clip the gradient norm to this value (None: no clipping)
+    grad_clip: float | None = numeric(None, gt=0)
     #: mixed precision: "none" = fp32 (LAVT and SemiRES train in fp32), "bf16" / "fp16" autocast
     #: (an explicit choice, measured against fp32 in docs/results.md), "auto" = bf16 on CUDA
     amp: Literal["auto", "bf16", "fp16", "none"] = "none"
     #: optimizer steps accumulate this many micro-batches of ``batch_size`` (fewer GPUs reach the
     #: paper's global batch: global = batch_size x grad_accum x processes)
-    grad_accum: int = 1
+    grad_accum: int = numeric(1, ge=1)
     #: how the pixel cross-entropy is averaged: "weighted" = divided by the sum of the pixels'
     #: class weights (LAVT's burn-in, torch's default), "plain" = a plain mean of the weighted
     #: per-pixel CE (the SemiRES teacher-student scripts)
@@ -133,18 +142,18 @@ class TrainConfig:
     text_dropout: bool = True
     #: steps per epoch (None = one pass over the labeled refs, or the unlabeled refs in the
     #: teacher-student stage)
-    steps_per_epoch: int | None = None
-    eval_every: int = 1
-    log_every: int = 20
+    steps_per_epoch: int | None = numeric(None, ge=1)
+    eval_every: int = numeric(1, ge=1)
+    log_every: int = numeric(20, ge=1)
     #: also write a resumable checkpoint every N optimizer steps (0 = only at epoch ends)
-    checkpoint_every: int = 0
+    checkpoint_every: int = numeric(0, ge=0)
     #: image panels written to TensorBoard per evaluation
-    num_panels: int = 4
+    num_panels: int = numeric(4, ge=0)
     #: evaluation batch size
-    eval_batch_size: int = 16
+    eval_batch_size: int = numeric(16, ge=1)
     device: str = "auto"
     #: torch CPU threads (None = torch default)
-    threads: int | None = None
+    threads: int | None = numeric(None, ge=1)
     #: skip evaluation at epoch ends (final evaluation still runs)
     skip_eval: bool = False
     #: the final evaluation of ``best`` also scores the whole val split (the test splits always);
@@ -159,24 +168,8 @@ class TrainConfig:
     text_cache: str | None = None
 
     def validate(self) -> None:
-        for key in (
-            "epochs",
-            "batch_size",
-            "eval_every",
-            "log_every",
-            "eval_batch_size",
-            "grad_accum",
-        ):
-            if getattr(self, key) < 1:
-                raise invalid(key, f"expected >= 1, got {getattr(self, key)}")
-        for key in ("steps_per_epoch", "threads"):
-            if getattr(self, key) is not None and getattr(self, key) < 1:
-                raise invalid(key, f"expected null or >= 1, got {getattr(self, key)}")
-        if self.checkpoint_every < 0 or self.num_panels < 0:
-            key = "checkpoint_every" if self.checkpoint_every < 0 else "num_panels"
-            raise invalid(key, f"expected >= 0, got {getattr(self, key)}")
-        if not self.lr > 0:
-            raise invalid("lr", f"expected > 0, got {self.lr}")
+        """The numbers are checked by their fields' domains (:func:`numeric`) when the config
+        is read; here what a domain cannot say."""
         from semires.runtime.distributed import resolve_device
 
         try:  # the spelling only: whether this machine has the device is checked at start
@@ -191,21 +184,19 @@ class TrainConfig:
 class AugmentConfig:
     """Weak (teacher) and strong (student) views of unlabeled images (pixel-aligned)."""
 
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    jitter_p: float = 0.5
-    brightness: float = 0.25
-    contrast: float = 0.25
-    saturation: float = 0.25
-    hue: float = 0.25
+    blur_p: float = numeric(0.5, ge=0, le=1)
+    #: the range the blur's sigma is drawn from (min, max), in pixels
+    blur_sigma: tuple[float, float] = numeric((0.1, 2.0), gt=0)
+    jitter_p: float = numeric(0.5, ge=0, le=1)
+    brightness: float = numeric(0.25, ge=0, le=1)
+    contrast: float = numeric(0.25, ge=0, le=1)
+    saturation: float = numeric(0.25, ge=0, le=1)
+    hue: float = numeric(0.25, ge=0, le=0.5)
 
     def validate(self) -> None:
-        for key in ("blur_p", "jitter_p", "brightness", "contrast", "saturation"):
-            v = getattr(self, key)
-            if not 0.0 <= v <= 1.0:
-                raise invalid(key, f"expected a value in [0, 1], got {v}")
-        if not 0.0 <= self.hue <= 0.5:
-            raise invalid("hue", f"expected a value in [0, 0.5], got {self.hue}")
+        low, high = self.blur_sigma
+        if low > high:
+            raise invalid("blur_sigma", f"expected (min, max) with min <= max, got {[low, high]}")
 
     def blur(self) -> Any:
         """The weak view (:class:`semires.data.transforms.Blur`)."""
@@ -232,16 +223,16 @@ class SemiConfig:
     #: use a proposal store whose candidates were made for images of another size (resized) or
     #: from other image files (not checked); off by default: both are errors
     allow_proposal_mismatch: bool = False
-    unlabeled_batch_size: int = 8
-    ema: float = 0.9996
-    sup_weight: float = 1.0
-    unsup_weight: float = 1.0
+    unlabeled_batch_size: int = numeric(8, ge=1)
+    ema: float = numeric(0.9996, ge=0, le=1)
+    sup_weight: float = numeric(1.0, ge=0)
+    unsup_weight: float = numeric(1.0, ge=0)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     #: pseudo-label refinement (docs/method.md section 4), see
     #: :class:`semires.train.strategies.RefineConfig`
     refine: RefineConfig = field(default_factory=RefineConfig)
     #: at most this many candidates per image (the highest-scoring ones)
-    max_candidates: int = 256
+    max_candidates: int = numeric(256, ge=1)
     #: which network is evaluated, selected as ``best`` and exported (the SemiRES scripts:
     #: the EMA teacher); the other one is scored at the same step too and reported beside it
     eval_model: Literal["student", "teacher"] = "student"
@@ -253,12 +244,10 @@ class SemiConfig:
     consensus: bool = False
 
     def validate(self) -> None:
-        if not 0.0 <= self.ema <= 1.0:
-            raise invalid("ema", f"expected a value in [0, 1], got {self.ema}")
-        if self.unlabeled_batch_size < 1:
-            raise invalid("unlabeled_batch_size", f"expected >= 1, got {self.unlabeled_batch_size}")
-        if self.max_candidates < 1:
-            raise invalid("max_candidates", f"expected >= 1, got {self.max_candidates}")
+        if self.sup_weight == 0 and self.unsup_weight == 0:
+            raise invalid(
+                "unsup_weight", "sup_weight and unsup_weight are both 0: nothing to learn"
+            )
 
 
 @dataclass
@@ -274,7 +263,7 @@ class Config:
     """The whole training configuration."""
 
     name: str = "run"
-    seed: int = 0
+    seed: int = numeric(0, ge=0, le=SEED_MAX)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -26,9 +26,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from semires.data.dataset import StepBatchSampler, collate, split_batch
+from semires.data.dataset import split_batch, step_loader
 from semires.data.index import RESIndex
 from semires.data.transforms import normalize
 from semires.errors import DataError, SemiresError
@@ -41,17 +40,18 @@ from semires.runtime.distributed import (
     init_distributed,
     sync_batchnorm,
 )
-from semires.runtime.logs import held_records, log_to_file, replay
+from semires.runtime.logs import held_records
 from semires.runtime.precision import autocast, resolve_amp
 from semires.runtime.textcache import TextInputs
 from semires.train.board import Board
-from semires.train.checkpoints import restore_run, run_payload
+from semires.train.checkpoints import check_best_weights, restore_run, run_payload
 from semires.train.config import Config
 from semires.train.losses import PixelLosses
 from semires.train.method import Method, build_method
 from semires.train.optim import build_optimizer, poly_factor, set_lr
-from semires.train.scoring import Scorer, final_metrics
-from semires.utils.io import atomic_write_json, atomic_write_text
+from semires.train.run_folder import undo_start, write_run_folder
+from semires.train.scoring import Scorer, check_scored_splits, final_metrics
+from semires.utils.io import atomic_write_json, check_folder_target
 from semires.utils.lock import folder_lock
 
 log = logging.getLogger("semires.train")
@@ -86,11 +86,13 @@ class Trainer:
         self._given_index = index
         self.cfg = cfg
         self.progress = progress
-        self.layout = StageLayout(Path(cfg.output.dir))
+        self.layout = StageLayout(check_folder_target(cfg.output.dir, "config key 'output.dir':"))
         self._setup_process()
         created = [p for p in (self.layout.root, *self.layout.root.parents) if not p.exists()]
-        self._lock = folder_lock(self.layout.root).acquire() if self.info.is_main else None
+        fresh = not self.layout.config.exists()
+        self._lock, self._wrote_folder = None, False
         try:
+            self._lock = folder_lock(self.layout.root).acquire() if self.info.is_main else None
             with held_records() as held:
                 self.method = method or build_method(
                     self.cfg, device=self.device, progress=progress and self.info.is_main
@@ -102,13 +104,10 @@ class Trainer:
                 self._setup_text()
                 self._setup_schedule()
                 self._maybe_resume()
+            self._setup_run_folder(held)
         except BaseException:
-            self._release_lock()
-            for folder in created if self.info.is_main else []:  # only what this start made
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            self._undo_start(created if self.info.is_main else [], fresh)
             raise
-        self._setup_run_folder(held)
 
     @classmethod
     def from_config(cls, cfg: Config, *, progress: bool = True, **kwargs: Any) -> Trainer:
@@ -141,6 +140,7 @@ class Trainer:
             raise DataError(
                 f"no labeled refs in split {cfg.data.train_split!r} of {cfg.data.spec().describe()}"
             )
+        check_scored_splits(self.index, self.cfg.data, self.cfg.train)
         self.method.build_data(self.index, self.labeled_refs, self.unlabeled_refs)
 
     def _setup_model(self) -> None:
@@ -209,22 +209,26 @@ class Trainer:
             )
 
     def _maybe_resume(self) -> None:
-        if self.cfg.output.resume and self.layout.latest.is_file():
+        self.resumed = self.cfg.output.resume and self.layout.latest.is_file()
+        if self.resumed:
             restore_run(self, self.layout.latest)
 
     def _setup_run_folder(self, held: list[logging.LogRecord]) -> None:
         """``config.yaml`` and ``train.log`` (with the start's held log records)."""
-        if self.info.is_main:
-            import yaml
-
-            text = yaml.safe_dump(self.cfg.to_dict(), sort_keys=False)
-            atomic_write_text(self.layout.config, text)
-        barrier(self.info)
-        if self.info.is_main:
-            log_to_file(self.layout.log)
-        replay(held)
+        self._wrote_folder = True
+        write_run_folder(self.cfg, self.layout, self.info, held)
+        if self.resumed and self.progress and self.info.is_main:  # said on the console too
+            epoch, epochs = self.step // self.steps_per_epoch, self.cfg.train.epochs
+            where = f"{self.layout.latest} after epoch {epoch}/{epochs} (step {self.step})"
+            print(f"[{self.cfg.name}] resumed from {where}", flush=True)
 
     # ------------------------------------------------------------------ set-up helpers
+    def _undo_start(self, created: list[Path], fresh: bool) -> None:
+        """A failed start takes back what it wrote (:func:`~semires.train.run_folder.
+        undo_start`) and releases the lock."""
+        wrote = self.info.is_main and fresh and self._wrote_folder  # under this start's lock
+        undo_start(self.layout, created, wrote, self._release_lock)
+
     def _release_lock(self) -> None:
         if self._lock is not None:
             self._lock.release()
@@ -246,22 +250,6 @@ class Trainer:
         barrier(self.info)
 
     # ------------------------------------------------------------------ steps
-    def _loader(self, ds: Any, batch: int, stream: int, start: int, stop: int) -> DataLoader:
-        sampler = StepBatchSampler(
-            len(ds), batch, self.cfg.seed, stream, start, stop, self.info.rank, self.info.world
-        )
-        return DataLoader(
-            ds,
-            batch_sampler=sampler,
-            collate_fn=collate,
-            num_workers=self.cfg.data.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            # a private generator: creating an iterator must not draw from the global RNG
-            # (dropout), or a resumed run would diverge from an uninterrupted one
-            generator=torch.Generator().manual_seed(self.cfg.seed),
-        )
-
     def _forward(self, images: torch.Tensor, sentences: list[str]) -> torch.Tensor:
         """The trained network's logits for raw images in [0, 1] (the methods' ``forward``)."""
         images = images.to(self.device, non_blocking=True)
@@ -274,9 +262,15 @@ class Trainer:
             loss, parts = self.method.loss(batches, self._forward)
         parts["loss"] = float(loss.detach())
         if not math.isfinite(parts["loss"]):
+            latest = self.layout.latest
+            kept = (
+                f"the last good checkpoint {latest} is intact"
+                if latest.is_file()
+                else f"no checkpoint was saved yet ({latest} does not exist)"
+            )
             raise TrainingError(
-                f"non-finite loss ({parts['loss']}) at step {self.step}; the last good checkpoint "
-                f"{self.layout.latest} is intact (try a lower train.lr or train.amp=none)"
+                f"non-finite loss ({parts['loss']}) at step {self.step}; {kept} (try a lower "
+                "train.lr or train.amp=none)"
             )
         return loss, parts
 
@@ -302,8 +296,11 @@ class Trainer:
                 logs[k] = logs.get(k, 0.0) + v / n
         if cfg.train.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
-            logs["grad_norm"] = float(norm)
+            norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip))
+            # an fp16 overflow: the scaler skips this step; count it instead of logging inf
+            logs["grad_norm" if math.isfinite(norm) else "overflow_steps"] = (
+                norm if math.isfinite(norm) else 1.0
+            )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.method.after_step()
@@ -315,8 +312,11 @@ class Trainer:
         """One batch of each of the method's streams for every step ``start .. stop - 1``, as
         training draws them (e.g. to study a method's labels offline; nothing is trained)."""
         accum = self.cfg.train.grad_accum
+        info, data = self.info, self.cfg.data
+        opts = dict(seed=self.cfg.seed, rank=info.rank, world=info.world, workers=data.num_workers)
+        pin = self.device.type == "cuda"
         loaders = [
-            self._loader(s.dataset, s.batch_size * accum, s.stream, start, stop)
+            step_loader(s.dataset, s.batch_size * accum, s.stream, start, stop, pin=pin, **opts)
             for s in self.streams
         ]
         return zip(*loaders, strict=True)
@@ -386,8 +386,11 @@ class Trainer:
         self.board.evaluation(split, result, self.step)
 
     def _validate(self, record: dict[str, Any]) -> None:
-        """Score the val split into ``record``; a better score saves ``best.pt``."""
+        """Score the val split into ``record``; a better score saves ``best.pt``. Weights that
+        hold a NaN or an infinity stop the run first (on every rank), in one line: they would
+        score an empty mask everywhere and must never become ``best.pt``."""
         cfg = self.cfg
+        check_best_weights(self)
         val = cfg.data.val_split
         result = self.evaluate(val, max_sentences=cfg.data.max_val_sentences)
         m = result["metrics"]

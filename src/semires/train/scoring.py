@@ -27,6 +27,24 @@ from semires.utils.io import atomic_write_json
 log = logging.getLogger("semires.train")
 
 
+def check_scored_splits(index: RESIndex, data: DataConfig, train: TrainConfig) -> None:
+    """The splits a run scores (``data.val_split`` while training and at the end, every
+    ``data.test_splits``) exist and have masks: checked at the start, not at the first
+    evaluation, after the run folder was written."""
+    from semires.errors import DataError
+
+    scored = list(data.test_splits)
+    if not train.skip_eval or train.final_val or not data.test_splits:
+        scored.insert(0, data.val_split)
+    why = "data.val_split and data.test_splits are scored against masks: give those refs masks"
+    for split in dict.fromkeys(scored):
+        try:
+            index.require_masks(split, why)
+        except DataError as err:
+            key = "data.val_split" if split == data.val_split else "data.test_splits"
+            raise DataError(f"config key {key!r}: {err}") from None
+
+
 class Scorer:
     """Evaluation of networks at a run's settings; ``on_result(tag, result)`` sees each result
     (e.g. for TensorBoard)."""
