@@ -60,8 +60,14 @@ class FolderLock:
             except FileNotFoundError:
                 same = False
             if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"{os.getpid()} {self.command}\n".encode())
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, f"{os.getpid()} {self.command}\n".encode())
+                except OSError:  # e.g. a full disk: no fd and no empty lock file left behind
+                    with contextlib.suppress(OSError):
+                        self.path.unlink()
+                    os.close(fd)
+                    raise
                 self._fd = fd
                 return self
             os.close(fd)
