@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU checks of docs/results.md in one call (about 6 minutes on one H100 / H200; refine + train took 80 s on an H200):
+# The GPU checks of docs/results.md in one call (about 6 minutes on one H100 / H200 before the SAM
+# steps; refine + train took 80 s on an H200; the SAM steps alone: STEPS="sam sam_loose", <= 8 min):
 #   refine      batched IOM / CPI vs per-candidate loops, 8 x 128 candidates at 480x480, on the GPU
 #   refine_cpu  the same on the same machine's CPU (the CPU figure to compare with)
 #   train       one training step of the paper's model (lavt-swin-b-random: LAVT exactly, Swin-B
@@ -10,10 +11,16 @@
 #               and the SemiRES burn-in batch (2)
 #   eval_imported  import-lavt of a random paper-size checkpoint, semires.load, and evaluation
 #               forwards at 480 (batch 1 as LAVT's test.py, and 16), fp32 vs bf16: sentences/s
-#   sam         SAM ViT-H automatic mask generator (random weights, --loose), fp32 vs bf16 image
-#               encoder, 16 x 16 points, points_per_batch 64: images/s and bf16 agreement
+#   sam         SAM ViT-H everything mode at the library defaults (32 x 32 points; random weights),
+#               side by side on 3 real COCO photos + 2 synthetic images: SamAutomaticMaskGenerator
+#               called directly vs our generator (prefiltered decoding), bf16 image encoder, and
+#               torch.compile of the bf16 encoder: s / image, encoder and decoding s, candidates,
+#               identical to the library's or not; the encoder over 4 images at once vs one by one
+#   sam_loose   the same at 16 x 16 points with the quality filters off (--loose: every mask
+#               passes, so the candidate sets compared are large): library vs ours, ours without
+#               prefilter, points_per_batch 256
 #               (32 x 32 points with --loose keeps 3,072 full-size masks per image and ran past
-#               150 s on an H200 before its first figure)
+#               150 s on an H200 before its first figure, with the old benchmark)
 # Each step has its own time limit; its output goes to OUT_DIR/<step>.txt (and .json).
 #
 # usage: bash bench/gpu_checks.sh [OUT_DIR]        (default: $OUT, else runs/gpu_checks)
@@ -46,13 +53,17 @@ if [ "${QUICK:-0}" = 1 ]; then
     train=(--model test-tiny --batch 2 --size 64 --steps 2 --warmup 1 --profile 1)
     train_ts=(--model test-lavt --size 64 --steps 2 --warmup 1)
     eval_imported=(--model test-lavt --size 64 --batch 1 2 --repeats 2)
-    sam=(--model tiny --images 1 --batches 16 --loose)
+    sam=(--model tiny --images synth:1 --points-per-side 4 --sides library,ours)
+    sam_loose=(--model tiny --images synth:1 --points-per-side 4 --loose --sides library,ours)
 else
     refine=()
     train=(--model lavt-swin-b-random --batch 8 --size 480 --steps 10 --warmup 3 --profile 3)
     train_ts=(--model lavt-swin-b-random --size 480 --steps 10 --warmup 3)
     eval_imported=(--model lavt-swin-b-random --size 480 --batch 1 16 --repeats 10)
-    sam=(--model vit_h --images 3 --points-per-side 16 --batches 64 --loose)
+    sam=(--model vit_h --images real:3,synth:2 --points-per-side 32 --warmup 1 --encoder-batch 4
+         --sides library,ours,ours-bf16,ours-compile-bf16)
+    sam_loose=(--model vit_h --images real:3,synth:1 --points-per-side 16 --loose
+               --sides library,ours,ours-plain,ours-ppb256)
 fi
 
 failed=0
@@ -81,6 +92,8 @@ for b in 6 2; do
 done
 step eval_imported 150 "$py" bench/bench_eval_imported.py "${eval_imported[@]}" --device "$device" \
     --amp none bf16 --json "$out/eval_imported.json"
-step sam 200 "$py" bench/bench_sam.py --device "$device" "${sam[@]}" --json "$out/sam.json"
+step sam 300 "$py" bench/bench_sam.py --device "$device" "${sam[@]}" --out "$out/sam.jsonl"
+step sam_loose 180 "$py" bench/bench_sam.py --device "$device" "${sam_loose[@]}" \
+    --out "$out/sam_loose.jsonl"
 echo "gpu_checks: $failed step(s) failed; outputs in $out"
 exit "$failed"

@@ -523,6 +523,8 @@ CASES = [
     Case("pretrain-lr-zero", static("model", "pretrain", "--out", "{t}/w.pth", "--data", "{t}/d", "--lr", "0"), "--lr: expected a value > 0"),
     Case("pretrain-out-missing-folder", static("model", "pretrain", "--out", "{t}/no/w.pth", "--data", "{t}/d"), "does not exist"),
     Case("import-lavt-junk", static("model", "import-lavt", "{t}/l.pth", "--out", "{t}/o.pt"), "cannot read LAVT checkpoint", write("l.pth", b"junk")),
+    Case("import-missing-source", lambda w, t: ["proposals", "import", str(t / "none"), *w.refer, "--all-images", "--out", str(t / "store"), "-q"], "mask source folder not found"),
+    Case("import-empty-source", lambda w, t: ["proposals", "import", str(t / "src"), *w.refer, "--all-images", "--out", str(t / "store"), "-q"], "holds no output for any of the", mkdir("src")),
     # --- issue 30: numbers, masks and checkpoints (values)
     # config numbers: finite and in range, checked at load with the key named (class 1)
     Case("train-weight-decay-nan", train_cmd("train.weight_decay=nan"), "config key 'train.weight_decay': expected a finite number >= 0, got nan"),

@@ -129,3 +129,75 @@ def test_propose_with_sam_end_to_end(synth, tiny_checkpoint, tmp_path) -> None:
     assert store.params["pred_iou_thresh"] == 0.0 and verify_store(out).ok
     assert main([*args, "--set", "points_per_batch=8"]) == 0  # a runtime knob: resumes
     assert main([*args, "--set", "points_per_side=8"]) == 2  # another setting: refused
+
+
+@pytest.mark.parametrize(
+    ("knobs", "some_dropped"),
+    [
+        ({"pred_iou_thresh": 0.0}, False),  # every mask passes: nothing to skip
+        ({"pred_iou_thresh": 0.34}, True),  # about half of the masks pass
+        ({"pred_iou_thresh": 0.5, "box_nms_thresh": 1.0}, True),
+        ({"pred_iou_thresh": 0.34, "crop_n_layers": 1}, True),  # crops: their own batches
+        ({"pred_iou_thresh": 0.9}, True),  # none passes: no upscaling at all
+        ({"pred_iou_thresh": 0.0, "stability_score_thresh": 0.95}, False),
+    ],
+)
+def test_prefiltered_decoding_gives_the_library_records(image, knobs, some_dropped) -> None:
+    """``prefilter`` (the default) upscales only the masks that pass the predicted-IoU filter:
+    every record (mask, scores, point, box, crop) is the library's, to the bit."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    model = tiny_sam()
+    knobs = {"points_per_side": 8, "stability_score_thresh": 0.0, **knobs}
+    library = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **knobs)
+    ours = SamGenerator(model=model, **knobs)
+    assert type(ours.amg).__name__ == "PrefilteringMaskGenerator"
+    with torch.inference_mode():
+        expected, got = library.generate(image), ours.amg.generate(image)
+    assert got == expected
+    counts = ours.amg.counts
+    assert counts["decoded"] == 192 * (1 + 4 * knobs.get("crop_n_layers", 0))
+    assert (counts["iou_pass"] < counts["decoded"]) == some_dropped
+    assert len(expected) <= counts["stable"] <= counts["iou_pass"]
+    if knobs["pred_iou_thresh"] == 0.34:
+        assert counts["iou_pass"] > 0 and len(expected) >= 2
+    plain = SamGenerator(model=model, prefilter=False, **knobs)
+    assert plain.generate(image).rles == ours.generate(image).rles
+    assert "prefilter" not in ours.params()  # a runtime knob: stores resume either way
+
+
+def test_a_single_passing_point_is_upscaled_as_in_its_batch(image) -> None:
+    """A batch of one takes another convolution kernel on this CPU (other rounding): a single
+    passing point is padded to two, so its masks are still the library's."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from semires.proposals.sam import decode_prefiltered
+
+    model = tiny_sam()
+    knobs = {"points_per_side": 8, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    library = SamAutomaticMaskGenerator(model, **knobs)
+    with torch.inference_mode():
+        library.predictor.set_image(image)
+        points = library.point_grids[0] * np.array(image.shape[:2])[None, ::-1]
+        coords = torch.as_tensor(library.predictor.transform.apply_coords(points, image.shape[:2]))
+        masks, iou, _ = library.predictor.predict_torch(
+            coords[:, None, :], torch.ones(len(coords), 1, dtype=torch.int), return_logits=True
+        )
+        best = float(iou.max())
+        got, got_iou, index = decode_prefiltered(library.predictor, coords, best - 1e-6)
+    assert len(index) == 1 and float(got_iou[0]) == best
+    assert torch.equal(got[0], masks.flatten(0, 1)[int(index[0])])
+
+
+def test_batched_rle_is_the_library_rle() -> None:
+    """``masks_to_rle`` gives ``mask_to_rle_pytorch``'s dicts (the same Python ints)."""
+    from segment_anything.utils.amg import mask_to_rle_pytorch
+
+    from semires.proposals.sam import masks_to_rle
+
+    g = torch.Generator().manual_seed(0)
+    edge = torch.zeros(4, 6, 5, dtype=torch.bool)
+    edge[1], edge[2, 0, 0], edge[3, -1, -1] = True, True, True  # full, first, last pixel
+    stacks = [torch.rand(shape, generator=g) > 0.5 for shape in [(0, 5, 7), (1, 1, 1), (9, 48, 64)]]
+    for masks in [*stacks, edge]:
+        assert masks_to_rle(masks) == mask_to_rle_pytorch(masks)

@@ -1,4 +1,4 @@
-"""``semires propose`` and ``semires proposals verify|show|quality`` (candidate masks)."""
+"""``semires propose`` and ``semires proposals import|verify|show|quality`` (candidate masks)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from semires.cli.options import (
 from semires.data import DataSpec
 
 proposals_app = typer.Typer(
-    help="Candidate-mask stores: verify, show, quality report.", no_args_is_help=True
+    help="Candidate-mask stores: import SAM outputs, verify, show, quality report.",
+    no_args_is_help=True,
 )
 
 StoreArg = Annotated[Path, typer.Argument(help="The proposal store folder.")]
@@ -55,6 +56,9 @@ def _generator_help() -> str:
 
 
 GeneratorOpt = Annotated[str, typer.Option("--generator", help=_generator_help())]
+SplitOpt = Annotated[
+    str, typer.Option("--split", help="Dataset split whose images to propose for / import.")
+]
 SplitDirOpt = Annotated[
     Path | None,
     typer.Option("--split-dir", help="A labeled/unlabeled split folder: its unlabeled images."),
@@ -71,8 +75,12 @@ ModelTypeOpt = Annotated[
 ]
 KnobOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Generator knob key=value (repeatable), e.g. points_per_side=16."),
+    typer.Option(
+        "--set",
+        help="Generator knob key=value (repeatable), e.g. min_size=16 (classical), points_per_side=16 (sam); docs/proposals.md lists each generator's knobs.",
+    ),
 ]
+ShardSizeOpt = Annotated[int, typer.Option("--shard-size", help="Images per shard file.")]
 OverwriteOpt = Annotated[
     bool,
     typer.Option(
@@ -89,14 +97,14 @@ def propose(
         Path, typer.Option("--out", help="The proposal store folder to create / complete.")
     ],
     generator: GeneratorOpt = "classical",
-    split: Annotated[str, typer.Option("--split", help="Dataset split to propose for.")] = "train",
+    split: SplitOpt = "train",
     split_dir: SplitDirOpt = None,
     all_images: AllImagesOpt = False,
     checkpoint: CheckpointOpt = None,
     model_type: ModelTypeOpt = None,
     knob: KnobOpt = None,
     workers: Annotated[int, typer.Option("--workers", help="CPU processes (classical).")] = 1,
-    shard_size: Annotated[int, typer.Option("--shard-size", help="Images per shard file.")] = 64,
+    shard_size: ShardSizeOpt = 64,
     overwrite: OverwriteOpt = False,
     location: DataSpec = DataSpec(),
     quiet: QuietOpt = False,
@@ -136,6 +144,61 @@ def _echo_generation(out: Path, report: Any) -> None:
         typer.echo(f"{len(report.failed)} image(s) skipped (unreadable):", err=True)
         for image_id, reason in sorted(report.failed.items()):
             typer.echo(f"  {image_id}: {reason}", err=True)
+
+
+SourceFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--source-format",
+        help="auto (detected), amg-png (amg.py's PNG folders + metadata.csv), sam-json "
+        "(amg.py --convert-to-rle, SAM 2 records) or coco-json (records with a COCO RLE "
+        "segmentation, optional score).",
+    ),
+]
+
+
+@proposals_app.command("import")
+@with_data_options
+def import_masks(
+    src: Annotated[
+        Path, typer.Argument(help="The folder segment-anything's amg.py (or SAM 2) wrote.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="The proposal store folder to create / complete.")
+    ],
+    split: SplitOpt = "train",
+    split_dir: SplitDirOpt = None,
+    all_images: AllImagesOpt = False,
+    source_format: SourceFormatOpt = "auto",
+    shard_size: ShardSizeOpt = 64,
+    overwrite: OverwriteOpt = False,
+    location: DataSpec = DataSpec(),
+    quiet: QuietOpt = False,
+) -> None:
+    """Import masks made with SAM / SAM 2 (matched to the images by file stem) into a store."""
+    from semires.data import load_index
+    from semires.proposals.generate import image_paths, select_images
+    from semires.proposals.importer import import_store
+
+    at_least(shard_size, 1, "--shard-size")
+    index = load_index(location)
+    ids = select_images(index, split, split_dir, all_images)
+    report = import_store(
+        src,
+        image_paths(index, ids),
+        index.image_size,
+        out,
+        source_format=source_format,
+        shard_size=shard_size,
+        overwrite=overwrite,
+        progress=progress(quiet),
+    )
+    per_image = report.candidates / report.imported if report.imported else 0.0
+    typer.echo(
+        f"{out}: {report.wanted} images wanted, {report.already_done} already imported, "
+        f"{report.imported} imported from {src} ({report.source_format}; {per_image:.1f} "
+        f"candidates / image, {report.dropped_empty} empty masks dropped)"
+    )
 
 
 @proposals_app.command("verify")

@@ -11,6 +11,8 @@
 - :mod:`.verify`       :func:`verify_store`, every byte of a store;
 - :mod:`.decode`       fast decoding of a whole image's RLEs straight to the training size;
 - :mod:`.generate`     resumable, parallel and distributed generation of a store;
+- :mod:`.importer`     :func:`import_store`, masks made elsewhere with SAM / SAM 2 (amg.py's
+  PNG folders or RLE json, COCO-style json) into a store, resumable;
 - :mod:`.show`         figures.
 
 The best-IoU / CPI-union report applies the training's rule, so it lives above this package:
@@ -28,6 +30,7 @@ from semires.proposals.base import (
     register_generator,
 )
 from semires.proposals.generate import generate_store, select_images
+from semires.proposals.importer import import_store
 from semires.proposals.store import ProposalStore, verify_store
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "Proposals",
     "build_generator",
     "generate_store",
+    "import_store",
     "parse_knobs",
     "register_generator",
     "select_images",

@@ -70,6 +70,9 @@ class SamConfig:
     min_mask_region_area: int = 0
     device: str = "auto"
     bf16: bool = False
+    #: full-size masks only for the masks whose predicted IoU passes ``pred_iou_thresh``
+    #: (the same candidates, see :func:`decode_prefiltered`); a runtime knob
+    prefilter: bool = True
 
 
 # ---------------------------------------------------------------------------- shared helpers
@@ -175,8 +178,9 @@ def bf16_image_encoder(encoder: Any, device: str) -> Iterator[None]:
             del encoder.forward
 
 
-MODEL_KNOBS = frozenset({"model_type", "config", "checkpoint", "device", "bf16"})
-"""Knobs of the SAM configs that choose the model; all the others go to the AMG as they are."""
+MODEL_KNOBS = frozenset({"model_type", "config", "checkpoint", "device", "bf16", "prefilter"})
+"""Knobs of the SAM configs that choose the model or how it runs; all the others go to the AMG
+as they are."""
 
 
 def amg_knobs(config: Any) -> dict[str, Any]:
@@ -209,22 +213,21 @@ class SamGenerator(MaskGenerator):
 
     name = "sam"
     config_class = SamConfig
-    runtime_knobs = frozenset({"checkpoint", "device", "points_per_batch"})
+    runtime_knobs = frozenset({"checkpoint", "device", "points_per_batch", "prefilter"})
 
     def __init__(self, *, model: Any = None, **knobs: Any) -> None:
         super().__init__(**knobs)
         from segment_anything import SamAutomaticMaskGenerator
 
         cfg = self.config
+        amg_class = prefiltering_amg_class() if cfg.prefilter else SamAutomaticMaskGenerator
         self.device = resolve_device(cfg.device)
         self.custom_model = model is not None
         if model is None:
             model = self._load()
         self.model = model.to(self.device).eval()
         try:
-            self.amg = SamAutomaticMaskGenerator(
-                self.model, output_mode="coco_rle", **amg_knobs(cfg)
-            )
+            self.amg = amg_class(self.model, output_mode="coco_rle", **amg_knobs(cfg))
         except ImportError as exc:  # min_mask_region_area > 0 needs OpenCV
             raise ConfigError(
                 f"sam: min_mask_region_area > 0 needs OpenCV ({exc.name}); "
@@ -281,6 +284,152 @@ class SamGenerator(MaskGenerator):
         with torch.inference_mode(), context:
             records = self.amg.generate(np.ascontiguousarray(image))
         return records_to_proposals(records, (image.shape[0], image.shape[1]))
+
+
+# ---------------------------------------------------------------------------- prefiltering
+def decode_prefiltered(predictor: Any, coords: Any, iou_thresh: float) -> tuple[Any, Any, Any]:
+    """SAM's multimask decoding of a batch of point prompts (``coords`` [B, 2] in the model's
+    input frame, one positive point each) where only the masks whose predicted IoU exceeds
+    ``iou_thresh`` (all when it is <= 0) are upscaled to the image size.
+
+    ``SamPredictor.predict_torch`` makes all 3 B masks at 256 x 256 and upscales every one to
+    the image size before ``SamAutomaticMaskGenerator`` drops those below ``pred_iou_thresh``;
+    the predicted IoU comes from the transformer's IoU token alone. Here the transformer and
+    the heads run on the whole batch as in the library, and the decoder's upscaling, the
+    hypernetwork product and the resize run only for the points / masks that pass, on the
+    same memory layout (a batch of one is padded to two: its kernel rounds differently). Each
+    mask's values are the library's to the bit on this CPU (``tests/test_proposals_sam.py``
+    compares the candidates with the library's; ``bench/bench_sam.py`` on real photos).
+
+    Returns (logits [K, H, W] at the image size, predicted IoU [K], index [K] of each mask in
+    the library's flattened (point, mask) order).
+    """
+    import torch
+
+    model, decoder = predictor.model, predictor.model.mask_decoder
+    labels = torch.ones(coords.shape[0], dtype=torch.int, device=coords.device)
+    sparse, dense = model.prompt_encoder(
+        points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None
+    )
+    # MaskDecoder.predict_masks as the library computes it, up to the heads
+    out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((out_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1), sparse), dim=1)
+    src = torch.repeat_interleave(predictor.features, tokens.shape[0], dim=0) + dense
+    pos = torch.repeat_interleave(model.prompt_encoder.get_dense_pe(), tokens.shape[0], dim=0)
+    _, c, h, w = src.shape
+    hs, src = decoder.transformer(src, pos, tokens)
+    iou = decoder.iou_prediction_head(hs[:, 0, :])[:, 1:]  # the multimask outputs
+    mask_tokens = hs[:, 1 : 1 + decoder.num_mask_tokens, :]
+    hyper = torch.stack(
+        [mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
+        dim=1,
+    )
+    passing = iou > iou_thresh if iou_thresh > 0.0 else torch.ones_like(iou, dtype=torch.bool)
+    rows = passing.any(dim=1).nonzero()[:, 0]
+    flat = (rows[:, None] * iou.shape[1] + torch.arange(iou.shape[1], device=rows.device))[
+        passing[rows]
+    ]
+    if len(rows) == 0:
+        size = predictor.original_size
+        return src.new_zeros((0, *size)), iou[passing], flat
+    chosen = rows if len(rows) > 1 else rows.repeat(2)
+    upscaled = decoder.output_upscaling(src[chosen].transpose(1, 2).view(len(chosen), c, h, w))
+    n, uc, uh, uw = upscaled.shape
+    low = (hyper[chosen] @ upscaled.view(n, uc, uh * uw)).view(n, -1, uh, uw)[: len(rows), 1:]
+    masks = model.postprocess_masks(
+        low[passing[rows]][:, None], predictor.input_size, predictor.original_size
+    )[:, 0]
+    return masks, iou[passing], flat
+
+
+def process_batch_prefiltered(
+    amg: Any, points: np.ndarray, im_size: tuple[int, ...], crop_box: list[int], orig_size: Any
+) -> Any:
+    """``SamAutomaticMaskGenerator._process_batch`` with :func:`decode_prefiltered`: the
+    same ``MaskData`` (masks, scores, points, boxes, RLEs), made from fewer full-size masks.
+    ``amg.counts`` adds up the masks decoded, passing the predicted-IoU and the stability
+    filters (what random weights change: benchmarks report them)."""
+    import torch
+    from segment_anything.utils.amg import (
+        MaskData,
+        batched_mask_to_box,
+        calculate_stability_score,
+        is_box_near_crop_edge,
+        uncrop_masks,
+    )
+
+    orig_h, orig_w = orig_size
+    predictor = amg.predictor
+    coords = torch.as_tensor(
+        predictor.transform.apply_coords(points, im_size), device=predictor.device
+    )
+    masks, iou, index = decode_prefiltered(predictor, coords, amg.pred_iou_thresh)
+    n_out = predictor.model.mask_decoder.num_multimask_outputs
+    point_rows = torch.as_tensor(points.repeat(n_out, axis=0))[index.cpu()]
+    data = MaskData(masks=masks, iou_preds=iou, points=point_rows)
+    # from here on the library's own steps, in its order
+    threshold = predictor.model.mask_threshold
+    data["stability_score"] = calculate_stability_score(
+        data["masks"], threshold, amg.stability_score_offset
+    )
+    if amg.stability_score_thresh > 0.0:
+        data.filter(data["stability_score"] >= amg.stability_score_thresh)
+    counts = amg.__dict__.setdefault("counts", {"decoded": 0, "iou_pass": 0, "stable": 0})
+    counts["decoded"] += len(points) * n_out
+    counts["iou_pass"] += len(iou)
+    counts["stable"] += len(data["iou_preds"])
+    data["masks"] = data["masks"] > threshold
+    data["boxes"] = batched_mask_to_box(data["masks"])
+    keep = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
+    if not torch.all(keep):
+        data.filter(keep)
+    data["masks"] = uncrop_masks(data["masks"], crop_box, orig_h, orig_w)
+    data["rles"] = SharedList(masks_to_rle(data["masks"]))
+    del data["masks"]
+    return data
+
+
+def masks_to_rle(masks: Any) -> list[dict[str, Any]]:
+    """``segment_anything.utils.amg.mask_to_rle_pytorch`` for a [B, H, W] bool stack, with the
+    same output (uncompressed RLE dicts of Python ints), in one pass: the library looks up each
+    mask's run boundaries in the whole batch's (a scan of all of them per mask) and syncs with
+    the device three times per mask; here the boundaries and first pixels come to the host once
+    and are split with numpy."""
+    b, h, w = masks.shape
+    flat = masks.permute(0, 2, 1).flatten(1)
+    change = (flat[:, 1:] ^ flat[:, :-1]).nonzero().cpu().numpy()
+    first = flat[:, 0].cpu().numpy() if b else np.zeros(0, bool)
+    bounds = np.searchsorted(change[:, 0], np.arange(b + 1)) if b else np.zeros(1, np.int64)
+    out = []
+    for i in range(b):
+        edges = np.concatenate([[0], change[bounds[i] : bounds[i + 1], 1] + 1, [h * w]])
+        counts = [] if not first[i] else [0]
+        counts.extend(np.diff(edges).tolist())
+        out.append({"size": [h, w], "counts": counts})
+    return out
+
+
+class SharedList(list):
+    """A list that ``copy.deepcopy`` copies shallowly. ``MaskData.cat`` deep-copies every
+    batch's uncompressed RLEs (lists of Python ints) into the crop's data although the batch is
+    dropped right after; nothing changes the RLE dicts afterwards (``postprocess_small_regions``
+    replaces list items), so sharing them gives the same records without the copy."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedList:
+        return SharedList(self)
+
+
+@lru_cache(maxsize=1)
+def prefiltering_amg_class() -> type:
+    """``SamAutomaticMaskGenerator`` with :func:`process_batch_prefiltered` as its batch step
+    (everything else, crops, NMS, small-region removal and the records, is the library's)."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    class PrefilteringMaskGenerator(SamAutomaticMaskGenerator):
+        def _process_batch(self, points, im_size, crop_box, orig_size):  # type: ignore[override]
+            return process_batch_prefiltered(self, points, im_size, crop_box, orig_size)
+
+    return PrefilteringMaskGenerator
 
 
 def tiny_sam(
