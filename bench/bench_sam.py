@@ -94,6 +94,8 @@ def load_images(spec: str) -> list[tuple[str, np.ndarray]]:
     images: list[tuple[str, np.ndarray]] = []
     for part in spec.split(","):
         kind, _, count = part.partition(":")
+        if kind.isdigit():  # a bare count (the old option): synthetic images
+            kind, count = "synth", kind
         n = int(count or 1)
         if kind == "real":
             files = sorted(REALDATA.glob("*.jpg"))[:n]
@@ -492,7 +494,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--model", default="vit_b", help="vit_b, vit_l, vit_h or tiny")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    parser.add_argument("--images", default="real:3", help="real:N,synth:M")
+    parser.add_argument("--images", default="real:3", help="real:N,synth:M (N alone: synth:N)")
     parser.add_argument("--image-start", type=int, default=0, help="skip the first K of them")
     parser.add_argument(
         "--sides", default="library,ours", help=f"of {', '.join(SIDES)}; none: --encoder-batch only"

@@ -5,9 +5,15 @@ The official ``segment_anything`` package: a model from ``sam_model_registry[mod
 every knob exposed at the library's defaults (32 x 32 points, pred_iou_thresh 0.88,
 stability_score_thresh 0.95, box_nms_thresh 0.7, no crops: the setting of docs/method.md section 4).
 
-``bf16=True`` runs the image encoder (nearly all of the compute) under bfloat16 autocast on the
-model's device; the prompt encoder, the mask decoder and all thresholds stay in float32, so the
-filtering by predicted IoU / stability is not done on rounded logits.
+``bf16=True`` runs the image encoder (the largest network; the point decoding of 32 x 32 points
+costs more on a CPU, docs/proposals.md) under bfloat16 autocast on the model's device; the
+prompt encoder, the mask decoder and all thresholds stay in float32, so the filtering by
+predicted IoU / stability is not done on rounded logits.
+
+``prefilter=True`` (the default, a runtime knob) replaces the library's batch step with
+:func:`process_batch_prefiltered`: full-size masks only for the masks that pass
+``pred_iou_thresh``, one-pass RLE encoding and no deep copy of every batch's RLEs. The records
+are the library's to the bit (tests; ``bench/bench_sam.py`` measures it side by side).
 
 Model hook (tests, benchmarks, custom architectures):
 
