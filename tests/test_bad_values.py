@@ -21,13 +21,11 @@ from semires.runtime.checkpoint import load_checkpoint, save_checkpoint
 from semires.train.config import load_config
 from semires.train.engine import Trainer, train
 from semires.utils.typed_config import Domain, check_numbers
+from test_engine import make_cfg as engine_cfg
 
-BASE = [
-    "data.dataset=synthref",
-    "data.split_by=synth",
-    "data.img_size=64",
+#: one step of the test model, no test split, no TensorBoard (on top of test_engine's settings)
+SMALL = [
     "data.test_splits=[]",
-    "model.name=test-tiny",
     "train.epochs=1",
     "train.steps_per_epoch=1",
     "train.batch_size=2",
@@ -36,7 +34,7 @@ BASE = [
 
 
 def make_cfg(root: Path, out: Path, *extra: str):
-    return load_config(None, [f"data.root={root}", f"output.dir={out}", *BASE, *extra])
+    return engine_cfg(root, out, *SMALL, *extra)
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,6 @@ def run_payload(trainer: Any, full: bool) -> dict[str, Any]:
     network, and where the method has another one, that one as ``companion``)."""
     nets = trainer.method.networks()
     role = "student" if full else trainer.method.eval_role
-    if not full:
-        check_best_weights(trainer)
     state, dropped = ckpt_io.model_state(nets[role])
     payload: dict[str, Any] = {
         "model": state,

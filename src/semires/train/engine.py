@@ -416,6 +416,7 @@ class Trainer:
                 self._log_record(record)
                 self.save_latest()
             if self.best is None and self.info.is_main:  # no evaluation: the last weights
+                check_best_weights(self)  # as _validate does before an evaluated save
                 self.best = dict.fromkeys(("score", "metric", "epoch", "step"))
                 self.best.update(epoch=cfg.train.epochs, step=self.step)
                 ckpt_io.save_checkpoint(self.layout.best, run_payload(self, full=False))
