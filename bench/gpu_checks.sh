@@ -9,6 +9,11 @@
 #               share of the step the GPU is busy)
 #   train_ts    the same at the SemiRES teacher-student student batch (3 labeled + 3 unlabeled = 6)
 #               and the SemiRES burn-in batch (2)
+#   train_mem   peak GPU memory of one training step of the paper's model per per-GPU batch
+#               1 / 2 / 4 / 8, activation checkpointing none / backbone / backbone+text, fp32 and
+#               bf16 (max_memory_allocated / reserved; prints the largest measured batch that
+#               fits 12 / 24 / 48 / 80 GB at 90% of the card): the table docs/training.md asks
+#               for (issue 32). Not run yet: prepared in a session without a device.
 #   eval_imported  import-lavt of a random paper-size checkpoint, semires.load, and evaluation
 #               forwards at 480 (batch 1 as LAVT's test.py, and 16), fp32 vs bf16: sentences/s
 #   sam         SAM ViT-H everything mode at the library defaults (32 x 32 points; random weights),
@@ -26,6 +31,7 @@
 # usage: bash bench/gpu_checks.sh [OUT_DIR]        (default: $OUT, else runs/gpu_checks)
 #        DEVICE=cpu QUICK=1 bash bench/gpu_checks.sh /tmp/x   (a fast dry run of the script)
 #        STEPS="train train_ts_b6 train_ts_b2 eval_imported" bash bench/gpu_checks.sh $OUT
+#        STEPS="train_mem" bash bench/gpu_checks.sh $OUT   (issue 32's memory table alone, ~4 min)
 #            (only the named steps: the LAVT checks of docs/model.md fit one 10-minute call)
 #
 # It needs a python3 with torch, timm and transformers (the device machine's has them). The
@@ -53,6 +59,7 @@ if [ "${QUICK:-0}" = 1 ]; then
     train=(--model test-tiny --batch 2 --size 64 --steps 2 --warmup 1 --profile 1)
     train_ts=(--model test-lavt --size 64 --steps 2 --warmup 1)
     eval_imported=(--model test-lavt --size 64 --batch 1 2 --repeats 2)
+    train_mem=(--model test-lavt --size 64 --batch 1 2)
     sam=(--model tiny --images synth:1 --points-per-side 4 --sides library,ours)
     sam_loose=(--model tiny --images synth:1 --points-per-side 4 --loose --sides library,ours)
 else
@@ -60,6 +67,7 @@ else
     train=(--model lavt-swin-b-random --batch 8 --size 480 --steps 10 --warmup 3 --profile 3)
     train_ts=(--model lavt-swin-b-random --size 480 --steps 10 --warmup 3)
     eval_imported=(--model lavt-swin-b-random --size 480 --batch 1 16 --repeats 10)
+    train_mem=(--model lavt-swin-b-random --size 480 --batch 1 2 4 8)
     sam=(--model vit_h --images real:3,synth:2 --points-per-side 32 --warmup 1 --encoder-batch 4
          --sides library,ours,ours-bf16,ours-compile-bf16)
     sam_loose=(--model vit_h --images real:3,synth:1 --points-per-side 16 --loose
@@ -90,6 +98,8 @@ for b in 6 2; do
     step "train_ts_b$b" 120 "$py" bench/bench_train.py "${train_ts[@]}" --batch "$b" --device "$device" \
         --amp none bf16 --json "$out/train_ts_b$b.json"
 done
+step train_mem 240 "$py" bench/bench_train.py --memory "${train_mem[@]}" --device "$device" \
+    --checkpoint none backbone backbone+text --amp none bf16 --json "$out/train_mem.json"
 step eval_imported 150 "$py" bench/bench_eval_imported.py "${eval_imported[@]}" --device "$device" \
     --amp none bf16 --json "$out/eval_imported.json"
 step sam 300 "$py" bench/bench_sam.py --device "$device" "${sam[@]}" --out "$out/sam.jsonl"

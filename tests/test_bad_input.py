@@ -622,6 +622,9 @@ CASES = [
     Case("serve-host-unresolvable", serve_cmd("--host", "no-such-host.invalid"), "--host 'no-such-host.invalid': cannot resolve"),
     Case("serve-host-not-this-machine", serve_cmd("--host", "192.0.2.1"), "--host '192.0.2.1': cannot serve on it"),
     Case("serve-port-in-use", serve_cmd(), "already in use on 127.0.0.1", HeldPort),
+    # --- issue 30, class 8: the paper's path as a cluster user runs it
+    Case("quality-split-dir-missing", quality("--split-dir", "no-such-split"), "no-such-split"),
+    Case("quality-split-dir-of-another-split", lambda w, t: [*quality("--split", "val")(w, t), "--split-dir", str(w.split)], "divides split 'train', not 'val'"),
 ]  # fmt: skip
 
 

@@ -174,7 +174,8 @@ def test_text_encoder_hub_name_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(
         CheckpointError,
-        match=r"cannot load text encoder 'semires-test/no-such-bert'.*HF_HUB_OFFLINE",
+        match=r"text encoder 'semires-test/no-such-bert' was not found locally .*"
+        r"HF_HUB_OFFLINE is set.*model\.overrides\.text_encoder=\./no-such-bert",
     ):
         build_model("test-tiny", text_encoder="semires-test/no-such-bert")
 

@@ -106,6 +106,41 @@ def test_rerun_is_cached(tiny_run):
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/latest.pt")} == stamps
 
 
+def test_a_finished_stage_keeps_only_what_resume_and_report_read(tiny_run, tmp_path, capsys):
+    """Each finished stage's latest.pt is the run's record (no weights, optimizer, RNG or
+    teacher); best.pt keeps the networks. Resumed from the record, a stage trains nothing and
+    scores best.pt to the same metrics; one asked to train further is refused in one line, and
+    so is evaluating the record."""
+    import shutil
+
+    from semires.cli import main
+    from semires.errors import CheckpointError
+    from semires.runtime.checkpoint import load_checkpoint
+    from semires.train.config import config_from_dict
+    from semires.train.engine import train
+
+    out, _cfg, _ = tiny_run
+    for stage in ("supervised", "teacher_student", "iom", "cpi"):
+        latest = load_checkpoint(out / stage / "latest.pt")
+        assert latest["finished"] is True and latest["step"] > 0, stage
+        assert not {"model", "optimizer", "scaler", "rng", "teacher"} & set(latest), stage
+        assert "model" in load_checkpoint(out / stage / "best.pt"), stage
+        assert (out / stage / "best.pt").stat().st_size > 20 * (out / stage / "latest.pt").stat().st_size  # fmt: skip
+    copy = tmp_path / "cpi"
+    shutil.copytree(out / "cpi", copy)
+    cfg = config_from_dict(yaml.safe_load((copy / "config.yaml").read_text()))
+    cfg.output.dir = str(copy)
+    again = train(cfg, progress=True)
+    said = capsys.readouterr().out
+    assert "resumed from" in said and "nothing left to train" in said and "epoch=" not in said
+    assert again["splits"] == json.loads((out / "cpi" / "metrics.json").read_text())["splits"]
+    cfg.train.epochs += 1
+    with pytest.raises(CheckpointError, match="the record of a finished run of 2 steps"):
+        train(cfg, progress=False)
+    assert main(["evaluate", "--checkpoint", str(copy / "latest.pt"), "-q"]) == 2
+    assert "keeps no weights (dropped to save disk): use" in capsys.readouterr().err
+
+
 def test_open_plan_of_a_finished_run_reads_run_yaml_only(tiny_run, tmp_path, monkeypatch):
     """`semires serve` and `--seeds` read a run through its plan: open_plan makes no folder, starts
     no process group and reads no dataset, and its stage configs are those the run trained with.

@@ -65,13 +65,22 @@ def test_verify_show_and_quality(store: Path, data: list[str], tmp_path: Path, c
     args = ["proposals", "quality", str(store), *data, "--json", str(out_json), "--plot", str(plot)]
     assert main(args) == 0
     summary = json.loads(out_json.read_text())
-    assert (
-        summary["images"] == len(ProposalStore.open(store))
-        and summary["images_without_candidates"] == 3
-    )
+    # the 3 labeled images were never proposed: left out, not "without candidates"
+    assert summary["images"] == len(ProposalStore.open(store)) == 9
+    assert summary["images_without_candidates"] == 0 and summary["images_not_proposed"] == 3
     assert summary["best_iou"]["mean"] > 0.8  # the tuned default on synthetic shapes
     assert plot.read_bytes()[:4] == b"\x89PNG"
-    assert "best IoU (IOM ceiling)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "best IoU (IOM ceiling)" in said and "(0 images without candidates)" in said
+    assert "left out: 3 images of the split the store was not made for" in said
+    # --split-dir: the unlabeled images of the split folder are what is counted
+    args += ["--split-dir", str(store.parent / "split")]
+    assert main(args) == 0
+    again = json.loads(out_json.read_text())
+    assert again["counted"] == f"the 9 unlabeled images of {store.parent / 'split'}"
+    assert (again["images"], again["images_without_candidates"], again["images_not_proposed"]) == (9, 0, 3)  # fmt: skip
+    assert again["best_iou"] == summary["best_iou"]
+    capsys.readouterr()
 
 
 def test_verify_names_a_corrupt_shard(store: Path, tmp_path: Path, capsys) -> None:

@@ -131,11 +131,16 @@ import json, sys
 from semires.proposals.classical import ClassicalGenerator
 from semires.proposals.generate import generate_store
 paths = {int(k): v for k, v in json.load(open(sys.argv[1])).items()}
-generate_store(ClassicalGenerator(max_candidates=20), paths, sys.argv[2], shard_size=3, progress=False)
+r = generate_store(
+    ClassicalGenerator(max_candidates=20), paths, sys.argv[2], shard_size=3, progress=False
+)
+print(json.dumps([r.wanted, r.already_done, r.generated, r.ranks, r.gathered]))
 """
 
 
 def test_torchrun_style_ranks_with_a_gloo_group(tmp_path, images, reference) -> None:
+    """The ranks write the single-process store; rank 0's report holds the totals over the
+    ranks (what `semires propose` prints once), the others their own share."""
     jobs = tmp_path / "jobs.json"
     jobs.write_text(json.dumps({str(k): str(v) for k, v in images.items()}))
     out = tmp_path / "dist"
@@ -145,10 +150,19 @@ def test_torchrun_style_ranks_with_a_gloo_group(tmp_path, images, reference) -> 
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2"}
         env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
         procs.append(
-            subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(jobs), str(out)], env=env)
+            subprocess.Popen(
+                [sys.executable, "-c", RANK_SCRIPT, str(jobs), str(out)],
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
         )
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    said = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
     assert store_bytes(out) == reference
+    counts = [json.loads(text.strip().splitlines()[-1]) for text in said]
+    assert counts[0] == [10, 0, 10, 2, True]  # rank 0: every rank's images (chunks 0-3)
+    assert counts[1] == [4, 0, 4, 1, True]  # rank 1: its chunks 1 and 3 (it says nothing)
 
 
 KILL_SCRIPT = """

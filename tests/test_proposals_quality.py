@@ -75,7 +75,9 @@ def test_report_on_a_store_by_hand(tmp_path) -> None:
     report = evaluate_quality(
         ProposalStore.open(tmp_path / "s"), hand_index(), "train", progress=False
     )
-    assert report.missing_images == [2] and report.candidates_per_image == {1: 5}
+    # image 2 is not in the store and the store was not made for it (e.g. a labeled image)
+    assert report.missing_images == [] and report.not_proposed == [2]
+    assert report.candidates_per_image == {1: 5}
     summary = summarise(report)
     assert summary["objects"] == 2 and summary["images"] == 1
     best, cpi = summary["best_iou"], summary["cpi_iou"]
@@ -86,9 +88,29 @@ def test_report_on_a_store_by_hand(tmp_path) -> None:
     assert [o["object_id"] for o in summary["per_object"]] == [10, 11]
     json.dumps(summary)  # JSON-ready
     text = format_summary(summary)
-    assert "best IoU (IOM ceiling): mean 0.679" in text and "1 images without" in text
+    assert "best IoU (IOM ceiling): mean 0.679" in text and "(0 images without" in text
+    assert "left out: 1 images of the split the store was not made for" in text
     plot_quality(summary, str(tmp_path / "q.png"))
     assert (tmp_path / "q.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_counts_the_images_the_store_was_made_for(tmp_path) -> None:
+    """Images the store was made for but holds no candidates of (given, or unreadable ones in
+    failed.json) are "without candidates"; the others of the split are left out apart."""
+    store = ProposalStore.create(tmp_path / "s", "test", {})
+    store.write_shard([(1, Proposals.from_masks(CANDIDATES, np.linspace(1, 0.5, 5)))])
+    opened = ProposalStore.open(tmp_path / "s")
+    given = evaluate_quality(
+        opened, hand_index(), "train", progress=False, image_ids=[1, 2], counted="both"
+    )
+    assert given.missing_images == [2] and given.not_proposed == [] and given.counted == "both"
+    only = evaluate_quality(opened, hand_index(), "train", progress=False, image_ids=[1])
+    assert only.missing_images == [] and only.not_proposed == [2]
+    (tmp_path / "s" / "failed.json").write_text(json.dumps({"2": "cannot read 2.png"}))
+    failed = evaluate_quality(ProposalStore.open(tmp_path / "s"), hand_index(), "train", progress=False)  # fmt: skip
+    assert failed.missing_images == [2] and failed.not_proposed == []
+    assert summarise(failed)["images_without_candidates"] == 1
+    assert "(1 images without candidates)" in format_summary(summarise(failed))
 
 
 def test_report_refuses_candidates_of_another_image_size(tmp_path) -> None:

@@ -136,3 +136,39 @@ def test_unknown_protocol_exit_code(
 ) -> None:
     code, _, err = run([*folders, "--protocol", "cris"], capsys)
     assert code == 2 and "unknown protocol 'cris'" in err
+
+
+def test_evaluate_api_completes_the_data_options_as_the_cli(synth_tiny: Path, tmp_path: Path, monkeypatch) -> None:  # fmt: skip
+    """`semires.evaluate` for Python callers: an ``ann`` whose ending names no format takes the
+    checkpoint's format, and a relative dataset path the checkpoint keeps that is not found
+    from the current folder is one line saying what to give (as `semires evaluate`)."""
+    import shutil
+
+    import torch
+
+    from semires.data import DataSpec, load_index
+    from semires.data.jsonl import write_jsonl
+    from semires.evaluate.evaluate import evaluate_checkpoint
+    from semires.train.config import load_config
+    from semires.train.engine import train
+
+    index = load_index(DataSpec(root=str(synth_tiny), dataset="synthref", split_by="synth"))
+    trained_in = tmp_path / "trained_in"
+    (trained_in / "data").mkdir(parents=True)
+    write_jsonl(index, trained_in / "data" / "set.jsonl", masks="rle", copy_images=True, progress=False)  # fmt: skip
+    monkeypatch.chdir(trained_in)  # trained with paths relative to this folder
+    overrides = ["data.format=jsonl", "data.ann=data/set.jsonl"]
+    overrides += ["data.img_size=64", "data.test_splits=[]", "model.name=test-tiny"]
+    overrides += ["train.epochs=1", "train.steps_per_epoch=1", "train.batch_size=2"]
+    train(load_config(None, [*overrides, "output.dir=run", "output.tensorboard=false"]), progress=False)  # fmt: skip
+    ckpt = trained_in / "run" / "best.pt"
+    here = evaluate_checkpoint(ckpt, "val", device="cpu", progress=False)["metrics"]
+    monkeypatch.chdir(tmp_path)  # elsewhere: the relative data.ann is not found from here
+    with pytest.raises(DataError, match=r"keeps data.ann 'data/set.jsonl', relative to the folder it was trained in.*give --ann \(data_overrides 'ann'\)"):  # fmt: skip
+        evaluate_checkpoint(ckpt, "val", device="cpu", progress=False)
+    # the same file under a name whose ending names no format: the checkpoint's (jsonl)
+    shutil.copy(trained_in / "data" / "set.jsonl", tmp_path / "set.lines")
+    given = {"ann": str(tmp_path / "set.lines"), "image_root": str(trained_in / "data")}
+    there = evaluate_checkpoint(ckpt, "val", device="cpu", progress=False, data_overrides=given)
+    assert there["metrics"] == here
+    assert torch.load(ckpt, weights_only=True)["config"]["data"]["format"] == "jsonl"

@@ -113,13 +113,21 @@ def test_a_strategy_from_outside_the_package_trains_by_name(synth_tiny, semi_set
         make_cfg(synth_tiny, tmp_path / "bad", *common, "semi.refine.options.inside=1")
 
 
-@pytest.mark.parametrize("strategy", [*STRATEGIES, "consensus"])
+#: labeler settings beyond a strategy, each over CPI
+_VARIANTS = {
+    "consensus": ["semi.consensus=true"],
+    "exclusive": ["semi.assign=exclusive"],
+    "objects": ["semi.consensus=true", "semi.flip_view=true", "semi.assign=exclusive"],
+}
+
+
+@pytest.mark.parametrize("strategy", [*STRATEGIES, *_VARIANTS])
 def test_offline_pseudo_labels_are_the_training_labels(synth_tiny, semi_setup, tmp_path, strategy):
     """Training labels of one step, recorded where the strategy's loss receives them, against
     ``PseudoLabeler.for_refs`` of the same samples and sentences with the teacher of that step
     (no blur, so the weak view is the image; at most 3 candidates per image)."""
     common, index, props = semi_setup
-    extra = ["semi.consensus=true", "semi.refine.strategy=cpi"] if strategy == "consensus" else [
+    extra = [*_VARIANTS[strategy], "semi.refine.strategy=cpi"] if strategy in _VARIANTS else [
         f"semi.refine.strategy={strategy}"]  # fmt: skip
     cfg = make_cfg(
         synth_tiny,
@@ -149,7 +157,83 @@ def test_offline_pseudo_labels_are_the_training_labels(synth_tiny, semi_setup, t
         index, samples, cfg.data.img_size, store=ProposalStore.open(props)
     )
     assert offline.candidates.shape[1] <= 3
+    if "semi.assign=exclusive" in extra:  # the image's other referents were labelled too
+        assert any(unl["others"]) and offline.kept is not None
     assert torch.equal(offline.result.labels, result.labels)
     assert torch.equal(offline.result.weights, result.weights)
     assert torch.equal(offline.result.matched, result.matched)
     assert offline.result.counts == result.counts
+
+
+def test_object_selection_trains_on_the_kept_share(synth_tiny, semi_setup, tmp_path):
+    """With ``semi.select`` the strategy's loss receives the ceil(q(t) B) samples of highest
+    signal, q rising from ``start`` to ``end``; the epoch's record says what was kept."""
+    import math
+
+    from semires.train.objects import keep_top, kept_share
+
+    common, _, _ = semi_setup
+    cfg = make_cfg(
+        synth_tiny,
+        tmp_path / "select",
+        *common,
+        "semi.refine.strategy=cpi",
+        "semi.select.signal=confidence",
+        "semi.select.start=0.25",
+        "train.epochs=1",
+        "train.steps_per_epoch=4",
+    )
+    trainer = Trainer(cfg, progress=False)
+    method_ = trainer.method
+    used, expected = [], []
+    real_labeler, real_loss = method_.labeler, method_.labeler.strategy.loss
+
+    def labeler(unl):  # the labels, and the samples selection should keep from them
+        labels = real_labeler(unl)
+        share = kept_share(trainer.step, trainer.total_steps, 0.25, 1.0, 1.0)
+        expected.append(labels.result.labels[keep_top(labels.signals["confidence"], share)])
+        return labels
+
+    real_labeler.strategy.loss = lambda logits, result, losses: (
+        used.append(result.labels) or real_loss(logits, result, losses)
+    )
+    labeler.strategy, labeler.text = real_labeler.strategy, real_labeler.text
+    method_.labeler = labeler
+    for batches in trainer.batches(0, 4):
+        trainer.train_step(list(batches))
+    record = method_.epoch_record(trainer.info)
+    batch = cfg.semi.unlabeled_batch_size
+    sizes = [u.shape[0] for u in used]
+    assert sizes == [math.ceil((0.25 + 0.75 * t / 4) * batch) for t in range(4)]
+    assert all(torch.equal(u, e) for u, e in zip(used, expected, strict=True))
+    assert record["kept_share"] == pytest.approx(sum(sizes) / (4 * batch))
+    assert {"grounding_kept", "precision_confidence", "precision_mean"} <= set(record)
+
+
+def test_exclusive_assignment_leaves_single_referent_images_alone(synth_tiny, semi_setup, tmp_path):
+    """A sample whose image has no other referent: the exclusive labeler's labels are the
+    independent one's, bit for bit; with the image's other referents some candidate is withheld
+    from some sample, and never one that was not valid."""
+    import dataclasses
+
+    common, index, props = semi_setup
+    cfg = make_cfg(synth_tiny, tmp_path / "x", *common, "semi.refine.strategy=cpi")
+    trainer = Trainer(cfg, progress=False)
+    teacher, text = trainer.method.teacher, trainer.method.labeler.text
+    labelers = {
+        a: PseudoLabeler(
+            teacher, dataclasses.replace(cfg.semi, assign=a), device=trainer.device, text=text
+        )
+        for a in ("independent", "exclusive")
+    }
+    refs = trainer.method.unlabeled_ds.refs[:8]
+    samples = [(r, r.sentences[0].raw) for r in refs]
+    store = ProposalStore.open(props)
+    batch, many = labelers["exclusive"].for_refs(index, samples, cfg.data.img_size, store=store)
+    assert all(batch["others"]) and (many.kept != many.valid).any()
+    assert not (many.kept & ~many.valid).any()
+    alone = {**batch, "others": [[] for _ in refs]}  # as if each image had one referent
+    a, b = labelers["independent"](alone), labelers["exclusive"](alone)
+    assert torch.equal(a.result.labels, b.result.labels)
+    assert torch.equal(a.result.weights, b.result.weights)
+    assert torch.equal(b.kept, b.valid)

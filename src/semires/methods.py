@@ -64,6 +64,22 @@ _TABLE: dict[str, RunMethod] = {
         RunMethod("cpi_o", "SemiRES-CPI-O", {"strategy": "cpi", "cpi_u": False, "cpi_o": True}),
         _variant("consensus", "consensus + CPI", "cpi", ours=True, consensus=True),
         _variant("consensus_soft", "consensus + soft-IoU", "soft", ours=True, consensus=True),
+        # pseudo-labels on the right object (docs/refinement.md): each mechanism over CPI alone,
+        # then together
+        _variant("exclusive", "CPI + exclusive assignment", "cpi", ours=True, assign="exclusive"),
+        _variant("flipview", "CPI + flipped teacher view", "cpi", ours=True, flip_view=True),
+        _variant(
+            "select", "CPI + object selection", "cpi", ours=True, select={"signal": "confidence"}
+        ),
+        _variant(
+            "objects",
+            "CPI + consensus, flip view, selection",
+            "cpi",
+            ours=True,
+            consensus=True,
+            flip_view=True,
+            select={"signal": "confidence"},
+        ),
     )
 }
 #: the strategies of ours (beyond the paper)

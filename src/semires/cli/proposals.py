@@ -10,6 +10,7 @@ import typer
 from semires.cli.options import (
     QuietOpt,
     at_least,
+    main_process,
     output_file,
     progress,
     with_data_options,
@@ -112,7 +113,7 @@ def propose(
     """Generate candidate masks for the training images (resumable; torchrun-aware)."""
     from semires.data import load_index
     from semires.proposals.base import build_generator
-    from semires.proposals.generate import generate_store, image_paths, select_images
+    from semires.proposals.generate import cpu_note, generate_store, image_paths, select_images
 
     at_least(workers, 1, "--workers")
     at_least(shard_size, 1, "--shard-size")
@@ -120,6 +121,9 @@ def propose(
     index = load_index(location)
     ids = select_images(index, split, split_dir, all_images)
     gen = build_generator(generator, **knobs)
+    note = cpu_note(gen)
+    if note and main_process():
+        typer.echo(note, err=True)
     report = generate_store(
         gen,
         image_paths(index, ids),
@@ -133,12 +137,24 @@ def propose(
 
 
 def _echo_generation(out: Path, report: Any) -> None:
-    """What ``propose`` did: counts on stdout, the images it skipped on stderr."""
+    """What ``propose`` did: counts on stdout, the images it skipped on stderr. Under torchrun
+    rank 0 says it once, with the totals over every rank; without a process group (no
+    ``MASTER_ADDR``) each rank can only say its own share, and says so."""
+    from semires.proposals.generate import Rank
+
+    rank = Rank.from_env()
+    share = ""
+    if rank.world_size > 1 and not report.gathered:
+        share = f" (rank {rank.rank} of {rank.world_size}: this rank's share)"
+    elif not main_process():
+        return
+    elif report.ranks > 1:
+        share = f" (over {report.ranks} processes)"
     per_image = report.candidates / report.generated if report.generated else 0.0
     typer.echo(
         f"{out}: {report.wanted} images wanted, {report.already_done} already done, "
         f"{report.generated} generated ({per_image:.1f} candidates / image, "
-        f"{report.images_per_second:.2f} images/s)"
+        f"{report.images_per_second:.2f} images/s){share}"
     )
     if report.failed:
         typer.echo(f"{len(report.failed)} image(s) skipped (unreadable):", err=True)
@@ -290,10 +306,20 @@ def quality(
         float | None,
         typer.Option("--t2", help="CPI: share of the candidate inside. Default: training's t2."),
     ] = None,
+    split_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--split-dir",
+            help="Count the unlabeled images of this split folder (what `propose --split-dir` "
+            "made the store for). Default: the images in the store and those it could not read.",
+        ),
+    ] = None,
     location: DataSpec = DataSpec(),
     quiet: QuietOpt = False,
 ) -> None:
-    """Best IoU and CPI-union IoU per ground-truth object, candidates per image."""
+    """Best IoU and CPI-union IoU per ground-truth object, candidates per image, on the images
+    the store was made for (the split's other images, e.g. the labeled ones, are left out and
+    counted apart)."""
     from semires.data import load_index
     from semires.proposals.store import ProposalStore
     from semires.train.proposal_quality import (
@@ -314,7 +340,19 @@ def quality(
     index = load_index(location)
     store = ProposalStore.open(store_dir)
     chosen = None if split == "all" else split
-    report = evaluate_quality(store, index, chosen, t1, t2, progress=progress(quiet))
+    ids = counted = None
+    if split_dir is not None:
+        from semires.data.splits import read_split
+        from semires.proposals.generate import select_images
+
+        if chosen is None:
+            ids = sorted(read_split(split_dir, index).unlabeled_images)
+        else:
+            ids = select_images(index, chosen, split_dir)
+        counted = f"the {len(ids)} unlabeled images of {split_dir}"
+    report = evaluate_quality(
+        store, index, chosen, t1, t2, progress=progress(quiet), image_ids=ids, counted=counted
+    )
     summary = summarise(report)
     typer.echo(format_summary(summary))
     if json_out is not None:

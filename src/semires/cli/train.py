@@ -27,6 +27,7 @@ def train(
     from semires.cli.run import refuse_empty_config
     from semires.evaluate.tables import format_metrics_table
     from semires.run_config import check_config_kind
+    from semires.runtime.logs import worker_count_note
     from semires.train.config import load_config, resolve_config_path
     from semires.train.engine import train as run_training
     from semires.utils.io import disk_full_in
@@ -37,6 +38,9 @@ def train(
     refuse_empty_config(data, path, "train")
     check_config_kind(data, path, "train")
     cfg = load_config(path, overrides or [])
+    note = worker_count_note(cfg.data.num_workers)  # once, not per loader
+    if note and main_process():
+        typer.echo(note, err=True)
     with disk_full_in(cfg.output.dir):
         result = run_training(cfg, progress=not quiet)  # bars: only on a terminal (cli.entry)
     if result.get("splits") and main_process():  # under torchrun: once, by rank 0
@@ -107,51 +111,13 @@ def evaluate(
     typer.echo(format_metrics_table({split: result["metrics"]}, title=title))
 
 
-#: the dataset paths a checkpoint's config keeps (as given when it was trained)
-DATA_PATHS = ("root", "ann", "image_root", "mask_root")
-
-
 def checkpoint_data_options(checkpoint: Path, given: dict[str, str]) -> dict[str, str]:
-    """``evaluate``'s dataset options completed from the checkpoint's own dataset: ``--ann``
-    whose file ending names no format takes the checkpoint's format; a relative path the
-    checkpoint keeps (``data.ann: data/x.jsonl``, relative to the folder training ran in)
-    that is not found from here is a one-line error saying so. A checkpoint that cannot be
-    read is left to :func:`~semires.evaluate.evaluate.evaluate_checkpoint` to refuse."""
-    from semires.data.formats import detect_format
-    from semires.errors import DataError
+    """``evaluate``'s dataset options completed from the checkpoint's own dataset, checked
+    before the model is loaded: :func:`semires.evaluate.evaluate.checkpoint_data_options`
+    (which :func:`~semires.evaluate.evaluate.evaluate_checkpoint` applies for Python callers)."""
+    from semires.evaluate.evaluate import checkpoint_data_options as complete
 
-    stored = _stored_data(checkpoint)
-    out = dict(given)
-    unnamed = "ann" in out and "format" not in out and detect_format(out["ann"]) is None
-    if unnamed and stored.get("format") and stored.get("ann"):
-        out["format"] = str(stored["format"])
-    if out.get("format", stored.get("format")) != stored.get("format"):
-        return out  # another format: the checkpoint's paths are not used
-    for key in DATA_PATHS:
-        value = stored.get(key)
-        if key in out or not value or Path(value).is_absolute() or Path(value).exists():
-            continue
-        option = "--" + key.replace("_", "-")
-        raise DataError(
-            f"{checkpoint} keeps data.{key} {value!r}, relative to the folder it was trained in, "
-            f"and {Path.cwd() / str(value)} does not exist: run evaluate from that folder, or "
-            f"give {option} with a path from here"
-        )
-    return out
-
-
-def _stored_data(checkpoint: Path) -> dict[str, object]:
-    """The ``data`` section of a checkpoint's training config (memory-mapped, so its weights
-    are not read); {} when there is none or the file cannot be read."""
-    import torch
-
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # a missing or damaged file: evaluate_checkpoint says what is wrong
-        return {}
-    config = ckpt.get("config") if isinstance(ckpt, dict) else None
-    data = config.get("data") if isinstance(config, dict) else None
-    return data if isinstance(data, dict) else {}
+    return complete(checkpoint, given)
 
 
 def predict(

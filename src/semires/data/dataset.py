@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from semires.data.flip import flip_image, flip_sentence
 from semires.data.index import Ref, RESIndex
 from semires.data.transforms import Blur, Jitter, resize_image, resize_mask
 from semires.utils.bits import PackedMasks
@@ -110,7 +111,8 @@ class LabeledDataset(Dataset):
     """Labeled refs: (image, one random sentence of the ref, GT mask), resized to ``size``.
 
     ``augment="photometric"`` applies the strong colour jitter to labeled images too (off in the
-    paper).
+    paper). ``flip``: the probability of a text-aligned horizontal flip (image and mask mirrored,
+    the expression's left and right swapped, :mod:`semires.data.flip`; 0 in the paper).
     """
 
     def __init__(
@@ -123,8 +125,10 @@ class LabeledDataset(Dataset):
         cache_images: bool = False,
         augment: str = "none",
         jitter: Jitter | None = None,
+        flip: float = 0.0,
     ) -> None:
         self.index, self.refs, self.size, self.seed = index, list(refs), size, seed
+        self.flip = flip
         if self.refs:
             index.require_masks(self.refs[0].split, "labeled refs need masks", self.refs)
         self.images = _ImageCache(index, size, cache_images)
@@ -146,12 +150,15 @@ class LabeledDataset(Dataset):
         ref = self.refs[key.index]
         rng = key.rng(self.seed)
         sentence = ref.sentences[int(rng.integers(len(ref.sentences)))].raw
-        image = self.images.get(ref.image_id)
+        image, gt = self.images.get(ref.image_id), self.mask(ref)
         if self.augment == "photometric":
             image = self.jitter(image, rng)
+        # drawn last and only when on: runs without flips draw exactly what they always drew
+        if self.flip > 0 and rng.random() < self.flip:
+            image, gt, sentence = flip_image(image), flip_image(gt), flip_sentence(sentence)
         return {
             "image": image,
-            "gt": self.mask(ref),
+            "gt": gt,
             "sentence": sentence,
             "ref_id": ref.id,
             "image_id": ref.image_id,
@@ -165,7 +172,11 @@ class UnlabeledDataset(Dataset):
     image, so they align with both views; ``packed`` (the default) carries them bit-packed
     (:class:`semires.utils.bits.PackedMasks`, 64 pixels a word, with their areas), else as a
     bool [K, size, size] tensor. The GT mask is returned only for logging pseudo-label
-    quality (``gt``; never used for training) when the index has masks.
+    quality (``gt``; never used for training) when the index has masks. With ``referents``
+    each sample also carries the expressions of every OTHER referred object of its image
+    (``others``: one list per object, objects in id order; the split is by image, so they are
+    unlabeled too), for assigning candidates to an image's referents jointly
+    (``semi.assign``).
     """
 
     def __init__(
@@ -182,8 +193,11 @@ class UnlabeledDataset(Dataset):
         cache_images: bool = False,
         with_gt: bool = True,
         packed: bool = True,
+        referents: bool = False,
     ) -> None:
         self.index, self.refs, self.size, self.seed = index, list(refs), size, seed
+        self.referents = referents
+        self._objects: dict[int, dict[int, list[str]]] | None = None
         self.images = _ImageCache(index, size, cache_images)
         self.proposals = proposals
         self.max_candidates = max_candidates
@@ -207,6 +221,20 @@ class UnlabeledDataset(Dataset):
         if self.packed:
             return self.proposals.packed_masks(image_id, size)[:top]
         return self.proposals.masks(image_id, size)[:top]
+
+    def others(self, ref: Ref) -> list[list[str]]:
+        """The expressions of every other referred object of ``ref``'s image (same split), one
+        list per object, objects in id order (refs of one object merged)."""
+        if self._objects is None:
+            objects: dict[int, dict[int, list[str]]] = {}
+            splits = {r.split for r in self.refs}
+            for r in (r for split in sorted(splits) for r in self.index.refs_in(split)):
+                objects.setdefault(r.image_id, {}).setdefault(r.object_id, []).extend(
+                    s.raw for s in r.sentences
+                )
+            self._objects = objects
+        image = self._objects.get(ref.image_id, {})
+        return [image[o] for o in sorted(image) if o != ref.object_id]
 
     def __getitem__(self, key: SampleKey) -> dict[str, Any]:
         ref = self.refs[key.index]
@@ -232,6 +260,8 @@ class UnlabeledDataset(Dataset):
             "ref_id": ref.id,
             "image_id": ref.image_id,
         }
+        if self.referents:
+            item["others"] = self.others(ref)
         if self.with_gt:  # for statistics only: never a training target
             item["gt"] = resize_mask(self.index.mask(ref.object_id), self.size)
         return item

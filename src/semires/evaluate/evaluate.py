@@ -211,7 +211,10 @@ def evaluate_checkpoint(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Load a checkpoint and the dataset named in its config (``data_overrides``: DataConfig
-    fields that replace it), evaluate a split, write json."""
+    fields that replace it), evaluate a split, write json. As ``semires evaluate``: an ``ann``
+    whose file ending names no format takes the checkpoint's format, and a relative dataset
+    path the checkpoint keeps that is not found from the current folder is a one-line
+    :class:`~semires.errors.DataError` saying what to give (:func:`checkpoint_data_options`)."""
     from semires.data import load_index
     from semires.errors import ConfigError
     from semires.evaluate.predict import load
@@ -222,6 +225,8 @@ def evaluate_checkpoint(
     check_protocol(protocol)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"--batch-size: expected an integer >= 1, got {batch_size!r}")
+    given = {k: v for k, v in (data_overrides or {}).items() if v is not None}
+    data_overrides = checkpoint_data_options(checkpoint, given)  # before the model is read
     seg = load(checkpoint, device=device, weights=weights)
     index = load_index(_data_location(seg.config, data_overrides, checkpoint))
     result = evaluate_model(
@@ -266,3 +271,50 @@ def _data_location(config: dict | None, overrides: dict | None, checkpoint: Any)
             "DIR --dataset NAME --split-by BY, or --ann FILE (--format semires, jsonl, ...)"
         )
     return load_dataclass(DataSpec, {**stored, **given}, prefix="data")
+
+
+#: the dataset paths a checkpoint's config keeps (as given when it was trained)
+DATA_PATHS = ("root", "ann", "image_root", "mask_root")
+
+
+def checkpoint_data_options(checkpoint: str | Path, given: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation's dataset options (``given``: DataSpec fields) completed from the
+    checkpoint's own dataset, before the model is loaded: an ``ann`` whose file ending names
+    no format takes the checkpoint's format (when the checkpoint reads an ``ann`` too); a
+    relative path the checkpoint keeps (``data.ann: data/x.jsonl``, relative to the folder
+    training ran in) that is not given and is not found from the current folder is a one-line
+    :class:`~semires.errors.DataError` saying so. A checkpoint that cannot be read is left to
+    :func:`evaluate_checkpoint` to refuse."""
+    from semires.data.formats import detect_format
+    from semires.errors import DataError
+
+    stored = _stored_data(checkpoint)
+    out = dict(given)
+    unnamed = "ann" in out and "format" not in out and detect_format(out["ann"]) is None
+    if unnamed and stored.get("format") and stored.get("ann"):
+        out["format"] = str(stored["format"])
+    if out.get("format", stored.get("format")) != stored.get("format"):
+        return out  # another format: the checkpoint's paths are not used
+    for key in DATA_PATHS:
+        value = stored.get(key)
+        if key in out or not value or Path(value).is_absolute() or Path(value).exists():
+            continue
+        option = "--" + key.replace("_", "-")
+        raise DataError(
+            f"{checkpoint} keeps data.{key} {value!r}, relative to the folder it was trained in, "
+            f"and {Path.cwd() / str(value)} does not exist: run evaluate from that folder, or "
+            f"give {option} (data_overrides {key!r}) with a path from here"
+        )
+    return out
+
+
+def _stored_data(checkpoint: str | Path) -> dict[str, Any]:
+    """The ``data`` section of a checkpoint's training config (memory-mapped, so its weights
+    are not read); {} when there is none or the file cannot be read."""
+    try:
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a missing or damaged file: evaluate_checkpoint says what is wrong
+        return {}
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    data = config.get("data") if isinstance(config, dict) else None
+    return data if isinstance(data, dict) else {}

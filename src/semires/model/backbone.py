@@ -47,6 +47,8 @@ class StagedBackbone(nn.Module):
     """
 
     channels_last: bool = False
+    #: recompute each block in the backward pass (activation checkpointing, training only)
+    checkpoint: bool = False
 
     def __init__(self, model: nn.Module, keep: tuple[str, ...]) -> None:
         from timm.data import resolve_model_data_config
@@ -73,8 +75,29 @@ class StagedBackbone(nn.Module):
         raise NotImplementedError
 
     def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        """Run stage ``index`` (0..3) on ``x`` (native layout)."""
-        raise NotImplementedError
+        """Run stage ``index`` (0..3) on ``x`` (native layout).
+
+        With ``checkpoint`` set, in training mode with gradients enabled, each block (the
+        stage's downsampling together with its first block) is run under non-reentrant
+        ``torch.utils.checkpoint``: only its input is kept, and it is recomputed in the backward
+        pass with the RNG state of the forward (same drop-path masks). Blocks through which no
+        gradient flows are run plainly."""
+        stage = getattr(self, self.part_names[1])[index]
+        if not (self.checkpoint and self.training and torch.is_grad_enabled()):
+            return stage(x)
+        from torch.utils.checkpoint import checkpoint
+
+        blocks = list(stage.blocks)
+        segments: list[tuple[Callable[[torch.Tensor], torch.Tensor], list[nn.Module]]] = [
+            (lambda t: blocks[0](stage.downsample(t)), [stage.downsample, blocks[0]]),
+            *((block, [block]) for block in blocks[1:]),
+        ]
+        for run, modules in segments:
+            if x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters()):
+                x = checkpoint(run, x, use_reentrant=False)
+            else:
+                x = run(x)
+        return x
 
     def freeze(self, stages: int) -> None:
         """No gradients into the patch embedding and stages ``0 .. stages - 1`` (0: none frozen,
@@ -170,9 +193,6 @@ class SwinBackbone(StagedBackbone):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.patch_embed(images)
 
-    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return self.layers[index](x)
-
 
 class ConvNeXtBackbone(StagedBackbone):
     """timm ConvNeXt: ``stem`` + ``stages[0..3]``, channels-first."""
@@ -182,9 +202,6 @@ class ConvNeXtBackbone(StagedBackbone):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.stem(images)
-
-    def run_stage(self, index: int, x: torch.Tensor) -> torch.Tensor:
-        return self.stages[index](x)
 
 
 _FAMILY_CLASSES: dict[str, type[StagedBackbone]] = {

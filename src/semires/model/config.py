@@ -73,6 +73,16 @@ class ModelConfig:
         ``align_corners=True`` (LAVT) instead of False;
       - ``num_classes``: output channels (2: background / referred object).
 
+    Memory:
+      - ``checkpoint_activations``: activation checkpointing in training (``"none"``: off;
+        ``"backbone"``: each backbone block, the patch merging with the first block of its stage,
+        is recomputed in the backward pass instead of keeping its activations; ``"backbone+text"``:
+        also each text-encoder layer, with transformers' gradient checkpointing). Non-reentrant
+        ``torch.utils.checkpoint`` with the RNG state preserved, so dropout and stochastic depth
+        draw the same masks in the recomputation: the outputs and gradients are those without it
+        (to float rounding); no effect in eval mode or without gradients. Costs about one more
+        forward pass of the checkpointed parts per step.
+
     Text encoders: ``"bert-config"`` is a BERT built from BertConfig fields in ``text_kwargs``
     with random weights (they come from a checkpoint) and the tokenizer named by ``tokenizer``:
     what an imported LAVT checkpoint needs, without any download.
@@ -99,6 +109,7 @@ class ModelConfig:
     decoder_dim: int = 256
     align_corners: bool = False
     num_classes: int = 2
+    checkpoint_activations: Literal["none", "backbone", "backbone+text"] = "none"
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone_weights, os.PathLike):

@@ -74,6 +74,9 @@ class RESModel(nn.Module):
         if config.backbone_weights:
             load_backbone_weights(self.backbone, config.backbone_weights)
         self.backbone.freeze(config.frozen_stages)
+        self.backbone.checkpoint = config.checkpoint_activations != "none"
+        if config.checkpoint_activations == "backbone+text" and not config.freeze_text:
+            self.text.checkpoint_layers()  # a frozen text encoder keeps no activations anyway
         channels = self.backbone.channels
         heads = config.stage_heads(len(channels))
         self.fusion = nn.ModuleList(

@@ -10,8 +10,10 @@
   weights (they come from a checkpoint, e.g. an imported LAVT one) and the tokenizer named by
   ``ModelConfig.tokenizer``; no file but the vocabulary is read;
 - a local folder (``save_pretrained`` layout) or a Hugging Face hub name such as
-  ``"bert-base-uncased"`` (the paper), via ``AutoModel`` / ``AutoTokenizer``; with
-  ``HF_HUB_OFFLINE=1`` only the local cache is used.
+  ``"bert-base-uncased"`` (the paper), via ``AutoModel`` / ``AutoTokenizer``. A hub name is
+  looked up in the local Hugging Face cache first; the hub is asked only when ``HF_HUB_OFFLINE``
+  is unset and its endpoint answers within 3 s, so offline a missing model fails at once with
+  one line suggesting a local folder (instead of transformers' ~50 s of retries).
 
 The pooler of BERT-like models is removed: only the last hidden states are used (LAVT sets
 ``bert_model.pooler = None``, ``train.py:210`` of yz93/LAVT-RIS).
@@ -68,6 +70,51 @@ RANDOM_BERT_DEFAULTS: dict[str, Any] = {
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face endpoint (``HF_ENDPOINT``) opens within
+    ``timeout`` seconds: without one, transformers retries for about 50 s before failing."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _not_found_locally(what: str, name: str, why: str) -> CheckpointError:
+    """The one-line error for a hub name that is neither cached nor downloadable here."""
+    return CheckpointError(
+        f"{what} {name!r} was not found locally (not in the Hugging Face cache) and {why}; "
+        f"download it once on a machine with internet access and pass its folder, e.g. "
+        f"model.overrides.{'tokenizer' if what == 'tokenizer' else 'text_encoder'}=./{name.split('/')[-1]} "
+        "(docs/model.md, 'Loading the paper's weights')"
+    )
+
+
+def _from_hub(load: Any, name: str, what: str) -> Any:
+    """``load(local_files_only)`` for a hub name: the local cache first, then the hub only when
+    it is allowed (no ``HF_HUB_OFFLINE``) and reachable; otherwise fail at once, in one line."""
+    try:
+        return load(True)
+    except (OSError, ValueError) as exc:
+        cached_error = exc
+    if _offline():
+        raise _not_found_locally(what, name, "HF_HUB_OFFLINE is set") from cached_error
+    if not _hub_reachable():
+        from huggingface_hub import constants
+
+        raise _not_found_locally(
+            what, name, f"the hub ({constants.ENDPOINT}) cannot be reached"
+        ) from cached_error
+    return load(False)
 
 
 def random_bert_vocab() -> dict[str, int]:
@@ -195,10 +242,13 @@ def load_tokenizer(spec: str, embedded: dict[str, Any] | None = None) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(spec, local_files_only=_offline())
+        return _from_hub(
+            lambda local: AutoTokenizer.from_pretrained(spec, local_files_only=local),
+            spec,
+            "tokenizer",
+        )
     except (OSError, ValueError) as exc:
-        hint = " (HF_HUB_OFFLINE=1: pass a local folder with vocab.txt)" if _offline() else ""
-        raise CheckpointError(f"cannot load tokenizer {spec!r}{hint}: {one_line(exc)}") from exc
+        raise CheckpointError(f"cannot load tokenizer {spec!r}: {one_line(exc)}") from exc
 
 
 def _looks_like_path(name: str) -> bool:
@@ -210,22 +260,24 @@ def _pretrained(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, Any]:
     from transformers import AutoModel, AutoTokenizer
 
     local = Path(name).expanduser()
-    if local.exists() or _looks_like_path(name):
-        if not local.is_dir():
-            raise CheckpointError(f"text encoder folder not found: {local}")
-        source, local_only = str(local), True
-    else:
-        source, local_only = name, _offline()
+    folder = local.exists() or _looks_like_path(name)
+    if folder and not local.is_dir():
+        raise CheckpointError(f"text encoder folder not found: {local}")
+    source = str(local) if folder else name
+
+    def load(local_only: bool) -> tuple[nn.Module, Any]:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        model = AutoModel.from_pretrained(source, local_files_only=local_only, **kwargs)
+        return model, tokenizer
+
     from transformers.utils import logging as hf_logging
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per model build is noise
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-        model = AutoModel.from_pretrained(source, local_files_only=local_only, **kwargs)
+        model, tokenizer = load(True) if folder else _from_hub(load, name, "text encoder")
     except (OSError, ValueError) as exc:
-        hint = " (HF_HUB_OFFLINE=1: pass a local folder or pre-download it)" if _offline() else ""
-        raise CheckpointError(f"cannot load text encoder {name!r}{hint}: {one_line(exc)}") from exc
+        raise CheckpointError(f"cannot load text encoder {name!r}: {one_line(exc)}") from exc
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -267,7 +319,10 @@ class TextEncoder(nn.Module):
         if not sentences:
             empty = torch.zeros((0, self.max_tokens), dtype=torch.long)
             return {"input_ids": empty, "attention_mask": empty.clone()}
-        lengths = [len(ids) for ids in self.tokenizer(sentences)["input_ids"]]
+        # verbose=False: no "Token indices sequence length is longer than ..." log line for a
+        # sentence beyond the encoder's positions (it is cut to max_tokens below)
+        encoded = self.tokenizer(sentences, verbose=False)["input_ids"]
+        lengths = [len(ids) for ids in encoded]
         long = [s for s, n in zip(sentences, lengths, strict=True) if n > self.max_tokens]
         if long:
             start = long[0][:40] + ("..." if len(long[0]) > 40 else "")
@@ -279,7 +334,7 @@ class TextEncoder(nn.Module):
         if self.truncation == "cut":
             ids = torch.zeros((len(sentences), self.max_tokens), dtype=torch.long)
             mask = torch.zeros_like(ids)
-            for row, seq in enumerate(self.tokenizer(sentences)["input_ids"]):
+            for row, seq in enumerate(encoded):
                 kept = list(seq)[: self.max_tokens]
                 ids[row, : len(kept)] = torch.tensor(kept, dtype=torch.long)
                 mask[row, : len(kept)] = 1
@@ -317,6 +372,27 @@ class TextEncoder(nn.Module):
         for name, param in self.model.named_parameters():
             m = pattern.match(name)
             param.requires_grad_(m is not None and int(m.group(1)) < n)
+
+    def checkpoint_layers(self) -> None:
+        """Activation checkpointing of each transformer layer in training (transformers'
+        gradient checkpointing, non-reentrant; a no-op in eval mode)."""
+        if not getattr(self.model, "supports_gradient_checkpointing", False):
+            raise ConfigError(
+                "model config key 'checkpoint_activations': the text encoder "
+                f"{type(self.model).__name__} does not support gradient checkpointing; use 'backbone'"
+            )
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.model, "activation_checkpointing_enable"):  # transformers >= 5
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        # transformers also makes the embeddings' output require grad (for reentrant
+        # checkpoints / adapters): not needed with non-reentrant checkpoints, and it would put
+        # frozen embeddings (text_train_layers) into the autograd graph
+        if getattr(self.model, "_require_grads_hooks", None) or hasattr(
+            self.model, "_require_grads_hook"
+        ):
+            self.model.disable_input_require_grads()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Word features [B, T, D] (the last hidden states)."""

@@ -60,7 +60,9 @@ class Rank:
 
 @dataclass
 class GenerationReport:
-    """What a :func:`generate_store` call did (counts over this process's share)."""
+    """What a :func:`generate_store` call did. Counts over this process's share; under
+    torchrun with a process group, rank 0's report holds the totals over every rank
+    (``ranks`` says how many were added up; ``seconds``: the slowest rank's)."""
 
     store: Path
     wanted: int
@@ -69,6 +71,28 @@ class GenerationReport:
     candidates: int = 0
     failed: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
+    ranks: int = 1
+    #: the ranks' counts went to rank 0 (a process group existed): only rank 0 has a report to
+    #: say; without one (no ``MASTER_ADDR``) each rank's report is its own share
+    gathered: bool = False
+
+    _COUNTS = ("wanted", "already_done", "generated", "candidates")
+
+    def counts(self) -> dict[str, Any]:
+        """This process's counts (what :meth:`add_up` sums over the ranks)."""
+        return {
+            **{k: getattr(self, k) for k in self._COUNTS},
+            "failed": dict(self.failed),
+            "seconds": self.seconds,
+        }
+
+    def add_up(self, parts: list[dict[str, Any]]) -> None:
+        """Set the totals of every rank's :meth:`counts` (this one's among them)."""
+        for key in self._COUNTS:
+            setattr(self, key, sum(int(p[key]) for p in parts))
+        self.failed = {k: v for p in parts for k, v in p["failed"].items()}
+        self.seconds = max(float(p["seconds"]) for p in parts)
+        self.ranks = len(parts)
 
     @property
     def images_per_second(self) -> float:
@@ -107,6 +131,19 @@ def plan_chunks(image_ids: list[int], shard_size: int) -> list[list[int]]:
         raise ConfigError(f"shard size (--shard-size): expected an integer >= 1, got {shard_size}")
     ids = sorted(set(image_ids))
     return [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
+
+
+def cpu_note(generator: MaskGenerator, knob: str = "--set device=cpu") -> str | None:
+    """The line to say when ``device: auto`` left a network generator (SAM, SAM 2) on the CPU
+    (no CUDA device): it is hundreds of times slower there. ``knob``: how to choose the CPU
+    without the note. None when the device was chosen, or is a GPU, or the generator has none."""
+    chosen = getattr(getattr(generator, "config", None), "device", None)
+    if chosen != "auto" or str(getattr(generator, "device", "")) != "cpu":
+        return None
+    return (
+        f"note: no CUDA device, so the {generator.name} generator runs on the CPU (tens of "
+        f"seconds an image; {knob} chooses it without this note)"
+    )
 
 
 # ---------------------------------------------------------------------------- workers
@@ -190,7 +227,8 @@ def generate_store(
     start = time.perf_counter()
     with _progress_bar(generator, len(jobs), progress, rank) as bar:
         results = _results(generator, jobs, workers)
-        _write_chunks(store, todo, results, image_paths, bar, report, rank)
+        slow = _SlowNote(bar, shard_size, start) if progress and rank.rank == 0 else None
+        _write_chunks(store, todo, results, image_paths, bar, report, rank, slow)
     report.seconds = time.perf_counter() - start
     _finish(store, report, rank)
     if jobs and report.generated == 0 and rank.world_size == 1:
@@ -288,6 +326,7 @@ def _write_chunks(
     bar: Any,
     report: GenerationReport,
     rank: Rank,
+    slow: _SlowNote | None = None,
 ) -> None:
     """Consume the results chunk by chunk and write each chunk's shard (failures recorded),
     with the fingerprints of the image files the candidates were made from."""
@@ -295,6 +334,8 @@ def _write_chunks(
         items = []
         for image_id, result in (next(results) for _ in chunk):
             bar.update(1)
+            if slow is not None:
+                slow.image_done(len(chunk))
             if isinstance(result, str):
                 warnings.warn(f"skipped image {image_id}: {result}", stacklevel=3)
                 report.failed[image_id] = result
@@ -305,6 +346,38 @@ def _write_chunks(
             fingerprints = {i: image_fingerprint(image_paths[i]) for i, _ in items}
             store.write_shard(items, update_index=rank.world_size == 1, fingerprints=fingerprints)
             report.generated += len(items)
+
+
+#: seconds per image from which ``propose`` says what a killed run loses (SAM on a CPU takes
+#: tens of seconds an image, on a GPU about one; the classical generator well under one)
+SLOW_IMAGE_S = 2.0
+
+
+class _SlowNote:
+    """One console line, once the first image is done, when images are slow: the store is
+    written a whole shard at a time (atomically), so a killed run redoes the unfinished shard
+    of each process, and at this speed that is worth saying (with the knob that shrinks it)."""
+
+    def __init__(self, bar: Any, shard_size: int, start: float) -> None:
+        self.bar, self.shard_size, self.start, self.said = bar, shard_size, start, False
+
+    def image_done(self, chunk: int) -> None:
+        if self.said:
+            return
+        self.said = True
+        per_image = time.perf_counter() - self.start
+        if per_image < SLOW_IMAGE_S or chunk < 2:
+            return
+        from semires.utils.progress import clock
+
+        line = (
+            f"note: {per_image:.0f} s for the first image; the store is written a shard of "
+            f"{self.shard_size} images at a time, so a killed run redoes up to "
+            f"{self.shard_size - 1} images (~{clock((self.shard_size - 1) * per_image)}) per "
+            "process; a smaller --shard-size (proposals.shard_size) loses less"
+        )
+        write = getattr(self.bar, "write", None)  # tqdm's: above the bar
+        (write or (lambda text: print(text, flush=True)))(line)
 
 
 def _finish(store: ProposalStore, report: GenerationReport, rank: Rank) -> None:
@@ -319,9 +392,9 @@ def _finish(store: ProposalStore, report: GenerationReport, rank: Rank) -> None:
         owned = dist.is_available() and not dist.is_initialized()
         group = _process_group()
         if group is not None:
-            gathered: list[dict[int, str] | None] = [None] * rank.world_size
-            dist.all_gather_object(gathered, failed)
-            failed = {k: v for part in gathered if part for k, v in part.items()}
+            gathered: list[dict[str, Any] | None] = [None] * rank.world_size
+            dist.all_gather_object(gathered, report.counts())
+            report.gathered = True
             if owned:
                 # a group this function created is shut down here: left to interpreter exit,
                 # gloo's threads can abort the process ("terminate called without an active
@@ -329,7 +402,8 @@ def _finish(store: ProposalStore, report: GenerationReport, rank: Rank) -> None:
                 dist.destroy_process_group()
             if rank.rank != 0:
                 return
-            report.failed = failed
+            report.add_up([part for part in gathered if part is not None])  # the totals
+            failed = dict(report.failed)
     store.write_index()
     store.remove_temp_files()
     path = store.root / FAILED_FILE

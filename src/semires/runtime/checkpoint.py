@@ -9,6 +9,9 @@ A checkpoint is a dict saved with ``torch.save``:
   which keeps checkpoints of the CPU default small;
 - ``teacher`` (teacher-student stage), ``optimizer``, ``step``, ``epoch``, ``best``, ``history``,
   ``rng`` (torch CPU / CUDA generator states) in resumable ``latest`` checkpoints;
+- ``finished`` (True) in the ``latest`` checkpoint of a stage ``semires run`` has finished:
+  only the record (configs, step, best, history), no weights, optimizer or RNG state (the
+  weights that matter are in ``best.pt``; :func:`semires.train.checkpoints.finish_latest`);
 - ``companion`` in the ``best`` checkpoint of a teacher-student run: ``{"role": "student" |
   "teacher", "model": state}``, the other network at the selected step (both are reported);
 - ``tokenizer`` (``{"vocab", "do_lower_case"}``) when the model config's tokenizer is
@@ -162,6 +165,11 @@ def load_model_checkpoint(
     from semires.model.config import ModelConfig
 
     ck = load_checkpoint(path, map_location)
+    if ck.get("finished") and "model" not in ck:
+        raise CheckpointError(
+            f"{path} is the record of a finished training stage and keeps no weights (dropped "
+            f"to save disk): use {Path(path).with_name('best.pt')}"
+        )
     if "model_config" not in ck or "model" not in ck:
         raise CheckpointError(f"{path} is not a model checkpoint (no 'model_config' / 'model')")
     # the backbone's weights are in the checkpoint: do not read (or need) the file it started from

@@ -29,6 +29,34 @@ class RunLogHandler(logging.FileHandler):
             self.close()
 
 
+#: epoch-record keys that hold a share in [0, 1] (the refinement statistics: pseudo-label IoU,
+#: grounding, miss and correction rates, each counter's share): shown in percent, as the report
+#: shows them; ``history.json`` keeps the fractions
+_PERCENT_PREFIXES = ("pl_iou_", "grounding_", "corrections_", "share_")
+
+
+def is_share(key: str) -> bool:
+    """Whether the epoch-record value ``key`` is a share in [0, 1] (shown in percent)."""
+    return key.startswith(_PERCENT_PREFIXES) or key.endswith(("_rate", "_share"))
+
+
+def format_record(record: dict[str, object]) -> str:
+    """An epoch record as one ``key=value`` line for the console and ``train.log``: shares
+    (:func:`is_share`) in percent with a ``%`` sign and the report's digits
+    (``pl_iou_before=41.32%``, ``miss_rate=12.5%``: its pseudo-label table), the evaluation metrics (``val_oIoU``) in percent as computed, other
+    floats to four significant digits."""
+    parts = []
+    for key, value in record.items():
+        if isinstance(value, float) and is_share(key):
+            digits = 2 if key.startswith("pl_iou_") else 1  # the report's digits
+            parts.append(f"{key}={100 * value:.{digits}f}%")
+        elif isinstance(value, float):
+            parts.append(f"{key}={value:.4g}")
+        else:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts)
+
+
 def log_to_file(path: Path) -> None:
     """Send the ``semires`` loggers to ``path`` (replacing an earlier run's file handler)."""
     handler = RunLogHandler(path, encoding="utf-8")
@@ -52,6 +80,46 @@ def quiet_tokenizer_length_note() -> None:
     logger = logging.getLogger("transformers.tokenization_utils_base")
     if not any(isinstance(f, _DropLongSequenceNote) for f in logger.filters):
         logger.addFilter(_DropLongSequenceNote())
+
+
+#: the start of torch's DataLoader warning about more workers than CPUs (said once per loader
+#: and stage; :func:`worker_count_note` says it once per command instead)
+_WORKER_WARNING = "This DataLoader will create"
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, as torch's DataLoader counts them)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def worker_count_note(num_workers: int, key: str = "data.num_workers") -> str | None:
+    """One line when ``num_workers`` loader processes exceed the usable CPUs (None otherwise),
+    and torch's own warning about it, repeated for every loader of every stage, silenced in
+    this process. The setting is kept (the run's config is what it records); the line says
+    what to set."""
+    import warnings
+
+    cpus = usable_cpus()
+    if num_workers <= cpus:
+        return None
+    warnings.filterwarnings("ignore", message=_WORKER_WARNING, category=UserWarning)
+    return (
+        f"note: {key} is {num_workers} but this machine gives the process {cpus} CPUs: the data "
+        f"loaders may run slowly or stall (set {key}={cpus} or less)"
+    )
+
+
+def quiet_worker_count_warning() -> None:
+    """Silence torch's DataLoader warning about more workers than CPUs in this process (a
+    worker process of a run whose main process said :func:`worker_count_note`)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=_WORKER_WARNING, category=UserWarning)
 
 
 def stop_logging_to(path: Path) -> None:

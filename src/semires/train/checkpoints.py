@@ -5,6 +5,13 @@ the history, the RNG state of every process and the method's own state (the teac
 teacher-student run). ``best.pt`` holds the evaluated network of the selected step, and where the
 method has another network, that one as ``companion`` (``{"role", "model"}``). Both carry the
 model's config and the run's config, so a checkpoint is loadable on its own.
+
+Once a stage of ``semires run`` is finished (its ``metrics.json`` written), nothing reads the
+weights, the optimizer or the RNG state of its ``latest.pt`` again (a rerun takes the cached
+metrics; the next stages, the report and ``semires serve`` read ``best.pt``): the pipeline
+replaces it with the run's record (:func:`finish_latest`), which for the paper's model is 1.8 to
+3.4 GB less per stage (docs/scale.md). A run resumed from such a record has nothing left to
+train and scores ``best.pt`` again; one asked to train further is refused in one line.
 """
 
 from __future__ import annotations
@@ -137,12 +144,61 @@ def _load_optimizer(trainer: Any, state: Any, path: Path) -> None:
         ) from None
 
 
+#: what the ``latest.pt`` of a finished stage keeps (:func:`finish_latest`): the record a
+#: resume, :func:`check_resumable` and a reader of the run need, none of the tensors
+FINISHED_KEYS = ("model_config", "config", "step", "epoch", "best", "history", "world")
+
+
+def finish_latest(latest: Path, metrics: Path) -> int:
+    """Replace the ``latest.pt`` of a finished stage (``metrics`` exists) by its record
+    (:data:`FINISHED_KEYS`, ``finished: True``): the weights, the optimizer, the scaler, the
+    RNG states and the teacher are dropped (``best.pt`` holds the selected networks). Returns
+    the bytes freed (0 when there is nothing to do: no file, not finished, already done)."""
+    import torch
+
+    if not latest.is_file() or not metrics.is_file():
+        return 0
+    try:  # memory-mapped: a multi-GB checkpoint is not read to look at its keys
+        ck = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a damaged file is left for the resume to name
+        return 0
+    if not isinstance(ck, dict) or ck.get("finished") or "step" not in ck:
+        return 0
+    record = {k: ck[k] for k in FINISHED_KEYS if k in ck}
+    del ck
+    before = latest.stat().st_size
+    ckpt_io.save_checkpoint(latest, {**record, "finished": True})
+    return max(0, before - latest.stat().st_size)
+
+
+def _restore_finished(trainer: Any, ck: dict[str, Any], path: Path) -> None:
+    """Resume from the record of a finished stage: nothing is left to train (its networks are
+    in ``best.pt``); a run that would train further is refused (no weights to go on from)."""
+    step = int(ck["step"])
+    if step < trainer.total_steps:
+        raise CheckpointError(
+            f"{path} is the record of a finished run of {step} steps (its weights are in "
+            f"best.pt; the rest was dropped to save disk), and this run has "
+            f"{trainer.total_steps}: use another output.dir, or output.resume=false to train "
+            "it again here"
+        )
+    trainer.step = step
+    trainer.best = ck.get("best")
+    trainer.history = list(ck.get("history", []))
+    if trainer.info.is_main:
+        log.info("%s: a finished run (step %d); nothing left to train", path, step)
+
+
 def restore_run(trainer: Any, path: Path) -> None:
     """Resume ``trainer`` from the ``latest.pt`` at ``path``: weights, the method's state, the
-    optimizer, the step, the history and the RNG streams. A ``latest.pt`` of another run is
-    refused first (:func:`check_resumable`)."""
+    optimizer, the step, the history and the RNG streams (from a finished stage's record:
+    only the step, the best and the history). A ``latest.pt`` of another run is refused first
+    (:func:`check_resumable`)."""
     ck = ckpt_io.load_checkpoint(path, map_location=trainer.device)
     check_resumable(trainer, ck, path)
+    if ck.get("finished"):
+        _restore_finished(trainer, ck, path)
+        return
     from_source = ck.get("text_from_source", False)
     ckpt_io.load_model_state(trainer.model, ck["model"], path, from_source)
     trainer.method.load_state_dict(ck, path, from_source)

@@ -48,6 +48,10 @@ class DataConfig(DataSpec):
     num_workers: int = numeric(0, ge=0)
     #: augmentation of labeled images: "none" (the paper) or "photometric"
     labeled_augment: Literal["none", "photometric"] = "none"
+    #: probability of a text-aligned horizontal flip of a labeled sample (image and mask
+    #: mirrored, "left" and "right" swapped in the expression: semires.data.flip; ours, 0 in the
+    #: paper)
+    flip: float = numeric(0.0, ge=0, le=1)
     #: evaluate on at most this many sentences of the val split during training (None = all)
     max_val_sentences: int | None = numeric(None, ge=1)
 
@@ -212,6 +216,28 @@ class AugmentConfig:
 
 
 @dataclass
+class SelectConfig:
+    """Object-level selection (ours): the unsupervised loss of a batch keeps the share of its
+    samples whose pseudo-label is most likely on the right object by ``signal``, the share
+    rising from ``start`` to ``end`` over the first ``ramp`` of the stage
+    (:mod:`semires.train.objects`)."""
+
+    #: none (every sample), confidence (teacher's mean probability inside the label), agreement
+    #: (the object's expressions agree; needs semi.consensus), flip (the weak view agrees with
+    #: the flipped one; needs semi.flip_view), margin (how much more the sample's referent
+    #: covers its label's candidates than the image's other referents do; one more teacher
+    #: pass per other referent), mean (the mean of the signals the run has)
+    signal: Literal["none", "confidence", "agreement", "flip", "margin", "mean"] = "none"
+    start: float = numeric(0.5, gt=0, le=1)
+    end: float = numeric(1.0, gt=0, le=1)
+    ramp: float = numeric(1.0, gt=0, le=1)
+
+    def validate(self) -> None:
+        if self.start > self.end:
+            raise invalid("start", f"expected start <= end, got {self.start} > {self.end}")
+
+
+@dataclass
 class SemiConfig:
     """The teacher-student stage (the paper's mutual-learning training)."""
 
@@ -242,8 +268,24 @@ class SemiConfig:
     #: probabilities over them, then refinement (ours, beyond the paper; one teacher forward
     #: pass per expression)
     consensus: bool = False
+    #: candidates of an image's referred objects: "independent" (each referent alone, the
+    #: paper) or "exclusive" (each candidate to the referent covering it most; ours, one more
+    #: teacher pass per other referent of the image)
+    assign: Literal["independent", "exclusive"] = "independent"
+    #: the teacher also labels the mirrored weak view with the mirrored expression and averages
+    #: the two probabilities (ours; one more teacher pass)
+    flip_view: bool = False
+    #: object-level selection of the samples the unsupervised loss learns from (ours)
+    select: SelectConfig = field(default_factory=SelectConfig)
 
     def validate(self) -> None:
+        needs = {"agreement": ("consensus", self.consensus), "flip": ("flip_view", self.flip_view)}
+        if self.select.signal in needs and not needs[self.select.signal][1]:
+            key = needs[self.select.signal][0]
+            raise invalid(
+                "select.signal",
+                f"signal {self.select.signal!r} needs semi.{key}: true",
+            )
         if self.sup_weight == 0 and self.unsup_weight == 0:
             raise invalid(
                 "unsup_weight", "sup_weight and unsup_weight are both 0: nothing to learn"

@@ -40,7 +40,7 @@ from semires.runtime.distributed import (
     init_distributed,
     sync_batchnorm,
 )
-from semires.runtime.logs import held_records
+from semires.runtime.logs import format_record, held_records
 from semires.runtime.precision import autocast, resolve_amp
 from semires.runtime.textcache import TextInputs
 from semires.train.board import Board
@@ -176,6 +176,7 @@ class Trainer:
         splits = {cfg.data.val_split, *cfg.data.test_splits} & set(self.index.splits())
         sentences = {s.raw for r in [*self.labeled_refs, *self.unlabeled_refs] for s in r.sentences}
         sentences |= {s.raw for split in splits for _, s in self.index.sentences(split)}
+        sentences |= self.method.extra_sentences(sentences)
         self.text.prepare(sentences, cfg.train.text_cache, self.info, self.progress)
 
     def _setup_schedule(self) -> None:
@@ -218,9 +219,20 @@ class Trainer:
         self._wrote_folder = True
         write_run_folder(self.cfg, self.layout, self.info, held)
         if self.resumed and self.progress and self.info.is_main:  # said on the console too
-            epoch, epochs = self.step // self.steps_per_epoch, self.cfg.train.epochs
-            where = f"{self.layout.latest} after epoch {epoch}/{epochs} (step {self.step})"
-            print(f"[{self.cfg.name}] resumed from {where}", flush=True)
+            print(f"[{self.cfg.name}] {self._resumed_where()}", flush=True)
+
+    def _resumed_where(self) -> str:
+        """Where a resumed run goes on: after a whole epoch, or inside one (a mid-epoch
+        ``train.checkpoint_every`` save); its earlier epochs' lines are not printed again."""
+        done, per, epochs = self.step, self.steps_per_epoch, self.cfg.train.epochs
+        epoch, into = divmod(done, per)
+        if done >= self.total_steps:
+            where = f"after its last epoch {epochs}/{epochs} (step {done}; nothing left to train)"
+        elif into == 0:
+            where = f"after epoch {epoch}/{epochs} (step {done})"
+        else:
+            where = f"in epoch {epoch + 1}/{epochs} at step {done} ({into} of its {per} steps done)"
+        return f"resumed from {self.layout.latest} {where}"
 
     # ------------------------------------------------------------------ set-up helpers
     def _undo_start(self, created: list[Path], fresh: bool) -> None:
@@ -283,6 +295,7 @@ class Trainer:
         )
         logs: dict[str, float] = {"lr": set_lr(self.optimizer, cfg.train.lr, factor)}
         self.ddp_model.train()
+        self.method.begin_step(self.step, self.total_steps)
         n = cfg.train.grad_accum
         micro = list(zip(*(split_batch(b, n) for b in batches), strict=True))
         self.optimizer.zero_grad(set_to_none=True)
@@ -431,9 +444,7 @@ class Trainer:
     def _log_record(self, record: dict[str, Any]) -> None:
         if not self.info.is_main:
             return
-        text = ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
-        )
+        text = format_record(record)  # shares in percent, as the report shows them
         log.info("epoch %s", text)
         if self.progress:
             print(f"[{self.cfg.name}] {text}", flush=True)

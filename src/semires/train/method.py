@@ -12,7 +12,7 @@ checkpoint. Two ship with the package:
 
 The trainer calls, in order: :meth:`~Method.build_data` -> :meth:`~Method.model_overrides` (the
 model is built) -> :meth:`~Method.init_model` -> :meth:`~Method.attach` (losses and text
-inputs ready); then per step :meth:`~Method.loss` for each micro-batch and
+inputs ready); then per step :meth:`~Method.begin_step`, :meth:`~Method.loss` for each micro-batch and
 :meth:`~Method.after_step`; per epoch :meth:`~Method.epoch_record`.
 """
 
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from semires.data.dataset import LABELED, LabeledDataset
+from semires.data.flip import flip_sentence
 from semires.data.index import Ref, RESIndex
 from semires.runtime.textcache import TextInputs
 from semires.train.config import Config
@@ -71,6 +72,7 @@ class Method:
             cache_images=cfg.data.cache_images,
             augment=cfg.data.labeled_augment,
             jitter=cfg.semi.augment.jitter(),
+            flip=cfg.data.flip,
         )
 
     def model_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +105,16 @@ class Method:
         loss = self.losses.ce(logits, lab["gt"].to(self.device))
         return loss, {"loss_sup": float(loss.detach())}
 
+    def begin_step(self, step: int, total: int) -> None:
+        """Before optimizer step ``step`` of ``total`` (nothing here; a method whose loss
+        follows a schedule reads it here)."""
+
+    def extra_sentences(self, sentences: set[str]) -> set[str]:
+        """Sentences it will encode beyond the run's ``sentences`` (e.g. flipped expressions),
+        so that a frozen text encoder's features are made once with the rest: with
+        ``data.flip``, the mirrored expressions."""
+        return flipped_sentences(sentences) if self.cfg.data.flip > 0 else set()
+
     def after_step(self) -> None:
         """After each optimizer step (nothing here)."""
 
@@ -130,6 +142,11 @@ class Method:
 
     def load_state_dict(self, ck: dict[str, Any], path: Any, from_source: bool) -> None:
         """Restore :meth:`state_dict` from the checkpoint ``ck`` read from ``path``."""
+
+
+def flipped_sentences(sentences: set[str]) -> set[str]:
+    """The mirrored expressions of ``sentences`` that are not among them."""
+    return {flip_sentence(s) for s in sentences} - sentences
 
 
 Supervised = Method

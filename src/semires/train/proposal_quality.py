@@ -56,6 +56,9 @@ DEFAULT_T2: float = T2
 
 THRESHOLDS = (0.5, 0.75, 0.9)
 
+#: what :func:`evaluate_quality` counts unless given the images
+DEFAULT_COUNTED = "the images the store was made for (those in it, and those it could not read)"
+
 
 @dataclass(frozen=True)
 class ObjectQuality:
@@ -72,7 +75,10 @@ class ObjectQuality:
 
 @dataclass
 class QualityReport:
-    """Per-object results, candidates per image, and the split's images without candidates."""
+    """Per-object results and candidates per image, over the images the store was made for
+    (``counted``: how they were chosen); ``missing_images``: those of them without candidates
+    (unreadable, or not made yet); ``not_proposed``: the split's other images (e.g. the labeled
+    ones, which are never proposed), left out of every number."""
 
     generator: str
     split: str | None
@@ -81,6 +87,8 @@ class QualityReport:
     missing_images: list[int] = field(default_factory=list)
     t1: float = DEFAULT_T1
     t2: float = DEFAULT_T2
+    not_proposed: list[int] = field(default_factory=list)
+    counted: str = DEFAULT_COUNTED
 
 
 def object_quality(
@@ -135,13 +143,19 @@ def evaluate_quality(
     t1: float = DEFAULT_T1,
     t2: float = DEFAULT_T2,
     progress: bool = True,
+    image_ids: list[int] | None = None,
+    counted: str | None = None,
 ) -> QualityReport:
-    """Score the candidates of ``store`` against the referred objects of ``split`` of ``index``.
+    """Score the candidates of ``store`` against the referred objects of ``split`` of ``index``,
+    on the images the store was made for: ``image_ids`` (e.g. the unlabeled images of a split
+    folder, as ``propose --split-dir`` chose them; ``counted`` says so in words), by default the
+    images in the store and those its generation could not read (``failed.json``).
 
     Candidates are read at the stored size; an image whose real size differs, or whose
     candidates were made from another image file, raises a
-    :class:`~semires.errors.ProposalError`. Images of the split without candidates are listed
-    in ``missing_images`` and left out of the numbers.
+    :class:`~semires.errors.ProposalError`. Those images without candidates are listed in
+    ``missing_images``; the split's other images (labeled ones are never proposed) in
+    ``not_proposed``; both are left out of the numbers.
     """
     from semires.utils.progress import progress_bar
 
@@ -150,6 +164,13 @@ def evaluate_quality(
     objects_of: dict[int, set[int]] = {}
     for ref in index.refs_in(split):
         objects_of.setdefault(ref.image_id, set()).add(ref.object_id)
+    if image_ids is None:
+        wanted = {i for i in objects_of if store.has(i)} | _failed_images(store)
+    else:
+        wanted = set(image_ids)
+        report.counted = counted or f"{len(wanted)} given images"
+    report.not_proposed = sorted(set(objects_of) - wanted)
+    objects_of = {i: objs for i, objs in objects_of.items() if i in wanted}
     check_store_images(store, index, list(objects_of), progress=progress)
     for image_id in progress_bar(sorted(objects_of), enabled=progress, desc="quality", unit="img"):
         if not store.has(image_id):
@@ -164,6 +185,17 @@ def evaluate_quality(
                 ObjectQuality(image_id, object_id, int(gt.sum()), best, best_k, cpi, n_cpi)
             )
     return report
+
+
+def _failed_images(store: ProposalStore) -> set[int]:
+    """The images the store's generation could not read (its ``failed.json``; none without)."""
+    import json
+
+    path = Path(store.root) / "failed.json"
+    try:
+        return {int(k) for k in json.loads(path.read_text(encoding="utf-8"))}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return set()
 
 
 def _distribution(values: list[float]) -> dict[str, float | None]:
@@ -186,6 +218,8 @@ def summarise(report: QualityReport) -> dict[str, Any]:
         "images": len(report.candidates_per_image),
         "objects": len(report.objects),
         "images_without_candidates": len(report.missing_images),
+        "images_not_proposed": len(report.not_proposed),
+        "counted": report.counted,
         "cpi_thresholds": {"t1": report.t1, "t2": report.t2},
         "best_iou": _distribution([o.best_iou for o in report.objects]),
         "cpi_iou": _distribution([o.cpi_iou for o in report.objects]),
@@ -198,6 +232,7 @@ def summarise(report: QualityReport) -> dict[str, Any]:
         "per_object": [asdict(o) for o in report.objects],
         "candidates_by_image": {str(k): v for k, v in sorted(report.candidates_per_image.items())},
         "missing_images": report.missing_images,
+        "not_proposed_images": report.not_proposed,
     }
 
 
@@ -211,10 +246,17 @@ def format_summary(summary: dict[str, Any]) -> str:
         return f"{name}: mean {dist['mean']:.3f}  median {dist['median']:.3f}  {shares}"
 
     cands = summary["candidates_per_image"]
+    counted = f"counted: {summary.get('counted', DEFAULT_COUNTED)}"
+    if summary.get("images_not_proposed"):
+        counted += (
+            f"; left out: {summary['images_not_proposed']} images of the split the store was not "
+            "made for (labeled images are never proposed)"
+        )
     lines = [
         f"{summary['generator']} candidates, split {summary['split']}: {summary['images']} images, "
         f"{summary['objects']} objects ({summary['images_without_candidates']} images without "
         "candidates)",
+        counted,
         line("best IoU (IOM ceiling)", summary["best_iou"]),
         line("CPI-union IoU (CPI ceiling)", summary["cpi_iou"]),
     ]

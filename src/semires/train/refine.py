@@ -351,6 +351,13 @@ class RefineResult:
     #: None for strategies without candidates
     selected: Tensor | None = None
 
+    def subset(self, keep: Tensor) -> RefineResult:
+        """The result of the samples where ``keep`` [B] is True (the counters unchanged)."""
+        selected = None if self.selected is None else self.selected[keep]
+        return RefineResult(
+            self.labels[keep], self.weights[keep], self.matched[keep], self.counts, selected
+        )
+
 
 def correction_stats(
     before: Tensor, after: Tensor, gt: Tensor, eps: float = 1e-6

@@ -18,7 +18,7 @@ corrections, grounding), written to ``history.json``.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -32,8 +32,9 @@ from semires.runtime.distributed import DistInfo, all_reduce_sum
 from semires.runtime.textcache import TextInputs
 from semires.train.ema import EMATeacher
 from semires.train.losses import PixelLosses
-from semires.train.method import TRAINING_METHODS, Forward, Method, Stream
-from semires.train.pseudo import PseudoLabeler, PseudoLabels
+from semires.train.method import TRAINING_METHODS, Forward, Method, Stream, flipped_sentences
+from semires.train.objects import keep_top, kept_share
+from semires.train.pseudo import SIGNALS, PseudoLabeler, PseudoLabels, needs_referents
 from semires.train.refine import correction_stats
 from semires.train.strategies import counter_names
 
@@ -57,14 +58,23 @@ def reported_keys() -> tuple[str, ...]:
     return (*QUALITY_KEYS, *(f"share_{c}" for c in counter_names()))
 
 
+def _object_keys() -> tuple[str, ...]:
+    keys = ["kept", "kept_grounded", "exclusive_removed"]
+    for signal in SIGNALS:
+        keys += [f"top_{signal}", f"top_{signal}_grounded"]
+    return tuple(keys)
+
+
 @dataclass
 class RefineStats:
     """Sums over the unlabeled samples of an epoch; :meth:`add` a batch, :meth:`all_reduced`
     over processes, :meth:`report` the rates (the ``history.json`` record of the epoch).
 
     ``counters`` holds every registered strategy's counters (0 where the run's strategy keeps
-    none), so every run's record has the same keys. The ground-truth part counts only where the
-    unlabeled images have masks; it is never used for training.
+    none), so every run's record has the same keys; ``objects`` the object-level sums (the
+    samples the selection kept, how many of them are grounded, and for every signal how many
+    of the top half of each batch by that signal are). The ground-truth part counts only where
+    the unlabeled images have masks; it is never used for training.
     """
 
     samples: float = 0.0
@@ -79,25 +89,14 @@ class RefineStats:
     grounded_before: float = 0.0
     grounded_after: float = 0.0
     counters: dict[str, float] = field(default_factory=lambda: dict.fromkeys(counter_names(), 0.0))
+    objects: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_object_keys(), 0.0))
 
     #: a pseudo-label "finds" its object when its IoU with the object's mask reaches this
     GROUNDED_IOU = 0.5
-    _SUMS = (
-        "samples",
-        "matched",
-        "no_candidates",
-        "with_gt",
-        "iou_before",
-        "iou_after",
-        "positive",
-        "negative",
-        "no_change",
-        "grounded_before",
-        "grounded_after",
-    )
 
-    def add(self, labels: PseudoLabels, gt: Tensor | None) -> None:
-        """Count one batch's labels against the ground truth (or None)."""
+    def add(self, labels: PseudoLabels, gt: Tensor | None, keep: Tensor | None = None) -> None:
+        """Count one batch's labels against the ground truth (or None); ``keep``: the samples
+        the selection kept (None: all)."""
         result, pseudo = labels.result, labels.pseudo
         b = float(pseudo.shape[0])
         self.samples += b
@@ -105,35 +104,57 @@ class RefineStats:
         self.no_candidates += float((~labels.valid.any(dim=1)).sum())
         for key, value in result.counts.items():
             self.counters[key] = self.counters.get(key, 0.0) + float(value)
+        keep = torch.ones_like(result.matched) if keep is None else keep
+        self.objects["kept"] += float(keep.sum())
+        if labels.kept is not None:
+            self.objects["exclusive_removed"] += float((labels.kept != labels.valid).any(1).sum())
         if gt is None:
             return
         cs = correction_stats(pseudo, result.labels, gt)
+        grounded = cs["iou_after"] >= self.GROUNDED_IOU
         self.iou_before += float(cs["iou_before"].sum())
         self.iou_after += float(cs["iou_after"].sum())
         self.positive += float(cs["positive"])
         self.negative += float(cs["negative"])
         self.no_change += float(cs["no_change"])
         self.grounded_before += float((cs["iou_before"] >= self.GROUNDED_IOU).sum())
-        self.grounded_after += float((cs["iou_after"] >= self.GROUNDED_IOU).sum())
+        self.grounded_after += float(grounded.sum())
         self.with_gt += b
+        self.objects["kept_grounded"] += float((grounded & keep.to(grounded.device)).sum())
+        for signal, values in labels.signals.items():
+            top = keep_top(values, 0.5).to(grounded.device)
+            self.objects[f"top_{signal}"] += float(top.sum())
+            self.objects[f"top_{signal}_grounded"] += float((grounded & top).sum())
 
     def all_reduced(self, info: DistInfo, device: torch.device) -> RefineStats:
         """The sums over every process (one float64 all-reduce)."""
-        keys = list(self.counters)
-        values = [getattr(self, n) for n in self._SUMS] + [self.counters[k] for k in keys]
+        names = [f.name for f in fields(self) if f.type == "float"]
+        tables = {"counters": list(self.counters), "objects": list(self.objects)}
+        values = [getattr(self, n) for n in names]
+        for table, keys in tables.items():
+            values += [getattr(self, table)[k] for k in keys]
         vec = all_reduce_sum(torch.tensor(values, dtype=torch.float64, device=device), info)
         vec = vec.cpu().tolist()
-        sums = dict(zip(self._SUMS, vec, strict=False))
-        return RefineStats(**sums, counters=dict(zip(keys, vec[len(self._SUMS) :], strict=True)))
+        out = RefineStats(**dict(zip(names, vec[: len(names)], strict=True)))
+        at = len(names)
+        for table, keys in tables.items():
+            setattr(out, table, dict(zip(keys, vec[at : at + len(keys)], strict=True)))
+            at += len(keys)
+        return out
 
     def report(self) -> dict[str, float]:
-        """The epoch's rates: miss rate, candidate-less samples, each counter's share, and with
-        ground truth the pseudo-label IoU before / after refinement, the correction shares and
-        the grounding rates (IoU >= 0.5 with the referred object)."""
+        """The epoch's rates: miss rate, candidate-less samples, each counter's share, the kept
+        share, and with ground truth the pseudo-label IoU before / after refinement, the
+        correction shares, the grounding rates (IoU >= 0.5 with the referred object), the
+        grounding of the kept samples and each signal's precision (the grounding of the top half
+        of each batch by that signal)."""
         n = max(self.samples, 1.0)
+        obj = self.objects
         out = {
             "miss_rate": 1.0 - self.matched / n,
             "no_candidates_rate": self.no_candidates / n,
+            "kept_share": obj["kept"] / n,
+            "share_exclusive_removed": obj["exclusive_removed"] / n,
         }
         for key, value in self.counters.items():
             out[f"share_{key}"] = value / n
@@ -146,6 +167,11 @@ class RefineStats:
             out["corrections_no_change"] = self.no_change / g
             out["grounding_before"] = self.grounded_before / g
             out["grounding_after"] = self.grounded_after / g
+            out["grounding_kept"] = obj["kept_grounded"] / max(obj["kept"], 1.0)
+            for signal in SIGNALS:
+                if obj[f"top_{signal}"] > 0:
+                    top = obj[f"top_{signal}"]
+                    out[f"precision_{signal}"] = obj[f"top_{signal}_grounded"] / top
         return out
 
 
@@ -172,6 +198,7 @@ class TeacherStudent(Method):
             blur=semi.augment.blur(),
             jitter=semi.augment.jitter(),
             cache_images=cfg.data.cache_images,
+            referents=needs_referents(semi),
         )
 
     def _open_proposals(self, index: RESIndex, unlabeled: list[Ref]) -> Any:
@@ -226,7 +253,16 @@ class TeacherStudent(Method):
         )
         self.stats = RefineStats()
 
+    def extra_sentences(self, sentences: set[str]) -> set[str]:
+        flips = self.cfg.data.flip > 0 or self.cfg.semi.flip_view
+        return flipped_sentences(sentences) if flips else set()
+
     # ------------------------------------------------------------------ the loop
+    def begin_step(self, step: int, total: int) -> None:
+        """The share of unlabeled samples kept at this step (``semi.select``)."""
+        sel = self.cfg.semi.select
+        self.share = kept_share(step, total, sel.start, sel.end, sel.ramp)
+
     def streams(self) -> list[Stream]:
         batch = self.cfg.semi.unlabeled_batch_size
         (labeled,) = super().streams()
@@ -238,19 +274,30 @@ class TeacherStudent(Method):
         lab, unl = batches
         semi = self.cfg.semi
         labels = self.labeler(unl)
+        keep = self._selected(labels)
         gt = unl.get("gt")
-        self.stats.add(labels, None if gt is None else gt.to(self.device))
+        self.stats.add(labels, None if gt is None else gt.to(self.device), keep)
         logits = forward(
             torch.cat([lab["image"], unl["strong"]]), [*lab["sentence"], *unl["sentence"]]
         )
         b = lab["image"].shape[0]
         loss_sup = self.losses.ce(logits[:b], lab["gt"].to(self.device))
-        loss_unsup = self.labeler.strategy.loss(logits[b:], labels.result, self.losses)
+        student, result = logits[b:], labels.result
+        if keep is not None:  # object-level selection: the kept samples only
+            student, result = student[keep], result.subset(keep)
+        loss_unsup = self.labeler.strategy.loss(student, result, self.losses)
         loss = semi.sup_weight * loss_sup + semi.unsup_weight * loss_unsup
         return loss, {
             "loss_unsup": float(loss_unsup.detach()),
             "loss_sup": float(loss_sup.detach()),
         }
+
+    def _selected(self, labels: PseudoLabels) -> Tensor | None:
+        """bool [B]: the samples the unsupervised loss keeps (None: all, ``semi.select``)."""
+        signal = self.cfg.semi.select.signal
+        if signal == "none":
+            return None
+        return keep_top(labels.signals[signal], getattr(self, "share", 1.0))
 
     def after_step(self) -> None:
         """One EMA step of the teacher."""
