@@ -88,15 +88,7 @@ def run_ceiling(
         f"burn_in.eval_every={max(1, epochs // 8)}",
     ]
     wall = run_preset(preset, data_seed, [seed], out, [*extra, *overrides])
-    results = json.loads(RunLayout(out / f"seed-{seed}").results_json.read_text())
-    splits = results["methods"][SUPERVISED]
-    return {
-        "oIoU": splits[HEAD]["oIoU"],
-        **{s: splits[s]["oIoU"] for s in SPLITS},
-        "steps": steps,
-        "train_seed": seed,
-        "wall_s": round(wall, 1),
-    }
+    return {**ceiling_record(out, seed, steps), "wall_s": round(wall, 1)}
 
 
 def add_gap_shares(runs: list[dict], ceilings: dict[str, dict]) -> None:

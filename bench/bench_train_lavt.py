@@ -162,7 +162,7 @@ def measure(lavt, ours, args, device: torch.device) -> dict:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) if v else float("nan") for k, v in times.items()}
+    med = {k: statistics.median(v) if v else None for k, v in times.items()}  # --rounds 0
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
@@ -171,7 +171,7 @@ def measure(lavt, ours, args, device: torch.device) -> dict:
         "size": args.size,
         "step_s": times,
         "median_s": med,
-        "lavt_over_semires": med["lavt"] / med["semires"],
+        "lavt_over_semires": med["lavt"] / med["semires"] if args.rounds else None,
         "peak_memory_gib": peak_memory(device),
         **agree,
     }

@@ -59,7 +59,7 @@ if [ "${QUICK:-0}" = 1 ]; then
     train=(--model test-tiny --batch 2 --size 64 --steps 2 --warmup 1 --profile 1)
     train_ts=(--model test-lavt --size 64 --steps 2 --warmup 1)
     eval_imported=(--model test-lavt --size 64 --batch 1 2 --repeats 2)
-    train_mem=(--model test-lavt --size 64 --batch 1 2)
+    train_mem=(--model test-lavt --size 64 --batch 1 2 --checkpoint none backbone+text --amp none)
     sam=(--model tiny --images synth:1 --points-per-side 4 --sides library,ours)
     sam_loose=(--model tiny --images synth:1 --points-per-side 4 --loose --sides library,ours)
 else
@@ -67,7 +67,8 @@ else
     train=(--model lavt-swin-b-random --batch 8 --size 480 --steps 10 --warmup 3 --profile 3)
     train_ts=(--model lavt-swin-b-random --size 480 --steps 10 --warmup 3)
     eval_imported=(--model lavt-swin-b-random --size 480 --batch 1 16 --repeats 10)
-    train_mem=(--model lavt-swin-b-random --size 480 --batch 1 2 4 8)
+    train_mem=(--model lavt-swin-b-random --size 480 --batch 1 2 4 8
+               --checkpoint none backbone backbone+text --amp none bf16)
     sam=(--model vit_h --images real:3,synth:2 --points-per-side 32 --warmup 1 --encoder-batch 4
          --sides library,ours,ours-bf16,ours-compile-bf16)
     sam_loose=(--model vit_h --images real:3,synth:1 --points-per-side 16 --loose
@@ -99,7 +100,7 @@ for b in 6 2; do
         --amp none bf16 --json "$out/train_ts_b$b.json"
 done
 step train_mem 240 "$py" bench/bench_train.py --memory "${train_mem[@]}" --device "$device" \
-    --checkpoint none backbone backbone+text --amp none bf16 --json "$out/train_mem.json"
+    --json "$out/train_mem.json"
 step eval_imported 150 "$py" bench/bench_eval_imported.py "${eval_imported[@]}" --device "$device" \
     --amp none bf16 --json "$out/eval_imported.json"
 step sam 300 "$py" bench/bench_sam.py --device "$device" "${sam[@]}" --out "$out/sam.jsonl"

@@ -352,3 +352,20 @@ def test_rank_from_env(monkeypatch) -> None:
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(ConfigError, match="RANK=4 is outside WORLD_SIZE=4"):
         Rank.from_env()
+
+
+def test_slow_images_say_what_a_killed_run_loses(tmp_path, images, monkeypatch, capsys) -> None:
+    """Images slower than SLOW_IMAGE_S: one line, after the first image, saying that a shard is
+    written whole and how much a kill redoes (and the knob that shrinks it); fast ones: none."""
+    import semires.proposals.generate as gen_mod
+
+    generate_store(ClassicalGenerator(**SMALL), images, tmp_path / "fast", shard_size=4)
+    assert "note:" not in capsys.readouterr().out
+    monkeypatch.setattr(gen_mod, "SLOW_IMAGE_S", 0.0)
+    generate_store(ClassicalGenerator(**SMALL), images, tmp_path / "slow", shard_size=4)
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1, notes
+    assert "the store is written a shard of 4 images at a time, so a killed run redoes up to 3 images" in notes[0]  # fmt: skip
+    assert notes[0].endswith("a smaller --shard-size (proposals.shard_size) loses less")
+    generate_store(ClassicalGenerator(**SMALL), images, tmp_path / "quiet", shard_size=4, progress=False)  # fmt: skip
+    assert "note:" not in capsys.readouterr().out

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from semires.pipeline import load_run_config
@@ -89,9 +90,11 @@ def test_the_dry_run_is_the_paper_config_but_for_the_documented_keys() -> None:
     assert dry.labeled == "1%" and dry.split_seed == 0 and dry.data.test_splits == ["testA", "testB"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_documented_dry_run_runs_every_stage(tmp_path: Path) -> None:
     """The two commands of the page, as written, in a fresh folder: every stage of the paper's
-    run, the report, and a rerun that takes every stage from the cache."""
+    run, the report, and a rerun that takes every stage from the cache (about 35 CPU seconds:
+    marked slow; the config test above is the fast check of what the commands resolve to)."""
     commands = documented_commands()
     for command in commands:
         done = subprocess.run(
