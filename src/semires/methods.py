@@ -43,12 +43,6 @@ class RunMethod:
 SUPERVISED = RunMethod("supervised", "supervised (burn-in)", None)
 
 
-def _strategy_label(strategy: str) -> str:
-    from semires.train.strategies import strategy_class
-
-    return strategy_class(strategy).label
-
-
 def _variant(name: str, label: str, strategy: str, ours: bool = False, **semi: Any) -> RunMethod:
     refine = {"strategy": strategy}
     return RunMethod(name, label, refine, semi, ours)
@@ -82,8 +76,6 @@ _TABLE: dict[str, RunMethod] = {
         ),
     )
 }
-#: the strategies of ours (beyond the paper)
-_OURS = ("soft",)
 
 
 def methods() -> dict[str, RunMethod]:
@@ -94,8 +86,8 @@ def methods() -> dict[str, RunMethod]:
     out = {"supervised": SUPERVISED, "teacher_student": _TABLE["teacher_student"]}
     for name in STRATEGIES:
         if name != "none":
-            label = _strategy_label(name)
-            out[name] = RunMethod(name, label, {"strategy": name}, ours=name in _OURS)
+            cls = STRATEGIES.get(name)
+            out[name] = RunMethod(name, cls.label, {"strategy": name}, ours=cls.ours)
         # the table's variants of a strategy follow it (cpi_u, cpi_o after cpi)
         out.update({k: m for k, m in _TABLE.items() if _is_variant_of(m, name)})
     out.update({k: m for k, m in _TABLE.items() if k not in out})

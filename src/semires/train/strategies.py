@@ -79,6 +79,8 @@ class Strategy:
     counters: ClassVar[tuple[str, ...]] = ()
     #: a dataclass of its own settings (``semi.refine.options``), or None
     Options: ClassVar[type | None] = None
+    #: beyond the paper (marked as ours in tables and benches)
+    ours: ClassVar[bool] = False
 
     def __init__(self, cfg: RefineConfig) -> None:
         self.cfg = cfg
@@ -350,6 +352,8 @@ class Confidence(Strategy):
 @register_strategy("soft", label="soft-IoU matching")
 class SoftIOM(Matching):
     """Soft IoU matching against the teacher's probability (ours, beyond the paper)."""
+
+    ours = True
 
     def labels(self, P: Tensor, p: Tensor, M: Tensor, valid: Tensor) -> RefineResult:
         labels, matched, index, _ = soft_iom(P, p, M, valid, self.cfg.soft_tau)
