@@ -237,3 +237,22 @@ def test_exclusive_assignment_leaves_single_referent_images_alone(synth_tiny, se
     assert torch.equal(a.result.labels, b.result.labels)
     assert torch.equal(a.result.weights, b.result.weights)
     assert torch.equal(b.kept, b.valid)
+
+
+def test_pwa_class_weights_belong_to_the_teacher_student_method(synth_tiny, tmp_path):
+    from semires.train.method import build_method
+
+    off = make_cfg(synth_tiny, tmp_path / "a", "semi.pwa_class_weights=false")
+    assert build_method(off, device=torch.device("cpu")).make_losses().pwa_class_weights
+    semi = make_cfg(
+        synth_tiny,
+        tmp_path / "b",
+        "semi.enabled=true",
+        "semi.refine.strategy=none",
+        "semi.burn_in=x.pt",
+        "semi.pwa_class_weights=false",
+    )
+    losses = build_method(semi, device=torch.device("cpu")).make_losses()
+    assert not losses.pwa_class_weights and losses.class_weights.tolist() == pytest.approx(
+        [0.9, 1.1]
+    )

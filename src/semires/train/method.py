@@ -83,11 +83,11 @@ class Method:
         """Initial weights beyond the model's own (none here)."""
 
     def make_losses(self) -> PixelLosses:
-        """The run's pixel losses (``train.class_weights``, ``train.ce_mean``,
-        ``semi.pwa_class_weights``) when none is injected."""
+        """The run's pixel losses (``train.class_weights``, ``train.ce_mean``) when none is
+        injected."""
         cfg = self.cfg
         weights = torch.tensor(cfg.train.class_weights, device=self.device, dtype=torch.float32)
-        return PixelLosses(weights, cfg.train.ce_mean, cfg.semi.pwa_class_weights)
+        return PixelLosses(weights, cfg.train.ce_mean)
 
     def attach(self, model: nn.Module, text: TextInputs, losses: PixelLosses) -> None:
         """The trained network, its text inputs and the run's pixel losses."""

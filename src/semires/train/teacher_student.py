@@ -242,6 +242,12 @@ class TeacherStudent(Method):
                 )
         ckpt_io.load_model_state(model, ck["model"], path, ck.get("text_from_source", False))
 
+    def make_losses(self) -> PixelLosses:
+        """The supervised losses, and PWA's class weights as ``semi.pwa_class_weights`` says."""
+        losses = super().make_losses()
+        losses.pwa_class_weights = self.cfg.semi.pwa_class_weights
+        return losses
+
     def attach(self, model: nn.Module, text: TextInputs, losses: PixelLosses) -> None:
         super().attach(model, text, losses)
         semi = self.cfg.semi
