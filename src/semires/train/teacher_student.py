@@ -7,12 +7,14 @@ strong view with the strategy's loss, and the teacher follows the student after 
 step. The whole loss of a step, readable in one sitting (:meth:`TeacherStudent.loss`)::
 
     labels = pseudo_labeler(unlabeled)                    # teacher, weak view, strategy labels
+    keep = top share q(t) of labels.signals[signal]       # semi.select (default: every sample)
     logits = student([labeled images, strong views])      # one forward pass
-    L = w_sup * CE(logits_labeled, gt) + lambda * strategy.loss(logits_unlabeled, labels)
+    L = w_sup * CE(logits_labeled, gt)
+        + lambda * strategy.loss(logits_unlabeled[keep], labels[keep])
 
 :class:`RefineStats` counts, per epoch, how refinement went (miss rate, each strategy's
-counters, and against the unlabeled images' ground truth where it exists: IoU before / after,
-corrections, grounding), written to ``history.json``.
+counters, the kept share, and against the unlabeled images' ground truth where it exists: IoU
+before / after, corrections, grounding, each signal's precision), written to ``history.json``.
 """
 
 from __future__ import annotations
@@ -179,6 +181,9 @@ class TeacherStudent(Method):
     """Teacher-student training from a burn-in checkpoint (see the module docstring); its
     settings are the config's ``semi`` section."""
 
+    #: the share of unlabeled samples the selection keeps at the current step (begin_step)
+    share: float = 1.0
+
     # ------------------------------------------------------------------ set-up
     def build_data(self, index: RESIndex, labeled: list[Ref], unlabeled: list[Ref]) -> None:
         super().build_data(index, labeled, unlabeled)
@@ -303,7 +308,7 @@ class TeacherStudent(Method):
         signal = self.cfg.semi.select.signal
         if signal == "none":
             return None
-        return keep_top(labels.signals[signal], getattr(self, "share", 1.0))
+        return keep_top(labels.signals[signal], self.share)
 
     def after_step(self) -> None:
         """One EMA step of the teacher."""
