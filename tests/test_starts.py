@@ -328,11 +328,23 @@ def test_ctrl_c_is_one_line_saying_how_to_go_on(argv, said, monkeypatch, capsys)
     assert capsys.readouterr().err == said + "\n"
 
 
+def _interruptible(cmd: list[str]) -> subprocess.Popen:
+    """``cmd`` started with Ctrl-C's default action, as from a terminal: a suite run as a
+    background job (``make test &``, nohup) has SIGINT ignored, and children inherit that."""
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def test_ctrl_c_of_a_training_run_says_rerun_to_resume(synth_tiny, tmp_path):
     """A real SIGINT to `semires train` mid-run: exit 130 and one line."""
     out = tmp_path / "t"
     argv = train_args(synth_tiny, out, "train.epochs=200", "train.steps_per_epoch=null")
-    proc = subprocess.Popen([*SEMIRES, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = _interruptible([*SEMIRES, *argv])
     deadline = time.monotonic() + 120
     while not (out / "latest.pt").is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -350,7 +362,7 @@ def test_ctrl_c_during_parallel_runs_is_one_line(tmp_path):
     many = [a for a in SHORT_RUN if not a.startswith(("methods=", "parallel=", "teacher_student.epochs", "teacher_student.steps"))]  # fmt: skip
     argv = ["run", "--preset", "demo", "-q", "--out", str(out), *many]
     argv += ["methods=[cpi, iom]", "parallel=2", "teacher_student.epochs=200"]
-    proc = subprocess.Popen([*SEMIRES, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = _interruptible([*SEMIRES, *argv])
     deadline = time.monotonic() + 300
     while not (out / "cpi" / "config.yaml").is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
