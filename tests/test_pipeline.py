@@ -91,6 +91,9 @@ def test_pipeline_runs_every_stage_and_reports(tiny_run):
     # pseudo-label statistics are logged for every teacher-student run
     assert set(saved["pseudo_labels"]) == {"teacher_student", "iom", "cpi"}
     assert saved["pseudo_labels"]["teacher_student"]["miss_rate"] == 1.0  # no refinement
+    # every sample kept (no selection); the signals' table is in the report
+    assert all(q["kept_share"] == 1.0 for q in saved["pseudo_labels"].values())
+    assert "| SemiRES-CPI | 100.0% |" in md and "precision: confidence" in md
     d = saved["deltas_oIoU"]["cpi"]["vs_supervised"]
     assert d == pytest.approx(
         summary["methods"]["cpi"]["testA+testB"]["oIoU"]

@@ -101,4 +101,30 @@ def quality_section(quality: dict[str, dict[str, float]]) -> list[str]:
         cells = [f"{100 * q.get(k, 0):.2f}" for k in keys[:2]]
         cells += [f"{100 * q.get(k, 0):.1f}%" for k in (*keys[2:], *shares)]
         lines.append(f"| {label(m)} | " + " | ".join(cells) + " |")
+    return lines + _signal_lines(quality)
+
+
+def _signal_lines(quality: dict[str, dict[str, float]]) -> list[str]:
+    """The object-level table: the share of unlabeled samples the loss kept (``semi.select``),
+    their grounding, and each signal's precision (docs/refinement.md)."""
+    from semires.train.pseudo import SIGNALS
+
+    if not any("kept_share" in q for q in quality.values()):
+        return []
+    lines = [
+        "",
+        "Object-level signals: *kept*, the share of unlabeled samples the loss learned from "
+        "(`semi.select`); *precision*, the grounding of the top half of each batch by a signal "
+        "(against *grounded refined* above: a useful signal is well above it).",
+        "",
+        "| method | kept | grounded (kept) | "
+        + " | ".join(f"precision: {s}" for s in SIGNALS)
+        + " |",
+        "|---|" + "---:|" * (2 + len(SIGNALS)),
+    ]
+    for m, q in quality.items():
+        cells = [f"{100 * q[k]:.1f}%" if k in q else "-" for k in ("kept_share", "grounding_kept")]
+        cells += [f"{100 * q[f'precision_{s}']:.1f}%" if f"precision_{s}" in q else "-"
+                  for s in SIGNALS]  # fmt: skip
+        lines.append(f"| {label(m)} | " + " | ".join(cells) + " |")
     return lines

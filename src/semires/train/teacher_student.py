@@ -51,6 +51,9 @@ QUALITY_KEYS = (
     "corrections_positive",
     "corrections_negative",
     "corrections_no_change",
+    "kept_share",
+    "grounding_kept",
+    *(f"precision_{signal}" for signal in SIGNALS),
 )
 
 
