@@ -109,6 +109,7 @@ def test_killed_run_leaves_no_trainer_and_its_folder_is_locked_meanwhile(tmp_pat
     out = tmp_path / "run"
     args = ["run", "--preset", "demo", "--out", str(out), "-q", *TINY]
     args += ["parallel=3", "teacher_student.epochs=500", "teacher_student.threads=1"]
+    args += [f"methods=[{', '.join(METHODS)}]"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     previous: set[int] = set()
     for attempt in range(REPEATS):  # after the first kill, stages 1-4 are cached

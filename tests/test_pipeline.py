@@ -45,7 +45,7 @@ def tiny_run(tmp_path_factory):
 
 def test_pipeline_runs_every_stage_and_reports(tiny_run):
     out, _cfg, summary = tiny_run
-    assert set(summary["methods"]) == {"supervised", "teacher_student", "iom", "cpi"}
+    assert set(summary["methods"]) == {"supervised", "teacher_student", "iom", "cpi", "objects"}
     assert summary["split"] == "testA+testB"
     for method, splits in summary["methods"].items():
         # the demo preset scores test only at the end (val selected the checkpoint)
@@ -64,7 +64,7 @@ def test_pipeline_runs_every_stage_and_reports(tiny_run):
     assert oiou(counts) == pytest.approx(summary["methods"]["cpi"]["testA+testB"]["oIoU"])
     assert summary["small_objects"]["cpi"] == small_objects(counts)
     assert "## Small objects" in (out / "results.md").read_text()
-    # the demo trains the three teacher-student methods at once, in worker processes
+    # the demo trains the four teacher-student methods at once, in worker processes
     assert set(saved["timings"]) == {
         "data",
         "split",
@@ -74,6 +74,7 @@ def test_pipeline_runs_every_stage_and_reports(tiny_run):
         "teacher_student",
         "iom",
         "cpi",
+        "objects",
         "report",
     }
     for name in (
@@ -89,10 +90,11 @@ def test_pipeline_runs_every_stage_and_reports(tiny_run):
     html = (out / "report.html").read_text()
     assert "<table>" in html and "figures/examples.png" in html
     # pseudo-label statistics are logged for every teacher-student run
-    assert set(saved["pseudo_labels"]) == {"teacher_student", "iom", "cpi"}
+    assert set(saved["pseudo_labels"]) == {"teacher_student", "iom", "cpi", "objects"}
     assert saved["pseudo_labels"]["teacher_student"]["miss_rate"] == 1.0  # no refinement
-    # every sample kept (no selection); the signals' table is in the report
-    assert all(q["kept_share"] == 1.0 for q in saved["pseudo_labels"].values())
+    # every sample kept without selection, about half at the start with it (2 steps of 2)
+    assert all(q["kept_share"] == 1.0 for m, q in saved["pseudo_labels"].items() if m != "objects")
+    assert saved["pseudo_labels"]["objects"]["kept_share"] == 0.75  # 1 of 2, then 2 of 2
     assert "| SemiRES-CPI | 100.0% |" in md and "precision: confidence" in md
     d = saved["deltas_oIoU"]["cpi"]["vs_supervised"]
     assert d == pytest.approx(
