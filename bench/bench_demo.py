@@ -52,9 +52,18 @@ SPLITS = ("testA", "testB")
 HEAD = "testA+testB"
 
 
-def run_preset(preset: str, data_seed: int, seeds: list[int], out: Path, extra: list[str]) -> float:
-    """One ``semires run --seeds`` in a fresh folder; its wall time in seconds."""
-    if out.exists():
+def run_preset(
+    preset: str,
+    data_seed: int,
+    seeds: list[int],
+    out: Path,
+    extra: list[str],
+    *,
+    fresh: bool = True,
+) -> float:
+    """One ``semires run --seeds`` in a fresh folder (``fresh=False``: in ``out`` as it is, so
+    the run's stage cache trains only what is missing); its wall time in seconds."""
+    if fresh and out.exists():
         shutil.rmtree(out)
     cmd = [sys.executable, "-m", "semires", "run", "--preset", preset, "--out", str(out), "-q"]
     cmd += ["--seeds", ",".join(map(str, seeds)), f"synth.seed={data_seed}", *extra]
@@ -101,6 +110,25 @@ def add_gap_shares(runs: list[dict], ceilings: dict[str, dict]) -> None:
         gap = ceil["oIoU"] - base
         for v in r["methods"].values():
             v["gap_share"] = (v["oIoU"] - base) / gap if gap > 0 else float("nan")
+
+
+def _methods_done(layout: RunLayout) -> set[str]:
+    """The methods a finished run folder has results for (empty when it has none)."""
+    if not layout.results_json.exists():
+        return set()
+    return set(json.loads(layout.results_json.read_text()).get("methods", {}))
+
+
+def case_plan(folder: Path, seeds: list[int], methods: list[str], reuse: bool) -> str:
+    """What a case needs: ``collect`` (``reuse`` and every seed has every method), ``complete``
+    (``reuse`` and every seed has results but some method is missing: run in place, the stage
+    cache trains only the missing ones) or ``fresh`` (run from scratch)."""
+    have = [_methods_done(RunLayout(folder / f"seed-{s}")) for s in seeds]
+    if not reuse:
+        return "fresh"
+    if all(set(methods) <= h for h in have):
+        return "collect"
+    return "complete" if all(have) else "fresh"
 
 
 def _samples(layout: RunLayout, stage: str) -> dict[str, Any]:
@@ -330,7 +358,8 @@ def main() -> None:
         "--reuse",
         action="store_true",
         help="Collect a case whose folder under --keep already holds every seed's results\n"
-        "instead of running it again (to gather cases run by separate invocations).",
+        "instead of running it again (to gather cases run by separate invocations); a case\n"
+        "that lacks some of --methods is completed in place: only those are trained.",
     )
     ap.add_argument(
         "--no-ceiling",
@@ -348,10 +377,13 @@ def main() -> None:
     for case in args.cases:
         preset, data_seed = case.split(":")
         folder = root / f"{preset}-{data_seed}"
-        done = all(RunLayout(folder / f"seed-{s}").results_json.exists() for s in args.train_seeds)
-        if not (args.reuse and done):
-            wall = run_preset(preset, int(data_seed), args.train_seeds, folder, extra)
-            (folder / "bench_wall_s.txt").write_text(f"{wall:.1f}\n")
+        plan = case_plan(folder, args.train_seeds, args.methods, args.reuse)
+        if plan != "collect":
+            wall = run_preset(
+                preset, int(data_seed), args.train_seeds, folder, extra, fresh=plan == "fresh"
+            )
+            name = "bench_added_wall_s.txt" if plan == "complete" else "bench_wall_s.txt"
+            (folder / name).write_text(f"{wall:.1f}\n")
         wall_file = folder / "bench_wall_s.txt"
         case_wall = float(wall_file.read_text()) if wall_file.exists() else float("nan")
         for s in args.train_seeds:

@@ -75,3 +75,21 @@ def test_ours_must_hold_on_every_data_seed(bench, gains, every):
     share = summary["methods"]["objects"]["gap_share"]["mean"]
     assert share == pytest.approx((5 + np.mean(list(gains.values()))) / 15, abs=0.05)
     assert gap[1] is (share >= 0.5)
+
+
+def test_reuse_completes_a_case_missing_methods_in_place(bench, tmp_path):
+    import json
+
+    def finished(seed: int, methods: list[str]) -> None:
+        folder = tmp_path / f"seed-{seed}"
+        folder.mkdir(exist_ok=True)
+        results = {"methods": {m: {} for m in [SUPERVISED, *methods]}}
+        (folder / "results.json").write_text(json.dumps(results))
+
+    assert bench.case_plan(tmp_path, [0, 1], ["cpi"], reuse=True) == "fresh"  # nothing there
+    finished(0, ["cpi", "objects"])
+    assert bench.case_plan(tmp_path, [0, 1], ["cpi"], reuse=True) == "fresh"  # seed 1 missing
+    finished(1, ["cpi"])
+    assert bench.case_plan(tmp_path, [0, 1], ["cpi"], reuse=True) == "collect"
+    assert bench.case_plan(tmp_path, [0, 1], ["cpi", "objects"], reuse=True) == "complete"
+    assert bench.case_plan(tmp_path, [0, 1], ["cpi"], reuse=False) == "fresh"
