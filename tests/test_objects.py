@@ -228,3 +228,38 @@ def test_flip_image_mirrors_the_last_axis():
     x = torch.arange(6).view(1, 2, 3)
     assert flip_image(x).tolist() == [[[2, 1, 0], [5, 4, 3]]]
     assert np.array_equal(flip_image(flip_image(x)).numpy(), x.numpy())
+
+
+def test_student_flip_is_drawn_last_and_only_when_on(synth_tiny):
+    """``semi.flip_student``: the loader marks samples whose student side is mirrored, drawn
+    after everything else, so the views are the same with it on or off."""
+    index = _index(synth_tiny)
+    refs = index.refs_in("train")
+    plain = UnlabeledDataset(index, refs, 64, 0)
+    always = UnlabeledDataset(index, refs, 64, 0, flip_student=1.0)
+    half = UnlabeledDataset(index, refs, 64, 0, flip_student=0.5)
+    flags = []
+    for i in range(len(refs)):
+        key = SampleKey(i, 1, 2, i % 4)
+        a, b, c = plain[key], always[key], half[key]
+        assert "student_flip" not in a
+        assert bool(b["student_flip"]) is True
+        for x in (b, c):
+            assert torch.equal(x["weak"], a["weak"]) and torch.equal(x["strong"], a["strong"])
+            assert x["sentence"] == a["sentence"]
+        flags.append(bool(c["student_flip"]))
+    assert 0 < sum(flags) < len(flags)  # a mix at 0.5
+
+
+def test_mirrored_result_flips_labels_and_weights_where_asked():
+    from semires.train.refine import RefineResult
+
+    labels = torch.zeros(2, 3, 4, dtype=torch.bool)
+    labels[:, :, 0] = True  # the left column
+    weights = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    r = RefineResult(labels, weights, torch.tensor([True, False]), {"x": 1})
+    m = r.mirrored(torch.tensor([True, False]))
+    assert m.labels[0, :, 3].all() and not m.labels[0, :, 0].any()  # mirrored: right column
+    assert torch.equal(m.labels[1], labels[1])  # untouched
+    assert torch.equal(m.weights[0], weights[0].flip(-1)) and torch.equal(m.weights[1], weights[1])
+    assert torch.equal(m.matched, r.matched) and m.counts == r.counts

@@ -256,3 +256,36 @@ def test_pwa_class_weights_belong_to_the_teacher_student_method(synth_tiny, tmp_
     assert not losses.pwa_class_weights and losses.class_weights.tolist() == pytest.approx(
         [0.9, 1.1]
     )
+
+
+def test_mirrored_student_view_learns_the_mirrored_label(synth_tiny, semi_setup, tmp_path):
+    """``semi.flip_student=1``: the student's forward gets every strong view mirrored with its
+    sentence's left / right swapped, and the strategy's loss the teacher's label mirrored; the
+    teacher's labels are those of the same step without it."""
+    from semires.data.flip import flip_image, flip_sentence
+
+    common, _, _ = semi_setup
+    seen: dict[str, list] = {}
+    for flip in ("0", "1"):
+        cfg = make_cfg(synth_tiny, tmp_path / flip, *common, f"semi.flip_student={flip}")
+        trainer = Trainer(cfg, progress=False)
+        method_ = trainer.method
+        real_loss, real_forward = method_.labeler.strategy.loss, trainer._forward
+        method_.labeler.strategy.loss = lambda logits, result, losses, f=real_loss: (
+            seen.setdefault("results", []).append(result) or f(logits, result, losses)
+        )
+        trainer._forward = lambda images, sentences, f=real_forward: (
+            seen.setdefault("inputs", []).append((images, sentences)) or f(images, sentences)
+        )
+        batches = list(next(iter(trainer.batches(0, 1))))
+        trainer.train_step(batches)
+        seen.setdefault("batches", []).append(batches)
+    plain, mirrored = seen["results"]
+    (images0, sentences0), (images1, sentences1) = seen["inputs"]
+    b = len(seen["batches"][0][0]["sentence"])  # the labeled part comes first
+    assert torch.equal(images1[:b], images0[:b]) and sentences1[:b] == sentences0[:b]
+    assert torch.equal(images1[b:], flip_image(images0[b:]))
+    assert sentences1[b:] == [flip_sentence(s) for s in sentences0[b:]]
+    assert torch.equal(mirrored.labels, flip_image(plain.labels))
+    assert torch.equal(mirrored.weights, flip_image(plain.weights))
+    assert torch.equal(mirrored.matched, plain.matched)

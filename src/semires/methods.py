@@ -74,6 +74,16 @@ _TABLE: dict[str, RunMethod] = {
             flip_view=True,
             select={"signal": "confidence"},
         ),
+        _variant(
+            "objects_mirror",
+            "objects + mirrored student view",
+            "cpi",
+            ours=True,
+            consensus=True,
+            flip_view=True,
+            select={"signal": "confidence"},
+            flip_student=0.5,
+        ),
     )
 }
 

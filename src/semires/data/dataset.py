@@ -176,7 +176,8 @@ class UnlabeledDataset(Dataset):
     each sample also carries the expressions of every OTHER referred object of its image
     (``others``: one list per object, objects in id order; the split is by image, so they are
     unlabeled too), for assigning candidates to an image's referents jointly
-    (``semi.assign``).
+    (``semi.assign``). With ``flip_student`` > 0 each sample carries ``student_flip`` (a bool
+    drawn with that probability): whether the student sees it mirrored (``semi.flip_student``).
     """
 
     def __init__(
@@ -194,9 +195,11 @@ class UnlabeledDataset(Dataset):
         with_gt: bool = True,
         packed: bool = True,
         referents: bool = False,
+        flip_student: float = 0.0,
     ) -> None:
         self.index, self.refs, self.size, self.seed = index, list(refs), size, seed
         self.referents = referents
+        self.flip_student = flip_student
         self._objects: dict[int, dict[int, list[str]]] | None = None
         self.images = _ImageCache(index, size, cache_images)
         self.proposals = proposals
@@ -242,7 +245,11 @@ class UnlabeledDataset(Dataset):
         sentence = ref.sentences[int(rng.integers(len(ref.sentences)))].raw
         image = self.images.get(ref.image_id)
         weak = self.blur(image, rng)
-        return self._item(ref, sentence, weak, self.jitter(weak, rng))
+        item = self._item(ref, sentence, weak, self.jitter(weak, rng))
+        # drawn last and only when on: runs without it draw exactly what they always drew
+        if self.flip_student > 0:
+            item["student_flip"] = torch.tensor(bool(rng.random() < self.flip_student))
+        return item
 
     def item(self, ref: Ref, sentence: str) -> dict[str, Any]:
         """The sample of ``ref`` with ``sentence``, without augmentation (both views are the

@@ -275,6 +275,10 @@ class SemiConfig:
     #: the teacher also labels the mirrored weak view with the mirrored expression and averages
     #: the two probabilities (ours; one more teacher pass)
     flip_view: bool = False
+    #: probability that an unlabeled sample's student side (strong view, expression, label and
+    #: its weights) is mirrored with the expression's left / right swapped (ours; the teacher's
+    #: side is not: its label is mirrored with the view; no extra pass)
+    flip_student: float = numeric(0.0, ge=0, le=1)
     #: object-level selection of the samples the unsupervised loss learns from (ours)
     select: SelectConfig = field(default_factory=SelectConfig)
 

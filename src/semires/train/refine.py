@@ -351,6 +351,14 @@ class RefineResult:
     #: None for strategies without candidates
     selected: Tensor | None = None
 
+    def mirrored(self, where: Tensor) -> RefineResult:
+        """The result with the labels and weights of the samples where ``where`` [B] is True
+        mirrored left to right (the student's flipped view, ``semi.flip_student``)."""
+        w = where.to(self.labels.device)[:, None, None]
+        labels = torch.where(w, self.labels.flip(-1), self.labels)
+        weights = torch.where(w, self.weights.flip(-1), self.weights)
+        return RefineResult(labels, weights, self.matched, self.counts, self.selected)
+
     def subset(self, keep: Tensor) -> RefineResult:
         """The result of the samples where ``keep`` [B] is True (the counters unchanged)."""
         selected = None if self.selected is None else self.selected[keep]

@@ -9,6 +9,7 @@ step. The whole loss of a step, readable in one sitting (:meth:`TeacherStudent.l
     labels = pseudo_labeler(unlabeled)                    # teacher, weak view, strategy labels
     keep = top share q(t) of labels.signals[signal]       # semi.select (default: every sample)
     logits = student([labeled images, strong views])      # one forward pass
+                       # (semi.flip_student: some views mirrored with sentence and label)
     L = w_sup * CE(logits_labeled, gt)
         + lambda * strategy.loss(logits_unlabeled[keep], labels[keep])
 
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from semires.data.dataset import UNLABELED, UnlabeledDataset
+from semires.data.flip import flip_image, flip_sentence
 from semires.data.index import Ref, RESIndex
 from semires.errors import CheckpointError, DataError, SemiresError
 from semires.runtime import checkpoint as ckpt_io
@@ -37,7 +39,7 @@ from semires.train.losses import PixelLosses
 from semires.train.method import TRAINING_METHODS, Forward, Method, Stream, flipped_sentences
 from semires.train.objects import keep_top, kept_share
 from semires.train.pseudo import SIGNALS, PseudoLabeler, PseudoLabels, needs_referents
-from semires.train.refine import correction_stats
+from semires.train.refine import RefineResult, correction_stats
 from semires.train.strategies import counter_names
 
 #: the keys of :meth:`RefineStats.report` a report or a progress line shows, in that order
@@ -207,6 +209,7 @@ class TeacherStudent(Method):
             jitter=semi.augment.jitter(),
             cache_images=cfg.data.cache_images,
             referents=needs_referents(semi),
+            flip_student=semi.flip_student,
         )
 
     def _open_proposals(self, index: RESIndex, unlabeled: list[Ref]) -> Any:
@@ -268,7 +271,8 @@ class TeacherStudent(Method):
         self.stats = RefineStats()
 
     def extra_sentences(self, sentences: set[str]) -> set[str]:
-        flips = self.cfg.data.flip > 0 or self.cfg.semi.flip_view
+        semi = self.cfg.semi
+        flips = self.cfg.data.flip > 0 or semi.flip_view or semi.flip_student > 0
         return flipped_sentences(sentences) if flips else set()
 
     # ------------------------------------------------------------------ the loop
@@ -291,12 +295,13 @@ class TeacherStudent(Method):
         keep = self._selected(labels)
         gt = unl.get("gt")
         self.stats.add(labels, None if gt is None else gt.to(self.device), keep)
-        logits = forward(
-            torch.cat([lab["image"], unl["strong"]]), [*lab["sentence"], *unl["sentence"]]
-        )
+        strong, sentences, result = unl["strong"], list(unl["sentence"]), labels.result
+        if "student_flip" in unl:  # semi.flip_student: the student's side mirrored
+            strong, sentences, result = _mirrored(strong, sentences, result, unl["student_flip"])
+        logits = forward(torch.cat([lab["image"], strong]), [*lab["sentence"], *sentences])
         b = lab["image"].shape[0]
         loss_sup = self.losses.ce(logits[:b], lab["gt"].to(self.device))
-        student, result = logits[b:], labels.result
+        student = logits[b:]
         if keep is not None:  # object-level selection: the kept samples only
             student, result = student[keep], result.subset(keep)
         loss_unsup = self.labeler.strategy.loss(student, result, self.losses)
@@ -343,6 +348,17 @@ class TeacherStudent(Method):
                 f"{path} has no teacher state but this run is a teacher-student run"
             )
         ckpt_io.load_model_state(self.teacher, ck["teacher"], path, from_source)
+
+
+def _mirrored(
+    strong: Tensor, sentences: list[str], result: RefineResult, where: Tensor
+) -> tuple[Tensor, list[str], RefineResult]:
+    """The student's side of the samples where ``where`` [B] is True mirrored: the strong view,
+    the expression (left / right swapped) and the strategy's labels and weights."""
+    w = where.to(strong.device)
+    strong = torch.where(w[:, None, None, None], flip_image(strong), strong)
+    sentences = [flip_sentence(s) if f else s for s, f in zip(sentences, w.tolist(), strict=True)]
+    return strong, sentences, result.mirrored(w)
 
 
 TRAINING_METHODS.add("teacher_student", TeacherStudent, replace=True)
