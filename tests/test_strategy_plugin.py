@@ -165,7 +165,11 @@ def test_offline_pseudo_labels_are_the_training_labels(synth_tiny, semi_setup, t
     assert offline.result.counts == result.counts
 
 
-def test_object_selection_trains_on_the_kept_share(synth_tiny, semi_setup, tmp_path):
+@pytest.mark.parametrize(
+    ("signal", "extra"),
+    [("confidence", []), ("agreement", ["semi.consensus=true"])],  # agreement: consensus alone
+)
+def test_object_selection_trains_on_the_kept_share(synth_tiny, semi_setup, tmp_path, signal, extra):
     """With ``semi.select`` the strategy's loss receives the ceil(q(t) B) samples of highest
     signal, q rising from ``start`` to ``end``; the epoch's record says what was kept."""
     import math
@@ -178,7 +182,8 @@ def test_object_selection_trains_on_the_kept_share(synth_tiny, semi_setup, tmp_p
         tmp_path / "select",
         *common,
         "semi.refine.strategy=cpi",
-        "semi.select.signal=confidence",
+        f"semi.select.signal={signal}",
+        *extra,
         "semi.select.start=0.25",
         "train.epochs=1",
         "train.steps_per_epoch=4",
@@ -191,7 +196,7 @@ def test_object_selection_trains_on_the_kept_share(synth_tiny, semi_setup, tmp_p
     def labeler(unl):  # the labels, and the samples selection should keep from them
         labels = real_labeler(unl)
         share = kept_share(trainer.step, trainer.total_steps, 0.25, 1.0, 1.0)
-        expected.append(labels.result.labels[keep_top(labels.signals["confidence"], share)])
+        expected.append(labels.result.labels[keep_top(labels.signals[signal], share)])
         return labels
 
     real_labeler.strategy.loss = lambda logits, result, losses: (
@@ -207,7 +212,7 @@ def test_object_selection_trains_on_the_kept_share(synth_tiny, semi_setup, tmp_p
     assert sizes == [math.ceil((0.25 + 0.75 * t / 4) * batch) for t in range(4)]
     assert all(torch.equal(u, e) for u, e in zip(used, expected, strict=True))
     assert record["kept_share"] == pytest.approx(sum(sizes) / (4 * batch))
-    assert {"grounding_kept", "precision_confidence", "precision_mean"} <= set(record)
+    assert {"grounding_kept", f"precision_{signal}", "precision_mean"} <= set(record)
 
 
 def test_exclusive_assignment_leaves_single_referent_images_alone(synth_tiny, semi_setup, tmp_path):

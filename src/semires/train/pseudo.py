@@ -135,11 +135,6 @@ class PseudoLabeler:
         # every unlabeled batch has candidates: [B, 0, ...] slots where there is no store
         cands = unl["candidates"].to(self.device)
         valid = unl["candidates_valid"].to(self.device)
-        if not (self.referents or self.flip_view):
-            prob = self.probability(unl)
-            result = self.strategy.labels(prob > 0.5, prob, cands, valid)
-            signals = {"confidence": label_confidence(prob, result.labels)}
-            return PseudoLabels(prob, cands, valid, result, _with_mean(signals))
         prob, q, q_valid, signals = self._views(unl)
         kept = None
         if self.referents:
@@ -157,20 +152,7 @@ class PseudoLabeler:
         """The teacher's foreground probability on the weak views [B, H, W] (with
         ``consensus``: averaged over each object's expressions; with ``flip_view``: and over
         the mirrored view)."""
-        if self.referents or self.flip_view:
-            return self._views(unl)[0]
-        images = unl["weak"].to(self.device, non_blocking=True)
-        if self.cfg.consensus:
-            groups = unl["expressions"]
-            owner = torch.tensor([b for b, g in enumerate(groups) for _ in g], device=self.device)
-            sentences = [s for g in groups for s in g]
-            images = images.index_select(0, owner)
-        else:
-            sentences = list(unl["sentence"])
-        prob = self._teacher(images, sentences)
-        if self.cfg.consensus:
-            prob = expression_consensus(prob, owner, len(unl["sentence"]))
-        return prob
+        return self._views(unl)[0]
 
     def _teacher(self, images: Tensor, sentences: list[str]) -> Tensor:
         x = normalize(images, self.teacher.image_mean, self.teacher.image_std)
