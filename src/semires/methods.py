@@ -48,6 +48,13 @@ def _variant(name: str, label: str, strategy: str, ours: bool = False, **semi: A
     return RunMethod(name, label, refine, semi, ours)
 
 
+#: the object-level settings of ``objects`` (over CPI; docs/refinement.md)
+_OBJECTS: dict[str, Any] = {
+    "consensus": True,
+    "flip_view": True,
+    "select": {"signal": "confidence"},
+}
+
 #: methods beyond "one registered strategy under its own name"
 _TABLE: dict[str, RunMethod] = {
     m.name: m
@@ -65,23 +72,13 @@ _TABLE: dict[str, RunMethod] = {
         _variant(
             "select", "CPI + object selection", "cpi", ours=True, select={"signal": "confidence"}
         ),
-        _variant(
-            "objects",
-            "CPI + consensus, flip view, selection",
-            "cpi",
-            ours=True,
-            consensus=True,
-            flip_view=True,
-            select={"signal": "confidence"},
-        ),
+        _variant("objects", "CPI + consensus, flip view, selection", "cpi", ours=True, **_OBJECTS),
         _variant(
             "objects_mirror",
             "objects + mirrored student view",
             "cpi",
             ours=True,
-            consensus=True,
-            flip_view=True,
-            select={"signal": "confidence"},
+            **_OBJECTS,
             flip_student=0.5,
         ),
     )
