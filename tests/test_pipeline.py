@@ -202,6 +202,26 @@ def test_changed_config_in_the_same_folder_is_refused(tiny_run):
         ConfigError, match=r"supervised was trained with another config .*train\.lr"
     ):
         run_pipeline(changed, progress=False)
+    # a folder trained before a setting existed trained with its default: the same config
+    import yaml
+
+    saved = out / "supervised" / "config.yaml"
+    text = saved.read_text()
+    older = yaml.safe_load(text)
+    del older["semi"]["flip_student"], older["data"]["flip"]
+    saved.write_text(yaml.safe_dump(older))
+    try:
+        same = load_run_config(preset="demo", overrides=[f"out={out}", *TINY])
+        assert (
+            run_pipeline(same, progress=False)["methods"]
+            == json.loads((out / "results.json").read_text())["methods"]
+        )
+        assert yaml.safe_load(saved.read_text()) == older  # taken as it is, not retrained
+        flips = load_run_config(preset="demo", overrides=[f"out={out}", *TINY, "data.flip=0.5"])
+        with pytest.raises(ConfigError, match=r"supervised was trained with another config .*flip"):
+            run_pipeline(flips, progress=False)  # not the default: another config
+    finally:
+        saved.write_text(text)
     other_split = load_run_config(preset="demo", overrides=[f"out={out}", *TINY, "labeled=50%"])
     with pytest.raises(ConfigError, match=r"other data / split / proposals settings \(labeled: "):
         run_pipeline(other_split, progress=False)

@@ -51,7 +51,7 @@ from semires.run_config import (  # noqa: F401 (re-exported: the run's config li
     ratio_tag,
     upstream_config,
 )
-from semires.train.config import Config, DataConfig
+from semires.train.config import Config, DataConfig, config_from_dict
 from semires.utils.io import (
     atomic_write_json,
     atomic_write_text,
@@ -354,7 +354,7 @@ class Pipeline:
         trained = (stage.latest, stage.best, stage.metrics)
         if not stage.config.is_file() or not any(p.is_file() for p in trained):
             return
-        old = yaml.safe_load(stage.config.read_text())
+        old = _with_defaults(yaml.safe_load(stage.config.read_text()))
         new = cfg.to_dict()
         if old != new:
             keys = sorted(_diff_keys(old, new))
@@ -605,6 +605,17 @@ def _progress_line(name: str, cfg: Config) -> str | None:
     if "miss_rate" in last:
         parts.append(f"miss rate {100 * last['miss_rate']:.0f}%")
     return ", ".join(parts)
+
+
+def _with_defaults(saved: Any) -> Any:
+    """A stage's saved config with the keys it lacks at their defaults: a folder trained before
+    a setting existed trained with its default (the setting's off switch), so it is the same
+    config. One that no longer loads (a setting since removed or renamed) stays as it is, and
+    differs."""
+    try:
+        return config_from_dict(saved).to_dict()
+    except (SemiresError, TypeError, ValueError):
+        return saved
 
 
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
