@@ -123,9 +123,9 @@ def case_plan(folder: Path, seeds: list[int], methods: list[str], reuse: bool) -
     """What a case needs: ``collect`` (``reuse`` and every seed has every method), ``complete``
     (``reuse`` and every seed has results but some method is missing: run in place, the stage
     cache trains only the missing ones) or ``fresh`` (run from scratch)."""
-    have = [_methods_done(RunLayout(folder / f"seed-{s}")) for s in seeds]
     if not reuse:
         return "fresh"
+    have = [_methods_done(RunLayout(folder / f"seed-{s}")) for s in seeds]
     if all(set(methods) <= h for h in have):
         return "collect"
     return "complete" if all(have) else "fresh"

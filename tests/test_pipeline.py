@@ -210,6 +210,11 @@ def test_changed_config_in_the_same_folder_is_refused(tiny_run):
     older = yaml.safe_load(text)
     del older["semi"]["flip_student"], older["data"]["flip"]
     saved.write_text(yaml.safe_dump(older))
+    run_yaml = out / "run.yaml"
+    run_text = run_yaml.read_text()
+    older_run = yaml.safe_load(run_text)
+    del older_run["data"]["train_split"]  # a data setting (default "train") it predates
+    run_yaml.write_text(yaml.safe_dump(older_run))
     try:
         same = load_run_config(preset="demo", overrides=[f"out={out}", *TINY])
         assert (
@@ -222,6 +227,7 @@ def test_changed_config_in_the_same_folder_is_refused(tiny_run):
             run_pipeline(flips, progress=False)  # not the default: another config
     finally:
         saved.write_text(text)
+        run_yaml.write_text(run_text)
     other_split = load_run_config(preset="demo", overrides=[f"out={out}", *TINY, "labeled=50%"])
     with pytest.raises(ConfigError, match=r"other data / split / proposals settings \(labeled: "):
         run_pipeline(other_split, progress=False)

@@ -51,13 +51,14 @@ from semires.run_config import (  # noqa: F401 (re-exported: the run's config li
     ratio_tag,
     upstream_config,
 )
-from semires.train.config import Config, DataConfig, config_from_dict
+from semires.train.config import Config, DataConfig
 from semires.utils.io import (
     atomic_write_json,
     atomic_write_text,
     check_folder_target,
     disk_full_in,
 )
+from semires.utils.typed_config import load_dataclass
 
 if TYPE_CHECKING:
     from semires.data.index import RESIndex
@@ -126,7 +127,8 @@ class Pipeline:
                 old = yaml.safe_load(path.read_text(encoding="utf-8"))
             except (OSError, yaml.YAMLError) as exc:
                 raise ConfigError(f"cannot read {path}: {exc}") from exc
-            self._check_upstream(old if isinstance(old, dict) else {}, current)
+            old = _with_defaults(old, RunConfig) if isinstance(old, dict) else {}
+            self._check_upstream(old, current)
         for name in self.plan.stage_names:
             if name != SUPERVISED or not self.cfg.burn_in_checkpoint:
                 cfg = self.plan.train_config(name)
@@ -354,7 +356,7 @@ class Pipeline:
         trained = (stage.latest, stage.best, stage.metrics)
         if not stage.config.is_file() or not any(p.is_file() for p in trained):
             return
-        old = _with_defaults(yaml.safe_load(stage.config.read_text()))
+        old = _with_defaults(yaml.safe_load(stage.config.read_text()), Config)
         new = cfg.to_dict()
         if old != new:
             keys = sorted(_diff_keys(old, new))
@@ -607,13 +609,18 @@ def _progress_line(name: str, cfg: Config) -> str | None:
     return ", ".join(parts)
 
 
-def _with_defaults(saved: Any) -> Any:
-    """A stage's saved config with the keys it lacks at their defaults: a folder trained before
-    a setting existed trained with its default (the setting's off switch), so it is the same
-    config. One that no longer loads (a setting since removed or renamed) stays as it is, and
-    differs."""
+def _with_defaults(saved: Any, kind: type[Config] | type[RunConfig]) -> Any:
+    """A saved config (a stage's ``config.yaml``: ``Config``; ``run.yaml``: ``RunConfig``) with
+    the keys it lacks at their defaults: a folder made before a setting existed was made with
+    its default (the setting's off switch), so it is the same config. Keys beside the config
+    (``run.yaml``'s ``synth_version``) are kept as they are; one that no longer loads (a
+    setting since removed or renamed) stays as it is, and differs."""
+    if not isinstance(saved, dict):
+        return saved
+    beside = {k: saved[k] for k in ("synth_version",) if k in saved}
+    body = {k: v for k, v in saved.items() if k not in beside}
     try:
-        return config_from_dict(saved).to_dict()
+        return {**load_dataclass(kind, body).to_dict(), **beside}
     except (SemiresError, TypeError, ValueError):
         return saved
 
